@@ -1,0 +1,5 @@
+import sys
+
+from medexplain.cli import main
+
+sys.exit(main())

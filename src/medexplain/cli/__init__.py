@@ -1,0 +1,64 @@
+"""The ``medexplain`` command line: thin wrappers that parse, call the library and write outputs.
+
+Each subcommand group lives in its own module of this package. Errors in the input end the program with
+one line on stderr (``medexplain: error: <file or value>: <problem>``) and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from medexplain import __version__
+from medexplain.cli.synth import synth_app
+from medexplain.errors import MedexplainError
+
+app = typer.Typer(
+    name="medexplain",
+    help="Interpretable deep learning for medical images (2D and 3D).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(synth_app, name="synth")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"medexplain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Interpretable deep learning for medical images (2D and 3D)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``medexplain`` script; returns the exit code."""
+    try:
+        code = app(args=argv, prog_name="medexplain", standalone_mode=False)
+    except MedexplainError as error:
+        typer.echo(f"medexplain: error: {error}", err=True)
+        return 2
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("medexplain: interrupted", err=True)
+        return 130
+    except Exception as error:  # click usage errors carry their own exit code
+        code = getattr(error, "exit_code", None)
+        if code is None:
+            raise
+        show = getattr(error, "show", None)
+        if show is not None:
+            show()
+        return int(code)
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The explainer protocol and the explainer registry."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol, runtime_checkable
+
+from torch import Tensor, nn
+
+from medexplain.errors import MedexplainError
+from medexplain.explain.explanation import Explanation
+from medexplain.explain.targets import Target
+from medexplain.registry import Registry
+
+
+@runtime_checkable
+class Explainer(Protocol):
+    """A frozen dataclass of hyperparameters, called as ``explainer(model, x, target)``.
+
+    ``x`` is ``(B, C, *spatial)``; the result holds maps ``(B, K, *spatial)``. An explainer never leaves
+    hooks on the model and never changes ``model.training``.
+    """
+
+    name: str
+
+    def __call__(self, model: nn.Module, x: Tensor, target: Target = None) -> Explanation: ...
+
+
+EXPLAINERS: Registry[type] = Registry("explainer")
+
+
+def register_explainer(name: str, **metadata: Any):
+    """Class decorator adding an explainer dataclass to the registry under ``name``."""
+    return EXPLAINERS.register(name, **metadata)
+
+
+def create_explainer(name: str, **params: Any) -> Explainer:
+    """Build the registered explainer ``name`` with hyperparameters ``params``.
+
+    Unknown names and unknown parameters raise :class:`MedexplainError` listing the valid choices.
+    """
+    cls = EXPLAINERS.get(name)
+    if dataclasses.is_dataclass(cls):
+        valid = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(params) - valid)
+        if unknown:
+            raise MedexplainError(
+                f"explainer {name!r} has no parameter {unknown[0]!r}; its parameters: {', '.join(sorted(valid))}"
+            )
+    return cls(**params)
+
+
+def available() -> list[str]:
+    """Names of the registered explainers."""
+    return EXPLAINERS.available()

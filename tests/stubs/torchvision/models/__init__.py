@@ -1,0 +1,3 @@
+from . import resnet
+
+__all__ = ["resnet"]
