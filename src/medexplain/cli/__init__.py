@@ -11,7 +11,7 @@ import sys
 import typer
 
 from medexplain import __version__
-from medexplain.cli.synth import synth_app
+from medexplain.cli import evaluate, explain, simulate, synth, train
 from medexplain.errors import MedexplainError
 
 app = typer.Typer(
@@ -21,7 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(synth_app, name="synth")
+for _module in (synth, train, explain, evaluate, simulate):
+    _module.register(app)
 
 
 def _print_version(value: bool) -> None:

@@ -1,0 +1,7 @@
+"""``medexplain explain``."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``explain`` command to ``app`` (filled in by its issue)."""
