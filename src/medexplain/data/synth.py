@@ -1,0 +1,1 @@
+"""Synthetic datasets with known ground truth: fundus photographs with lesions and brain-like atrophy images."""
