@@ -1,0 +1,59 @@
+"""PNG, JPEG, TIFF and BMP through Pillow: grey -> 1 channel, colour -> 3 (alpha dropped), pages -> depth."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageSequence, UnidentifiedImageError
+from torch import Tensor
+
+from medexplain.data.readers.common import check_header_size, reason, to_tensor
+from medexplain.errors import MedexplainError
+
+_GREY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_GREY_WITH_ALPHA = {"LA", "La"}
+
+
+def read(file: Path) -> Tensor:
+    """``(C, H, W)`` for one page, ``(C, D, H, W)`` for a multi-page TIFF; 16-bit and float values are kept."""
+    try:
+        with warnings.catch_warnings():
+            # Our own size limit below is the one that applies; Pillow's warning would only add noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(file)
+        with image:
+            pages = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
+            width, height = image.size
+            check_header_size(file, (pages, height, width, _channels(image.mode)))
+            slices = [_page_array(page) for page in itertools.islice(ImageSequence.Iterator(image), pages)]
+    except MedexplainError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise MedexplainError(f"{file}: header declares an image too large to decode safely ({error})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+        raise MedexplainError(f"{file}: corrupt or truncated image ({reason(error)})") from None
+    shapes = {s.shape for s in slices}
+    if len(shapes) != 1:
+        raise MedexplainError(f"{file}: TIFF pages differ in size or channels: {sorted(shapes)}")
+    array = slices[0] if pages == 1 else np.stack(slices, axis=1)
+    return to_tensor(file, array)
+
+
+def _channels(mode: str) -> int:
+    return 1 if mode in _GREY_MODES or mode in _GREY_WITH_ALPHA else 3
+
+
+def _page_array(page: Image.Image) -> np.ndarray:
+    """``(C, H, W)`` of the current page; palette/CMYK/YCbCr pages are converted to RGB."""
+    mode = page.mode
+    if mode in _GREY_WITH_ALPHA:
+        page = page.convert("L")
+    elif mode not in _GREY_MODES and mode != "RGB":
+        page = page.convert("RGB")
+    array = np.asarray(page)
+    if array.ndim == 2:
+        return array[None]
+    return np.moveaxis(array, -1, 0)
