@@ -1,0 +1,117 @@
+"""Input conventions shared by every metric: map and mask shapes, NaN checks, empty masks, ranks.
+
+Convention: maps and masks are ``(B, *spatial)``; ``spatial`` is ``(H, W)`` in 2D and ``(D, H, W)`` in 3D.
+A singleton channel axis, ``(B, 1, *spatial)`` (the layout of ``Batch.masks`` and of one-target
+``Explanation.maps``), is accepted explicitly and removed. Anything else that does not line up is a
+:class:`~medexplain.errors.MedexplainError`.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+from medexplain.errors import MedexplainError
+
+
+class EmptyMaskWarning(UserWarning):
+    """A ground-truth mask has no foreground: the sample's score is NaN and summaries exclude it."""
+
+
+def as_float(maps: Tensor, name: str = "maps") -> Tensor:
+    """``maps`` as a floating tensor (float16 maps from disk become float32); NaN or inf is an error."""
+    if not isinstance(maps, Tensor):
+        raise MedexplainError(f"{name} must be a torch.Tensor, got {type(maps).__name__}")
+    if maps.ndim < 2:
+        raise MedexplainError(f"{name} must be (B, *spatial), got shape {tuple(maps.shape)}")
+    if not maps.is_floating_point() or maps.dtype in (torch.float16, torch.bfloat16):
+        maps = maps.float()
+    if not bool(torch.isfinite(maps).all()):
+        raise MedexplainError(f"{name} contains NaN or infinite values")
+    return maps
+
+
+def drop_channel(tensor: Tensor, spatial: tuple[int, ...], name: str) -> Tensor:
+    """``tensor`` of shape ``(B, *spatial)`` or ``(B, 1, *spatial)`` as ``(B, *spatial)``."""
+    shape = tuple(tensor.shape[1:])
+    if shape == spatial:
+        return tensor
+    if shape == (1, *spatial):
+        return tensor.squeeze(1)
+    raise MedexplainError(
+        f"{name} of shape {tuple(tensor.shape)} does not match spatial shape {spatial}: "
+        f"expected (B, *spatial) or (B, 1, *spatial)"
+    )
+
+
+def maps_and_mask(maps: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Validated ``(maps (B, *spatial) float, mask (B, *spatial) bool)`` on the maps' device.
+
+    Either may carry a singleton channel axis. A mask must hold only 0 and 1.
+    """
+    maps = as_float(maps)
+    if not isinstance(mask, Tensor):
+        raise MedexplainError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
+    if maps.ndim == mask.ndim + 1:
+        maps = drop_channel(maps, tuple(mask.shape[1:]), "maps")
+    elif mask.ndim == maps.ndim + 1:
+        mask = drop_channel(mask, tuple(maps.shape[1:]), "mask")
+    if maps.shape != mask.shape:
+        raise MedexplainError(f"maps shape {tuple(maps.shape)} and mask shape {tuple(mask.shape)} differ")
+    if mask.dtype != torch.bool:
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise MedexplainError("mask must be binary (values 0 and 1)")
+        mask = mask != 0
+    return maps, mask.to(maps.device)
+
+
+def nan_where_empty(scores: Tensor, mask: Tensor, metric: str) -> Tensor:
+    """Set ``scores`` (B,) to NaN where ``mask`` (B, ...) is empty, warning once with the sample indices."""
+    empty = ~mask.flatten(1).any(1)
+    if bool(empty.any()):
+        where = empty.nonzero().flatten().tolist()
+        warnings.warn(
+            f"{metric}: empty ground-truth mask for samples {where}; their score is NaN (excluded from summaries)",
+            EmptyMaskWarning,
+            stacklevel=3,
+        )
+        scores = scores.masked_fill(empty.to(scores.device), float("nan"))
+    return scores
+
+
+def average_ranks(values: Tensor) -> Tensor:
+    """Ranks ``1..N`` along the last axis, ties sharing their average rank (as scipy.stats.rankdata); batched."""
+    ordered, _ = values.sort(dim=-1)
+    lower = torch.searchsorted(ordered, values.contiguous(), side="left")
+    upper = torch.searchsorted(ordered, values.contiguous(), side="right")
+    return (lower + upper + 1).to(torch.float64) / 2
+
+
+def rank_auroc(scores: Tensor, positive: Tensor) -> Tensor:
+    """Area under the ROC curve of ``scores`` (B, N) for boolean labels ``positive`` (B, N), per row.
+
+    The Mann-Whitney statistic, ties counted one half (equal to ``sklearn.metrics.roc_auc_score``). Rows with
+    no positive or no negative are NaN.
+    """
+    ranks = average_ranks(scores)
+    n_pos = positive.sum(-1).to(torch.float64)
+    n_neg = positive.shape[-1] - n_pos
+    rank_sum = (ranks * positive).sum(-1)
+    auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return auc.masked_fill((n_pos == 0) | (n_neg == 0), float("nan"))
+
+
+def pearson(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson correlation of the rows of ``a`` and ``b`` (B, N), computed in float64; constant rows give NaN."""
+    a = a.to(torch.float64)
+    b = b.to(torch.float64)
+    a = a - a.mean(-1, keepdim=True)
+    b = b - b.mean(-1, keepdim=True)
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
+
+
+def spearman(a: Tensor, b: Tensor) -> Tensor:
+    """Spearman rank correlation of the rows of ``a`` and ``b`` (B, N), ties sharing average ranks."""
+    return pearson(average_ranks(a), average_ranks(b))

@@ -1,0 +1,111 @@
+"""Localisation of relevance against ground-truth masks: pointing game, relevance mass and rank, mask AUROC.
+
+Maps and masks are ``(B, *spatial)`` (2D or 3D; a singleton channel axis is accepted and removed). A sample
+whose mask is empty scores NaN, with an :class:`~medexplain.metrics._inputs.EmptyMaskWarning`; summaries
+exclude such samples and count them. All functions return ``(B,)`` on the maps' device.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from medexplain.errors import MedexplainError
+from medexplain.metrics._inputs import maps_and_mask, nan_where_empty, rank_auroc
+from medexplain.metrics.registry import register_metric
+
+
+def dilate(mask: Tensor, radius: float) -> Tensor:
+    """Dilate boolean ``mask`` (B, *spatial) by a Euclidean ball of ``radius`` pixels/voxels (2D and 3D)."""
+    if radius <= 0:
+        return mask
+    spatial_dims = mask.ndim - 1
+    r = int(radius)
+    axis = torch.arange(-r, r + 1, device=mask.device, dtype=torch.float32)
+    grids = torch.meshgrid(*([axis] * spatial_dims), indexing="ij")
+    ball = (sum(g**2 for g in grids) <= radius**2).float()
+    conv = getattr(F, f"conv{spatial_dims}d")
+    hits = conv(mask.unsqueeze(1).float(), ball[None, None], padding=r)
+    return hits.squeeze(1) > 0.5
+
+
+@register_metric("pointing-game", category="localisation", higher_is_better=True, needs_mask=True)
+def pointing_game(maps: Tensor, mask: Tensor, *, tolerance: float = 0.0) -> Tensor:
+    """Pointing game (Zhang et al., ECCV 2016): 1 if the map's maximum falls in the mask, else 0.
+
+    Args:
+        maps: ``(B, *spatial)`` relevance.
+        mask: ``(B, *spatial)`` binary ground truth.
+        tolerance: a hit also counts within this Euclidean distance (pixels/voxels) of the mask; ``0`` is
+            Quantus's ``PointingGame``. When several positions share the maximum, any of them may hit.
+
+    Returns:
+        ``(B,)`` float scores in {0, 1}; NaN for an empty mask.
+    """
+    maps, mask = maps_and_mask(maps, mask)
+    flat = maps.flatten(1)
+    is_max = flat == flat.amax(1, keepdim=True)
+    hit = (is_max & dilate(mask, tolerance).flatten(1)).any(1).to(maps.dtype)
+    return nan_where_empty(hit, mask, "pointing-game")
+
+
+@register_metric("relevance-mass", category="localisation", higher_is_better=True, needs_mask=True)
+def relevance_mass(maps: Tensor, mask: Tensor, *, absolute: bool = False) -> Tensor:
+    """Relevance mass accuracy (Arras et al., Information Fusion 2022): relevance inside the mask / total.
+
+    Args:
+        maps: ``(B, *spatial)`` relevance (signed maps are used as given unless ``absolute``).
+        mask: ``(B, *spatial)`` binary ground truth.
+        absolute: use ``|maps|``.
+
+    Returns:
+        ``(B,)``; 1 when all relevance lies in the mask. NaN for an empty mask; a map summing to zero is an error.
+    """
+    maps, mask = maps_and_mask(maps, mask)
+    flat = (maps.abs() if absolute else maps).flatten(1).to(torch.float64)
+    total = flat.sum(1)
+    if bool((total == 0).any()):
+        raise MedexplainError("relevance-mass: a map sums to zero (all-zero relevance has no mass to locate)")
+    inside = (flat * mask.flatten(1)).sum(1)
+    return nan_where_empty((inside / total).to(maps.dtype), mask, "relevance-mass")
+
+
+@register_metric("relevance-rank", category="localisation", higher_is_better=True, needs_mask=True)
+def relevance_rank(maps: Tensor, mask: Tensor) -> Tensor:
+    """Relevance rank accuracy (Arras et al., Information Fusion 2022).
+
+    With ``K`` the mask size, the fraction of the ``K`` most relevant positions that lie inside the mask.
+
+    Args:
+        maps: ``(B, *spatial)`` relevance.
+        mask: ``(B, *spatial)`` binary ground truth.
+
+    Returns:
+        ``(B,)`` in [0, 1]; NaN for an empty mask.
+    """
+    maps, mask = maps_and_mask(maps, mask)
+    flat = maps.flatten(1)
+    sizes = mask.flatten(1).sum(1)
+    order = flat.argsort(dim=1, descending=True, stable=True)
+    in_mask = mask.flatten(1).gather(1, order)
+    within_top = torch.arange(flat.shape[1], device=flat.device) < sizes[:, None]
+    hits = (in_mask & within_top).sum(1).to(maps.dtype)
+    return nan_where_empty(hits / sizes.clamp(min=1), mask, "relevance-rank")
+
+
+@register_metric("mask-auroc", category="localisation", higher_is_better=True, needs_mask=True)
+def mask_auroc(maps: Tensor, mask: Tensor) -> Tensor:
+    """AUROC of the map as a pixel/voxel classifier of the mask (Quantus ``AUC``); ties count one half.
+
+    Args:
+        maps: ``(B, *spatial)`` relevance.
+        mask: ``(B, *spatial)`` binary ground truth.
+
+    Returns:
+        ``(B,)``: 1 for a perfect map, ~0.5 for a random one, 0 for an inverted one. NaN for an empty mask
+        (and for a mask covering the whole image, which has no negatives).
+    """
+    maps, mask = maps_and_mask(maps, mask)
+    scores = rank_auroc(maps.flatten(1), mask.flatten(1)).to(maps.dtype)
+    return nan_where_empty(scores, mask, "mask-auroc")
