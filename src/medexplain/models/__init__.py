@@ -1,5 +1,19 @@
 """Plain ``nn.Module`` classifiers for 2D and 3D inputs; interpretable ones expose ``evidence_map``."""
 
+from medexplain.models import zoo  # noqa: F401  (registers the models)
+from medexplain.models.bagnet import BagNet
+from medexplain.models.checkpoint import load, load_weights, save_weights
 from medexplain.models.registry import MODELS, available, create_model, register_model
+from medexplain.models.resnet import ResNet18
 
-__all__ = ["MODELS", "available", "create_model", "register_model"]
+__all__ = [
+    "MODELS",
+    "BagNet",
+    "ResNet18",
+    "available",
+    "create_model",
+    "load",
+    "load_weights",
+    "register_model",
+    "save_weights",
+]

@@ -1,0 +1,138 @@
+"""BagNet: a ResNet-50-like network whose every output position sees one q x q input patch (2D) or q^3 (3D).
+
+Brendel & Bethge, "Approximating CNNs with Bag-of-local-Features models works surprisingly well on ImageNet",
+ICLR 2019. Most 3x3 convolutions of ResNet-50 become 1x1 and no convolution is padded, so the features at
+position ``i`` depend only on the input patch ``[8 i, 8 i + q)`` along every axis. Which residual stages
+keep a 3x3 convolution in their first block sets ``q``: stages 1-2 (q = 9), 1-3 (q = 17), 1-4 (q = 33).
+
+The class evidence head is a 1x1 convolution ``E = W f + b`` giving ``(B, K, *spatial)``; the logits are its
+spatial mean, so the map *is* the decision (Djoumessi et al., "Sparse Activations for Interpretable Disease
+Grading", MIDL 2023). Sparsity of ``E`` is a property of the training loss (``medexplain.train.losses``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from medexplain.models.layers import batch_norm, check_input, conv, crop, init_weights
+
+# Number of residual stages whose first block keeps a 3x3 convolution, for each patch size q.
+STAGES_WITH_3X3 = {9: 2, 17: 3, 33: 4}
+STAGE_STRIDES = (2, 2, 2, 1)
+EXPANSION = 4
+
+
+class BagNetBottleneck(nn.Module):
+    """1x1 -> kxk (unpadded, strided) -> 1x1 bottleneck; the identity is cropped to the centre of each patch."""
+
+    def __init__(self, in_channels: int, planes: int, *, kernel_size: int, stride: int, spatial_dims: int) -> None:
+        super().__init__()
+        conv_nd, norm = conv(spatial_dims), batch_norm(spatial_dims)
+        out_channels = planes * EXPANSION
+        self.kernel_size = kernel_size
+        self.conv1 = conv_nd(in_channels, planes, 1, bias=False)
+        self.bn1 = norm(planes)
+        self.conv2 = conv_nd(planes, planes, kernel_size, stride=stride, padding=0, bias=False)
+        self.bn2 = norm(planes)
+        self.conv3 = conv_nd(planes, out_channels, 1, bias=False)
+        self.bn3 = norm(out_channels)
+        self.relu = nn.ReLU()
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                conv_nd(in_channels, out_channels, 1, stride=stride, bias=False), norm(out_channels)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        # Output position i covers inputs [s i, s i + k); its centre s i + (k - 1) / 2 carries the identity.
+        identity = crop(x, (self.kernel_size - 1) // 2, x.shape[2:])
+        if self.downsample is not None:
+            identity = self.downsample(identity)
+        identity = crop(identity, 0, out.shape[2:])
+        return self.relu(out + identity)
+
+
+class BagNet(nn.Module):
+    """Bag-of-local-features classifier with a class evidence map.
+
+    Args:
+        patch_size: receptive field q of every evidence position: 9, 17 or 33.
+        in_channels: image channels C.
+        num_classes: classes K.
+        spatial_dims: 2 for ``(B, C, H, W)`` images, 3 for ``(B, C, D, H, W)`` volumes.
+        width: channels of the stem and of the first stage's bottleneck (64 in the paper); stage ``s``
+            outputs ``width * 2**s * 4`` channels.
+        blocks: bottleneck blocks per stage ((3, 4, 6, 3) in the paper, as ResNet-50).
+
+    ``evidence_map(x)`` is ``(B, K, *spatial')`` with ``spatial' = floor((n - q) / 8) + 1`` per axis and
+    ``forward(x) == evidence_map(x).mean(spatial)`` exactly. Position ``i`` sees input ``[8 i, 8 i + q)``.
+    """
+
+    patch_stride = 8
+
+    def __init__(
+        self,
+        patch_size: int,
+        *,
+        in_channels: int = 3,
+        num_classes: int = 2,
+        spatial_dims: int = 2,
+        width: int = 64,
+        blocks: Sequence[int] = (3, 4, 6, 3),
+    ) -> None:
+        super().__init__()
+        if patch_size not in STAGES_WITH_3X3:
+            raise ValueError(f"patch_size must be one of {sorted(STAGES_WITH_3X3)}, got {patch_size}")
+        if len(blocks) != 4 or min(blocks) < 1 or width < 1:
+            raise ValueError(f"blocks must be 4 positive counts and width positive, got {blocks}, {width}")
+        conv_nd, norm = conv(spatial_dims), batch_norm(spatial_dims)
+        self.patch_size = patch_size
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.spatial_dims = spatial_dims
+        self.conv1 = conv_nd(in_channels, width, 1, bias=False)
+        self.conv2 = conv_nd(width, width, 3, padding=0, bias=False)
+        self.bn1 = norm(width)
+        self.relu = nn.ReLU()
+        channels = width
+        stages = []
+        for index, (count, stride) in enumerate(zip(blocks, STAGE_STRIDES, strict=True)):
+            planes = width * 2**index
+            kernel = 3 if index < STAGES_WITH_3X3[patch_size] else 1
+            stage = []
+            for block in range(count):
+                first = block == 0
+                stage.append(
+                    BagNetBottleneck(
+                        channels,
+                        planes,
+                        kernel_size=kernel if first else 1,
+                        stride=stride if first else 1,
+                        spatial_dims=spatial_dims,
+                    )
+                )
+                channels = planes * EXPANSION
+            stages.append(nn.Sequential(*stage))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        init_weights(self)
+        self.num_features = channels
+        self.evidence = conv_nd(channels, num_classes, 1, bias=True)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Local features ``(B, F, *spatial')``, each position computed from one q-sized patch."""
+        check_input(x, self.in_channels, self.spatial_dims, self.patch_size)
+        x = self.relu(self.bn1(self.conv2(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def evidence_map(self, x: Tensor) -> Tensor:
+        """Class evidence ``(B, K, *spatial')`` for ``x`` of shape ``(B, C, *spatial)``."""
+        return self.evidence(self.features(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, K)``: the spatial mean of :meth:`evidence_map`."""
+        return self.evidence_map(x).flatten(2).mean(2)

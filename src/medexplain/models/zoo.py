@@ -1,0 +1,70 @@
+"""The registered model names: the BagNet family (also ``sparse-``), ResNet-18 and DenseNet-121 baselines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monai.networks.nets import DenseNet121
+from torch import nn
+
+from medexplain.models.bagnet import BagNet
+from medexplain.models.registry import register_model
+from medexplain.models.resnet import ResNet18
+
+# Published ResNet-50 layout, and a light layout with ResNet-18's stage outputs (64, 128, 256, 512 channels).
+FULL = {"width": 64, "blocks": (3, 4, 6, 3)}
+LIGHT = {"width": 16, "blocks": (2, 2, 2, 2)}
+
+# Default sparsity weight on the mean |evidence| per element (medexplain.train.losses explains the scale).
+DEFAULT_SPARSITY_LAMBDA = 0.03
+
+
+def _bagnet_factory(patch_size: int, layout: dict):
+    def factory(
+        *,
+        in_channels: int = 3,
+        num_classes: int = 2,
+        spatial_dims: int = 2,
+        width: int = layout["width"],
+        blocks: Sequence[int] = layout["blocks"],
+    ) -> nn.Module:
+        return BagNet(
+            patch_size,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            spatial_dims=spatial_dims,
+            width=width,
+            blocks=tuple(blocks),
+        )
+
+    layout_name = "ResNet-50 layout (3, 4, 6, 3), width 64" if layout is FULL else "light layout (2, 2, 2, 2), width 16"
+    factory.__doc__ = f"BagNet-{patch_size} (Brendel & Bethge 2019) with a class evidence head, {layout_name}; 2D/3D."
+    return factory
+
+
+for _q in (9, 17, 33):
+    for _suffix, _layout in (("", FULL), ("-light", LIGHT)):
+        _factory = _bagnet_factory(_q, _layout)
+        _meta = {"interpretable": True, "patch_size": _q, "family": "bagnet"}
+        register_model(f"bagnet{_q}{_suffix}", **_meta)(_factory)
+        register_model(f"sparse-bagnet{_q}{_suffix}", **_meta, sparsity_lambda=DEFAULT_SPARSITY_LAMBDA)(_factory)
+
+
+@register_model("resnet18", interpretable=False, family="resnet")
+def resnet18(
+    *, in_channels: int = 3, num_classes: int = 2, spatial_dims: int = 2, small_input: bool = False, width: int = 64
+) -> nn.Module:
+    """ResNet-18 (plain torch, 2D/3D); ``small_input`` for 28-64 pixel images."""
+    return ResNet18(
+        in_channels=in_channels,
+        num_classes=num_classes,
+        spatial_dims=spatial_dims,
+        small_input=small_input,
+        width=width,
+    )
+
+
+@register_model("densenet121", interpretable=False, family="densenet")
+def densenet121(*, in_channels: int = 3, num_classes: int = 2, spatial_dims: int = 2) -> nn.Module:
+    """MONAI's DenseNet-121 (Huang et al., CVPR 2017), 2D/3D."""
+    return DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes)

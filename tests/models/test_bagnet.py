@@ -1,0 +1,108 @@
+"""BagNet properties, 2D and 3D: the evidence map is the decision, and each position sees exactly a q-patch."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from medexplain.errors import MedexplainError
+from medexplain.models import MODELS, BagNet, create_model
+
+STRIDE = BagNet.patch_stride
+
+
+def _random_eval_model(name: str, spatial_dims: int, in_channels: int = 2, num_classes: int = 3) -> torch.nn.Module:
+    """A float64 model in eval mode with non-trivial BatchNorm statistics and evidence bias."""
+    model = create_model(name, in_channels=in_channels, num_classes=num_classes, spatial_dims=spatial_dims).double()
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.copy_(0.1 * torch.randn(module.running_mean.shape, generator=generator))
+            module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=generator))
+    torch.nn.init.normal_(model.evidence.bias, std=1.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("name", ["bagnet9-light", "sparse-bagnet17-light", "bagnet33-light"])
+def test_logits_are_the_spatial_mean_of_the_evidence_map(name: str, spatial_dims: int) -> None:
+    model = _random_eval_model(name, spatial_dims)
+    size = (35, 42, 33) if spatial_dims == 3 else (61, 52)
+    x = torch.randn(2, 2, *size, dtype=torch.float64)
+    evidence = model.evidence_map(x)
+    expected_spatial = tuple((n - model.patch_size) // STRIDE + 1 for n in size)
+    assert evidence.shape == (2, 3, *expected_spatial)
+    # Independent pooling: sum every position by hand and divide by their number.
+    by_hand = sum(evidence[(..., *index)] for index in itertools.product(*map(range, expected_spatial)))
+    torch.testing.assert_close(model(x), by_hand / evidence[0, 0].numel(), atol=1e-6, rtol=0)
+    # The same under training-mode BatchNorm (batch statistics).
+    model.train()
+    torch.testing.assert_close(model(x), model.evidence_map(x).mean(dim=tuple(range(2, 2 + spatial_dims))))
+
+
+def test_published_architecture_logits_equal_mean_evidence() -> None:
+    model = _random_eval_model("bagnet33", 2, in_channels=3, num_classes=4)
+    x = torch.randn(1, 3, 41, 41, dtype=torch.float64)
+    torch.testing.assert_close(model(x), model.evidence_map(x).mean(dim=(2, 3)), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("patch_size", [9, 17, 33])
+def test_each_evidence_position_sees_exactly_its_patch(patch_size: int, spatial_dims: int) -> None:
+    model = _random_eval_model(f"bagnet{patch_size}-light", spatial_dims, in_channels=1)
+    side = patch_size + STRIDE  # two evidence positions per axis; position 1 sees [8, 8 + q)
+    x = torch.randn(1, 1, *[side] * spatial_dims, dtype=torch.float64, requires_grad=True)
+    position = (1,) * spatial_dims
+    inside = torch.zeros(x.shape, dtype=torch.bool)
+    inside[(0, 0, *[slice(STRIDE, STRIDE + patch_size)] * spatial_dims)] = True
+
+    reference = model.evidence_map(x)[(..., *position)]
+    # The gradient of the position's evidence is non-zero exactly on the patch (checked at its bounding box).
+    (gradient,) = torch.autograd.grad(reference.sum(), x)
+    support = gradient[0, 0] != 0
+    assert not support[~inside[0, 0]].any()
+    for axis in range(spatial_dims):
+        used = support.any(dim=tuple(a for a in range(spatial_dims) if a != axis))
+        assert used.nonzero().min().item() == STRIDE
+        assert used.nonzero().max().item() == STRIDE + patch_size - 1
+
+    with torch.no_grad():
+        # Changing every voxel outside the patch leaves the position's evidence unchanged ...
+        outside_changed = torch.where(inside, x, torch.randn_like(x) * 5)
+        torch.testing.assert_close(model.evidence_map(outside_changed)[(..., *position)], reference, atol=0, rtol=0)
+        # ... and changing any single corner of the patch changes it.
+        for corner in itertools.product((STRIDE, STRIDE + patch_size - 1), repeat=spatial_dims):
+            poked = x.detach().clone()
+            poked[(0, 0, *corner)] += 3.0
+            assert (model.evidence_map(poked)[(..., *position)] - reference).abs().max() > 1e-9
+
+
+@pytest.mark.parametrize("patch_size, three_by_three", [(9, 3), (17, 4), (33, 5)])
+def test_published_layout_keeps_3x3_convolutions_where_the_paper_does(patch_size: int, three_by_three: int) -> None:
+    model = create_model(f"bagnet{patch_size}")
+    kernels = [m.kernel_size[0] for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    # Stem 3x3 plus the first block of stages 1..n; ResNet-50 block counts (3, 4, 6, 3); widths 256..2048.
+    assert kernels.count(3) == three_by_three
+    assert [len(s) for s in (model.layer1, model.layer2, model.layer3, model.layer4)] == [3, 4, 6, 3]
+    assert model.num_features == 2048
+
+
+def test_input_smaller_than_the_patch_is_refused() -> None:
+    model = create_model("bagnet33-light", in_channels=1)
+    with pytest.raises(MedexplainError, match="33-pixel patch"):
+        model(torch.zeros(1, 1, 32, 40))
+    with pytest.raises(MedexplainError, match="does not fit"):
+        model(torch.zeros(1, 3, 40, 40))
+
+
+def test_sparse_names_register_the_same_architectures_as_interpretable() -> None:
+    for q in (9, 17, 33):
+        for suffix in ("", "-light"):
+            plain, sparse = MODELS.entry(f"bagnet{q}{suffix}"), MODELS.entry(f"sparse-bagnet{q}{suffix}")
+            assert plain.metadata["interpretable"] and sparse.metadata["interpretable"]
+            assert sparse.metadata["sparsity_lambda"] > 0 and "sparsity_lambda" not in plain.metadata
+            a, b = plain.obj(in_channels=1, num_classes=2), sparse.obj(in_channels=1, num_classes=2)
+            shapes = [[(k, v.shape) for k, v in m.state_dict().items()] for m in (a, b)]
+            assert shapes[0] == shapes[1]
