@@ -1,0 +1,36 @@
+"""Synthetic datasets with known ground truth, deterministic under a seed.
+
+- :func:`fundus` / :func:`write_fundus`: colour fundus photographs with diabetic-retinopathy-like lesions
+  (microaneurysms, haemorrhages, hard exudates), a grade from the lesion counts (:func:`grade_from_counts`),
+  exact per-type masks, and a distractor concept (lens dust) the grade does not depend on.
+- :func:`deformation` / :func:`write_deformation`: 2D images or 3D volumes of a brain-like phantom where the
+  disease class is a local shrinkage (atrophy) of one structure, with its region as a mask and the true
+  displacement field and Jacobian determinant.
+"""
+
+from medexplain.data.synth.deformation import DeformationSet, brain_sample, deformation, write_deformation
+from medexplain.data.synth.fundus import (
+    CONCEPTS,
+    GRADE_NAMES,
+    LESION_TYPES,
+    FundusSet,
+    fundus,
+    fundus_sample,
+    grade_from_counts,
+    write_fundus,
+)
+
+__all__ = [
+    "CONCEPTS",
+    "GRADE_NAMES",
+    "LESION_TYPES",
+    "DeformationSet",
+    "FundusSet",
+    "brain_sample",
+    "deformation",
+    "fundus",
+    "fundus_sample",
+    "grade_from_counts",
+    "write_deformation",
+    "write_fundus",
+]

@@ -1,0 +1,119 @@
+"""Pieces shared by the synthetic generators: seeding, request checks, splits, encoders, manifest, progress."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import nibabel as nib
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from medexplain.errors import MedexplainError
+from medexplain.files import write_bytes, write_text
+
+T = TypeVar("T")
+
+SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
+_GENERATOR_KEYS = {"fundus": 0, "deformation": 1}
+_SAMPLE_STREAM, _SPLIT_STREAM = 0, 1
+
+
+def check_request(generator: str, n: int, size: int, seed: int, min_size: int, max_size: int) -> None:
+    """Refuse impossible requests with one line naming the value (before anything is written)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise MedexplainError(f"n={n!r}: the number of {generator} images must be an integer >= 1")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not min_size <= size <= max_size:
+        raise MedexplainError(f"size={size!r}: {generator} images need an integer size in [{min_size}, {max_size}]")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise MedexplainError(f"seed={seed!r}: the seed must be an integer >= 0")
+
+
+def sample_streams(generator: str, seed: int, index: int, count: int) -> list[np.random.Generator]:
+    """``count`` independent generators for sample ``index``: they depend on (seed, index) only, never on n."""
+    root = np.random.SeedSequence(seed, spawn_key=(_GENERATOR_KEYS[generator], _SAMPLE_STREAM, index))
+    return [np.random.default_rng(child) for child in root.spawn(count)]
+
+
+def stratified_splits(labels: Sequence[int], generator: str, seed: int) -> tuple[str, ...]:
+    """Split names per item, stratified by ``labels``: each class is shuffled, then cut 70 / 15 / 15 %.
+
+    Per class of m items, round(0.15 m) go to val, round(0.15 m) to test and the rest to train.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_GENERATOR_KEYS[generator], _SPLIT_STREAM)))
+    labels = np.asarray(labels)
+    splits = np.empty(len(labels), dtype=object)
+    for value in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == value))
+        n_val = int(np.floor(SPLIT_FRACTIONS["val"] * len(members) + 0.5))
+        n_test = int(np.floor(SPLIT_FRACTIONS["test"] * len(members) + 0.5))
+        splits[members[:n_val]] = "val"
+        splits[members[n_val : n_val + n_test]] = "test"
+        splits[members[n_val + n_test :]] = "train"
+    return tuple(str(name) for name in splits)
+
+
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Float intensities in [0, 1] -> uint8 (rounded, clipped)."""
+    return np.round(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """PNG encoding of a uint8 (H, W) or (H, W, 3) array, or of a boolean mask as 0/255 (no timestamps)."""
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def nifti_gz_bytes(array: np.ndarray) -> bytes:
+    """``.nii.gz`` encoding with an identity affine and a gzip header without time stamp or file name.
+
+    Boolean masks are stored as uint8 0/1.
+    """
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    image = nib.Nifti1Image(np.ascontiguousarray(array), affine=np.eye(4))
+    return gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``.npy`` encoding (readable with ``np.load(allow_pickle=False)``)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_file(folder: Path, relative: str, data: bytes) -> str:
+    """Write ``data`` to ``folder / relative`` and return ``relative`` (the manifest entry)."""
+    write_bytes(folder / relative, data)
+    return relative
+
+
+def write_manifest(folder: Path, rows: Sequence[dict[str, object]]) -> None:
+    """``manifest.csv`` with the columns of the first row, in order, ``\\n`` line ends."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(folder / "manifest.csv", buffer.getvalue())
+
+
+def progress(items: Iterable[T], total: int, description: str, enabled: bool) -> Iterator[T]:
+    """Iterate ``items`` behind a rich progress bar on stderr when ``enabled``."""
+    if not enabled:
+        yield from items
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
