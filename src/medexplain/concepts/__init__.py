@@ -1,1 +1,79 @@
-"""medexplain.concepts."""
+"""Concept analysis (Wang et al., SPIE Medical Imaging 2019; TCAV, Kim et al., ICML 2018).
+
+Which radiological features (concepts) a network encodes at a layer (linear probes on pooled activations),
+how each drives each class (directional derivatives along the concept direction, TCAV scores tested against
+random directions), and whether explanations that disagree with the prediction flag wrong predictions.
+"""
+
+from medexplain.concepts.activations import Activations, Augmentation, collect_activations, pool_activation
+from medexplain.concepts.analysis import (
+    ConceptReport,
+    ConceptSettings,
+    analyse,
+    analyse_activations,
+    class_probabilities,
+    select_concepts,
+)
+from medexplain.concepts.consistency import (
+    ConceptClassTable,
+    explain_images,
+    inconsistency,
+    learn_table,
+    read_table,
+    wrong_prediction_auroc,
+)
+from medexplain.concepts.influence import (
+    directional_derivatives,
+    holm,
+    layer_direction,
+    probe_direction,
+    resampled_directions,
+    score_correlation,
+    tcav_scores,
+    tcav_significance,
+)
+from medexplain.concepts.outputs import write_report
+from medexplain.concepts.probes import (
+    Probe,
+    ProbeScores,
+    cross_validated_probability,
+    examples_needed,
+    fit_probe,
+    learning_curve,
+    score_probe,
+)
+
+__all__ = [
+    "Activations",
+    "Augmentation",
+    "ConceptClassTable",
+    "ConceptReport",
+    "ConceptSettings",
+    "Probe",
+    "ProbeScores",
+    "analyse",
+    "analyse_activations",
+    "class_probabilities",
+    "collect_activations",
+    "cross_validated_probability",
+    "directional_derivatives",
+    "examples_needed",
+    "explain_images",
+    "fit_probe",
+    "holm",
+    "inconsistency",
+    "layer_direction",
+    "learn_table",
+    "learning_curve",
+    "pool_activation",
+    "probe_direction",
+    "read_table",
+    "resampled_directions",
+    "score_correlation",
+    "score_probe",
+    "select_concepts",
+    "tcav_scores",
+    "tcav_significance",
+    "write_report",
+    "wrong_prediction_auroc",
+]

@@ -1,0 +1,81 @@
+"""Write a concept analysis to a folder: one CSV and one JSON per table, the table of concepts per class,
+a summary and the ROC curve of inconsistency against wrong predictions. The folder appears complete or not
+at all (written atomically)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from medexplain.concepts.analysis import ConceptReport
+from medexplain.files import atomic_directory, write_bytes, write_text
+from medexplain.report.figures import line_png
+
+TABLES = ("concepts", "influence", "learning_curve", "images")
+
+
+def _plain(value: object) -> object:
+    """JSON-safe value: NaN and infinities become null, numpy scalars and arrays plain Python."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, list):  # ranked detected concepts of one image
+        return "; ".join(f"{e['concept']} (p={e['probability']:.2f}, d={e['influence']:+.3g})" for e in value)
+    value = _plain(value)
+    return "" if value is None else value
+
+
+def rows_to_csv(rows: list[dict[str, object]]) -> str:
+    """CSV text of flat rows (columns in first-seen order); lists of detected concepts become one cell."""
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k)) for k in columns})
+    return buffer.getvalue()
+
+
+def roc_png(roc: dict[str, tuple[np.ndarray, np.ndarray, float]]) -> bytes:
+    """ROC curves (one per layer) of inconsistency as a detector of wrong predictions."""
+    series = {f"{layer} (AUROC {auroc:.3f})": (fpr, tpr) for layer, (fpr, tpr, auroc) in roc.items() if len(fpr)}
+    series["chance"] = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+    return line_png(
+        series,
+        "false positive rate (right predictions flagged)",
+        "true positive rate (wrong predictions flagged)",
+        "Inconsistent explanations vs wrong predictions",
+    )
+
+
+def write_report(report: ConceptReport, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``<table>.csv`` and ``<table>.json`` for each table, ``concept_class_table.{csv,json}``,
+    ``summary.json`` and ``inconsistency_roc.png`` into the folder ``out``; returns it."""
+    out = Path(out)
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        for name in TABLES:
+            rows = getattr(report, name)
+            write_text(tmp / f"{name}.csv", rows_to_csv(rows))
+            write_text(tmp / f"{name}.json", json.dumps(_plain(rows), indent=1))
+        table = report.table.to_dict()
+        write_text(tmp / "concept_class_table.json", json.dumps(table, indent=1))
+        write_text(tmp / "concept_class_table.csv", rows_to_csv([{"concept": c, **row} for c, row in table.items()]))
+        write_text(tmp / "summary.json", json.dumps(_plain(report.summary), indent=1))
+        write_bytes(tmp / "inconsistency_roc.png", roc_png(report.roc))
+    return out
