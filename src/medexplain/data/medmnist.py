@@ -47,8 +47,7 @@ def read_split(file: Path, split: str) -> MedMNISTSplit:
         images = _member(file, archive, key)
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
         raise MedexplainError(
-            f"{file}: {key} must be uint8 (N, H, W), (N, H, W, 3) or (N, D, H, W), "
-            f"got {images.dtype} {images.shape}"
+            f"{file}: {key} must be uint8 (N, H, W), (N, H, W, 3) or (N, D, H, W), got {images.dtype} {images.shape}"
         )
     if len(images) != len(labels):
         raise MedexplainError(f"{file}: {key} has {len(images)} images but {split}_labels has {len(labels)} rows")

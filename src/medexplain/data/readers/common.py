@@ -33,7 +33,7 @@ def to_tensor(file: Path, array: np.ndarray) -> Tensor:
     """A float32 tensor of ``array`` (already ``(C, *spatial)``); NaN or infinite values are an error."""
     if array.dtype.kind not in "biuf":
         raise MedexplainError(f"{file}: unsupported pixel type {array.dtype}")
-    values = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    values = torch.from_numpy(np.require(array, dtype=np.float32, requirements=["C_CONTIGUOUS", "WRITEABLE"]))
     if values.dtype.is_floating_point and not bool(torch.isfinite(values).all()):
         bad = int((~torch.isfinite(values)).sum())
         raise MedexplainError(f"{file}: image contains {bad} NaN or infinite values")
