@@ -7,7 +7,7 @@ Inputs: ``x`` ``(B, C, *spatial)``, maps ``(B, *spatial)`` or ``(B, 1, *spatial)
 one per sample, or ``None`` for the predicted class). A *feature* is a pixel/voxel (all channels together) or,
 with ``patch_size > 1``, a patch of the grid that Quantus uses (image padded evenly to a multiple of the patch).
 Every perturbed input is built as a tensor and the model runs on chunks of at most ``max_batch`` inputs:
-:func:`forward_passes` gives the number of perturbed inputs (forward passes) each image needs. The model is
+:func:`medexplain.metrics.passes.forward_passes` gives the forward passes each image needs. The model is
 run as given under ``torch.no_grad()`` (call ``model.eval()`` first); its state is never changed.
 """
 
@@ -408,22 +408,3 @@ def faithfulness_correlation(
     drops = scorer.clean[:, None] - scorer.perturbed(runs, build)
     relevance = flat.gather(1, subsets.flatten(1)).view(subsets.shape).sum(-1)
     return pearson(relevance, drops).to(maps.dtype)
-
-
-_FORWARD_PASSES: dict[str, Callable[..., int]] = {
-    "deletion-auc": lambda steps=20, **_: steps + 1,
-    "insertion-auc": lambda steps=20, **_: steps + 1,
-    "pixel-flipping": lambda steps=20, **_: steps + 1,
-    "region-perturbation": lambda regions=100, **_: regions + 1,
-    "faithfulness-correlation": lambda runs=100, **_: runs + 1,
-}
-
-
-def forward_passes(metric: str, **params: int) -> int:
-    """Forward passes per image that ``metric`` needs with ``params`` (the clean input included).
-
-    Region perturbation needs fewer when the image has fewer than ``regions`` patches.
-    """
-    if metric not in _FORWARD_PASSES:
-        raise MedexplainError(f"{metric!r} is not a faithfulness metric; known: {', '.join(sorted(_FORWARD_PASSES))}")
-    return _FORWARD_PASSES[metric](**params)
