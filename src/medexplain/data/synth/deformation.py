@@ -1,6 +1,6 @@
 """Synthetic brain-like images (2D) and volumes (3D) where the disease class is a local atrophy of known location.
 
-The phantom is T1-like: a skull-stripped ellipsoidal brain (grey-matter rim, white matter), two lateral
+The phantom is T1-like: scalp, skull, an ellipsoidal brain (grey-matter rim, white matter), two lateral
 ventricles (dark), two thalami and two hippocampus-like structures (grey), with random sizes, position,
 tissue intensities, a smooth bias field and noise. 2D images are the axial plane through the centre of the same
 phantom (axes (y, x)); 3D volumes have axes (z, y, x). One code path serves both.
@@ -234,23 +234,28 @@ class _Ellipsoid:
     intensity: float
 
     def membership(self, points: np.ndarray, voxels_per_unit: float) -> np.ndarray:
-        """Soft inside-ness in [0, 1] of normalised points (d, *spatial), edges about one voxel wide."""
+        """Soft inside-ness in [0, 1] of normalised points (d, *spatial), edges about one voxel wide.
+
+        The signed distance to the surface is approximated along the ray from the centre: r (1 - level) / level.
+        """
         d = points.shape[0]
         shape = (-1,) + (1,) * d
-        scaled = (points - self.centre[-d:].reshape(shape)) / self.radii[-d:].reshape(shape)
-        level = np.sqrt((scaled**2).sum(axis=0))
-        return expit((1.0 - level) * float(self.radii[-d:].min()) * voxels_per_unit / 0.5)
+        offset = points - self.centre[-d:].reshape(shape)
+        level = np.maximum(np.sqrt(((offset / self.radii[-d:].reshape(shape)) ** 2).sum(axis=0)), 1e-6)
+        distance = np.sqrt((offset**2).sum(axis=0)) * voxels_per_unit * (1.0 - level) / level
+        return expit(distance / 0.4)
 
 
 class _Phantom:
-    """Random anatomy of one subject: ellipsoids painted in order (brain, white matter, deep grey, ventricles)."""
+    """Random anatomy of one subject: ellipsoids painted in order (scalp, skull, brain, white matter, deep grey,
+    ventricles); ``target`` is the left hippocampus."""
 
     def __init__(self, rng: np.random.Generator, spatial_dims: int, size: int) -> None:
         self.voxels_per_unit = size / 2.0
         shift = rng.uniform(-0.03, 0.03, 3)
         scale = rng.uniform(0.94, 1.04) * rng.uniform(0.97, 1.03, 3)
         grey, white, csf = rng.uniform(0.40, 0.48), rng.uniform(0.76, 0.86), rng.uniform(0.05, 0.12)
-        brain_radii = np.array([0.62, 0.82, 0.68]) * scale
+        brain_radii = np.array([0.58, 0.76, 0.64]) * scale
 
         def at(z: float, y: float, x: float) -> np.ndarray:
             return shift + np.array([z, y, x]) * scale
@@ -259,19 +264,21 @@ class _Phantom:
             return np.array(radii) * scale * rng.uniform(1 - spread, 1 + spread)
 
         self.parts = [
+            _Ellipsoid(shift, 1.12 * brain_radii, rng.uniform(0.5, 0.65)),  # scalp
+            _Ellipsoid(shift, 1.06 * brain_radii, csf),  # skull and outer CSF
             _Ellipsoid(shift, brain_radii, grey),
             _Ellipsoid(shift, 0.86 * brain_radii, white),
             _Ellipsoid(at(0, 0.14, -0.17), jitter((0.12, 0.11, 0.09), 0.06), grey + 0.06),
             _Ellipsoid(at(0, 0.14, 0.17), jitter((0.12, 0.11, 0.09), 0.06), grey + 0.06),
-            _Ellipsoid(at(0, 0.42, -0.33), jitter((0.10, 0.15, 0.085), 0.05), grey),
-            _Ellipsoid(at(0, 0.42, 0.33), jitter((0.10, 0.15, 0.085), 0.05), grey),
+            _Ellipsoid(at(0, 0.36, -0.30), jitter((0.10, 0.15, 0.085), 0.05), grey),
+            _Ellipsoid(at(0, 0.36, 0.30), jitter((0.10, 0.15, 0.085), 0.05), grey),
         ]
         ventricle = jitter((0.20, 0.33, 0.075), 0.12)
         self.parts += [
             _Ellipsoid(at(0, -0.12, -0.11), ventricle, csf),
             _Ellipsoid(at(0, -0.12, 0.11), ventricle * rng.uniform(0.95, 1.05), csf),
         ]
-        self.target = self.parts[4]
+        self.target = self.parts[6]
 
     def render(self, points: np.ndarray) -> np.ndarray:
         """Noise-free intensities in [0, 1] at normalised points (d, *spatial)."""

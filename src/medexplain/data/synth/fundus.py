@@ -265,7 +265,7 @@ class _Scene:
         d_disc = np.hypot(self.u - self.disc[0], self.v - self.disc[1])
         disc_alpha = np.clip((self.disc_radius - d_disc) * self.radius / 1.5 + 0.5, 0.0, 1.0)
         cup_alpha = 0.5 * np.exp(-(d_disc**2) / (2 * (0.45 * self.disc_radius) ** 2))
-        disc_colour = np.array([1.0, 0.84, 0.55]) * (1.0 + cup_alpha)[..., None] * (1.08 * light)[..., None]
+        disc_colour = np.array([1.0, 0.80, 0.46]) * (1.0 + cup_alpha)[..., None] * (1.08 * light)[..., None]
         retina = retina * (1 - disc_alpha[..., None]) + disc_colour * disc_alpha[..., None]
 
         veins, arteries = self._vessels(rng)
@@ -283,8 +283,8 @@ class _Scene:
             for canvas, width, spread in ((veins, 0.032, 0.0), (arteries, 0.024, 0.16)):
                 alpha = 1.05 + spread + rng.normal(0.0, 0.08)
                 heading = np.arctan2(q * np.sin(alpha), temporal * np.cos(alpha))
-                bend = np.sign(-q * temporal) * rng.uniform(1.6, 2.2)
-                self._grow(rng, canvas, heading, width, rng.uniform(0.95, 1.2), bend, depth=2)
+                bend = np.sign(-q * temporal) * rng.uniform(1.1, 1.5)
+                self._grow(rng, canvas, heading, width, rng.uniform(0.9, 1.1), bend, depth=2)
                 alpha = 0.75 + spread + rng.normal(0.0, 0.1)
                 heading = np.arctan2(q * np.sin(alpha), -temporal * np.cos(alpha))
                 self._grow(rng, canvas, heading, 0.8 * width, rng.uniform(0.5, 0.7), rng.uniform(-1, 1), depth=1)
@@ -311,14 +311,14 @@ class _Scene:
             position = start
         n_steps = int(length / step)
         for k in range(n_steps):
-            heading += bend * step + rng.normal(0.0, 0.5 * np.sqrt(step))
+            heading += bend * step + rng.normal(0.0, 0.35 * np.sqrt(step))
             position = position + step * np.array([np.cos(heading), np.sin(heading)])
             if np.hypot(*position) > 0.97:
                 return
             current = width * (1.0 - 0.55 * k / n_steps)
             row, col = self.to_pixels(position)
             _stamp_max(canvas, row, col, max(0.35, 0.5 * current * self.radius))
-            if depth > 0 and rng.random() < step / 0.22:
+            if depth > 0 and rng.random() < step / 0.3:
                 child = heading + rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0)
                 remaining = length * (1.0 - k / n_steps)
                 self._grow(
