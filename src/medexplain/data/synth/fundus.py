@@ -56,6 +56,9 @@ _EXUDATE_COLOUR = np.array([1.00, 0.88, 0.42])
 _DUST_COLOUR = np.array([0.30, 0.31, 0.35])
 _VEIN_TINT = np.array([0.60, 0.36, 0.42])
 _ARTERY_TINT = np.array([0.74, 0.52, 0.56])
+_VESSEL_STEP = 0.01  # field-of-view radii per step of a vessel's random walk
+
+_Path = tuple[np.ndarray, np.ndarray]  # (N, 2) points (u, v) and (N,) widths, both in field-of-view units
 
 
 def grade_from_counts(microaneurysms: int, haemorrhages: int, exudates: int) -> int:
@@ -277,26 +280,26 @@ class _Scene:
     def _vessels(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Alpha maps (H, W) of veins and arteries: four arcades from the disc, nasal and macular branches."""
         temporal = -self.side
-        veins = np.zeros((self.size, self.size))
-        arteries = np.zeros((self.size, self.size))
+        veins: list[_Path] = []
+        arteries: list[_Path] = []
         for q in (-1.0, 1.0):  # superior, inferior
-            for canvas, width, spread in ((veins, 0.032, 0.0), (arteries, 0.024, 0.16)):
+            for paths, width, spread in ((veins, 0.032, 0.0), (arteries, 0.024, 0.16)):
                 alpha = 1.05 + spread + rng.normal(0.0, 0.08)
                 heading = np.arctan2(q * np.sin(alpha), temporal * np.cos(alpha))
                 bend = np.sign(-q * temporal) * rng.uniform(1.1, 1.5)
-                self._grow(rng, canvas, heading, width, rng.uniform(0.9, 1.1), bend, depth=2)
+                self._grow(rng, paths, heading, width, rng.uniform(0.9, 1.1), bend, depth=2)
                 alpha = 0.75 + spread + rng.normal(0.0, 0.1)
                 heading = np.arctan2(q * np.sin(alpha), -temporal * np.cos(alpha))
-                self._grow(rng, canvas, heading, 0.8 * width, rng.uniform(0.5, 0.7), rng.uniform(-1, 1), depth=1)
+                self._grow(rng, paths, heading, 0.8 * width, rng.uniform(0.5, 0.7), rng.uniform(-1, 1), depth=1)
         for _ in range(2):
             heading = np.arctan2(rng.normal(0.0, 0.25), temporal)
             self._grow(rng, arteries, heading, 0.014, rng.uniform(0.2, 0.32), rng.uniform(-2, 2), depth=0)
-        return veins, arteries
+        return self._rasterise(veins), self._rasterise(arteries)
 
     def _grow(
         self,
         rng: np.random.Generator,
-        canvas: np.ndarray,
+        paths: list[_Path],
         heading: float,
         width: float,
         length: float,
@@ -304,27 +307,52 @@ class _Scene:
         depth: int,
         start: np.ndarray | None = None,
     ) -> None:
-        """Draw one tapering, wiggling vessel (and its branches) into ``canvas`` by max-compositing discs."""
-        step = min(0.01, 0.5 / self.radius)
-        position = self.disc + 0.3 * self.disc_radius * np.array([np.cos(heading), np.sin(heading)])
-        if start is not None:
-            position = start
-        n_steps = int(length / step)
-        for k in range(n_steps):
-            heading += bend * step + rng.normal(0.0, 0.35 * np.sqrt(step))
-            position = position + step * np.array([np.cos(heading), np.sin(heading)])
-            if np.hypot(*position) > 0.97:
-                return
-            current = width * (1.0 - 0.55 * k / n_steps)
-            row, col = self.to_pixels(position)
-            _stamp_max(canvas, row, col, max(0.35, 0.5 * current * self.radius))
-            if depth > 0 and rng.random() < step / 0.3:
-                child = heading + rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0)
-                remaining = length * (1.0 - k / n_steps)
-                self._grow(
-                    rng, canvas, child, current * rng.uniform(0.6, 0.75), remaining * rng.uniform(0.4, 0.8),
-                    rng.uniform(-1.5, 1.5), depth - 1, start=position,
-                )
+        """Append one tapering, wiggling vessel (a random walk of the heading) and its branches to ``paths``.
+
+        The walk takes steps of a fixed length in field-of-view units, so the tree does not depend on the image
+        size; it stops at the edge of the field of view.
+        """
+        n_steps = max(int(length / _VESSEL_STEP), 1)
+        headings = heading + np.cumsum(bend * _VESSEL_STEP + rng.normal(0.0, 0.35 * np.sqrt(_VESSEL_STEP), n_steps))
+        if start is None:
+            start = self.disc + 0.3 * self.disc_radius * np.array([np.cos(heading), np.sin(heading)])
+        steps = _VESSEL_STEP * np.stack([np.cos(headings), np.sin(headings)], axis=-1)
+        points = start + np.cumsum(steps, axis=0)
+        inside = np.hypot(points[:, 0], points[:, 1]) <= 0.97
+        n_kept = n_steps if inside.all() else int(np.argmin(inside))
+        progress_along = np.arange(n_steps) / n_steps
+        widths = width * (1.0 - 0.55 * progress_along)
+        paths.append((np.concatenate([start[None], points[:n_kept]]), np.concatenate([widths[:1], widths[:n_kept]])))
+        if depth == 0:
+            return
+        for k in np.flatnonzero(rng.random(n_steps)[:n_kept] < _VESSEL_STEP / 0.3):
+            child = headings[k] + rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0)
+            remaining = length * (1.0 - progress_along[k])
+            self._grow(
+                rng, paths, child, widths[k] * rng.uniform(0.6, 0.75), remaining * rng.uniform(0.4, 0.8),
+                rng.uniform(-1.5, 1.5), depth - 1, start=points[k],
+            )
+
+    def _rasterise(self, paths: list[_Path]) -> np.ndarray:
+        """Alpha map (H, W): the maximum over anti-aliased discs along every path, at most 0.5 px apart."""
+        factor = max(1, int(np.ceil(_VESSEL_STEP * self.radius / 0.5)))
+        fractions = np.arange(factor)[:, None] / factor
+        centres, widths = [], []
+        for points, path_widths in paths:
+            if len(points) < 2:
+                continue
+            centres.append((points[:-1, None] * (1 - fractions) + points[1:, None] * fractions).reshape(-1, 2))
+            widths.append(path_widths[:-1, None] * (1 - fractions[:, 0]) + path_widths[1:, None] * fractions[:, 0])
+        pixels = self.to_pixels(np.concatenate(centres))
+        radii = np.maximum(0.35, 0.5 * np.concatenate(widths).reshape(-1) * self.radius)
+        reach = int(np.ceil(radii.max())) + 1
+        offsets = np.stack(np.mgrid[-reach : reach + 1, -reach : reach + 1], axis=-1).reshape(-1, 2)
+        cells = np.round(pixels).astype(int)[:, None, :] + offsets[None]
+        alpha = np.clip(radii[:, None] + 0.5 - np.hypot(*np.moveaxis(cells - pixels[:, None, :], -1, 0)), 0.0, 1.0)
+        keep = (alpha > 0) & (cells >= 0).all(axis=-1) & (cells < self.size).all(axis=-1)
+        canvas = np.zeros((self.size, self.size))
+        np.maximum.at(canvas, (cells[keep][:, 0], cells[keep][:, 1]), alpha[keep])
+        return canvas
 
     def free_position(self, rng: np.random.Generator, occupied: np.ndarray, clearance_px: float) -> np.ndarray:
         """A random point (u, v) in the lesion zone, off the disc; tries to avoid ``occupied`` pixels."""
@@ -443,14 +471,3 @@ class _DustSpot(_Draw):
 
 
 _microaneurysm, _haemorrhage, _exudate, _dust = _DarkDot(), _Blot(), _BrightSpot(), _DustSpot()
-
-
-def _stamp_max(canvas: np.ndarray, row: float, col: float, radius: float) -> None:
-    """canvas = max(canvas, anti-aliased disc of ``radius`` px at (row, col))."""
-    r0, r1 = max(int(row - radius - 1), 0), min(int(row + radius + 2), canvas.shape[0])
-    c0, c1 = max(int(col - radius - 1), 0), min(int(col + radius + 2), canvas.shape[1])
-    if r0 >= r1 or c0 >= c1:
-        return
-    yy, xx = np.mgrid[r0:r1, c0:c1]
-    disc = np.clip(radius + 0.5 - np.hypot(yy - row, xx - col), 0.0, 1.0)
-    np.maximum(canvas[r0:r1, c0:c1], disc, out=canvas[r0:r1, c0:c1])
