@@ -141,13 +141,14 @@ class ManifestDataset(ImageDataset):
 class MedMNISTDataset(ImageDataset):
     """A MedMNIST ``.npz`` (see :mod:`medexplain.data.medmnist`): uint8 -> float32 in [0, 1] (divided by 255).
 
+    Labels and array headers are validated at load time; a split's images are decompressed on first access.
     ``split=None`` holds train, val and test in that order. Ids are ``<split>_<index in split>``, e.g.
     ``test_000123``. Multi-label archives (labels ``(N, K)``, K > 1) give ``Sample.labels`` and ``label = -1``.
     """
 
     def __init__(self, file: Path, split: str | None = None, transform: Transform | None = None) -> None:
         all_labels = medmnist.read_labels(file)
-        parts = [medmnist.read_split(file, name) for name in ([split] if split else medmnist.SPLITS)]
+        parts = [medmnist.open_split(file, name) for name in ([split] if split else medmnist.SPLITS)]
         widths = {labels.shape[1] for labels in all_labels.values()}
         if len(widths) != 1:
             raise MedexplainError(f"{file}: label arrays differ in width across splits: {sorted(widths)}")
@@ -163,15 +164,18 @@ class MedMNISTDataset(ImageDataset):
             mask_names=[],
             transform=transform,
         )
-        self._images = parts[0].images if len(parts) == 1 else np.concatenate([part.images for part in parts])
+        self._parts = {part.name: part for part in parts}
+        self._images: dict[str, np.ndarray] = {}  # split -> uint8 images, decompressed on first access
         self._multi_labels = torch.from_numpy(stacked.astype(np.float32)) if multi_label else None
-        self._ids = [(part.name, i) for part in parts for i in range(len(part.images))]
+        self._ids = [(part.name, i) for part in parts for i in range(len(part.labels))]
 
     def _load(self, index: int) -> Sample:
-        image = torch.from_numpy(medmnist.to_channels_first(self._images[index]).astype(np.float32) / 255.0)
         split, position = self._ids[index]
+        if split not in self._images:
+            self._images[split] = self._parts[split].images()
+        pixels = medmnist.to_channels_first(self._images[split][position])
         return Sample(
-            image=image,
+            image=torch.from_numpy(pixels.astype(np.float32) / 255.0),
             label=int(self._labels[index]),
             labels=None if self._multi_labels is None else self._multi_labels[index],
             meta={"id": f"{split}_{position:06d}", "path": str(self.source), "split": split},

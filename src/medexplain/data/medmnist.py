@@ -21,37 +21,46 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class MedMNISTSplit:
-    """The arrays of one split, validated: ``images`` uint8 ``(N, *image)``, ``labels`` int64 ``(N, K)``."""
+    """One split, validated from the ``.npy`` headers: ``labels`` int64 ``(N, K)``; images decompressed on demand."""
 
+    file: Path
     name: str
-    images: np.ndarray
     labels: np.ndarray
+    image_shape: tuple[int, ...]
+
+    def images(self) -> np.ndarray:
+        """Decompress the uint8 images ``(N, *image_shape)`` of this split."""
+        with _open(self.file) as archive:
+            images = _member(self.file, archive, f"{self.name}_images")
+        if images.shape != (len(self.labels), *self.image_shape) or images.dtype != np.uint8:
+            raise MedexplainError(f"{self.file}: {self.name}_images does not match its header")
+        return images
 
 
 def read_labels(file: Path) -> dict[str, np.ndarray]:
     """``{split: (N, K) int64 labels}`` for every split, without decompressing any image array."""
-    archive = _open(file)
-    with archive:
+    with _open(file) as archive:
         return {split: _labels(file, archive, split) for split in SPLITS}
 
 
-def read_split(file: Path, split: str) -> MedMNISTSplit:
-    """Decompress and validate the images and labels of one split (image sizes checked from the header first)."""
+def open_split(file: Path, split: str) -> MedMNISTSplit:
+    """Validate one split (image array header: dtype, layout, per-image size, count) without decompressing it."""
     if split not in SPLITS:
         raise MedexplainError(f"{file}: unknown split {split!r}; MedMNIST splits are {', '.join(SPLITS)}")
     key = f"{split}_images"
-    _check_array_header(file, key)
-    archive = _open(file)
-    with archive:
+    with _open(file) as archive:
         labels = _labels(file, archive, split)
-        images = _member(file, archive, key)
-    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        if key not in archive.files:
+            raise MedexplainError(f"{file}: missing array {key!r} (found: {', '.join(archive.files)})")
+    shape, dtype = _array_header(file, key)
+    if dtype != np.uint8 or len(shape) not in (3, 4):
         raise MedexplainError(
-            f"{file}: {key} must be uint8 (N, H, W), (N, H, W, 3) or (N, D, H, W), got {images.dtype} {images.shape}"
+            f"{file}: {key} must be uint8 (N, H, W), (N, H, W, 3) or (N, D, H, W), got {dtype} {shape}"
         )
-    if len(images) != len(labels):
-        raise MedexplainError(f"{file}: {key} has {len(images)} images but {split}_labels has {len(labels)} rows")
-    return MedMNISTSplit(split, images, labels)
+    check_header_size(file, shape[1:])
+    if shape[0] != len(labels):
+        raise MedexplainError(f"{file}: {key} has {shape[0]} images but {split}_labels has {len(labels)} rows")
+    return MedMNISTSplit(file, split, labels, shape[1:])
 
 
 def to_channels_first(image: np.ndarray) -> np.ndarray:
@@ -91,16 +100,13 @@ def _labels(file: Path, archive: np.lib.npyio.NpzFile, split: str) -> np.ndarray
     return labels.astype(np.int64)
 
 
-def _check_array_header(file: Path, key: str) -> None:
-    """Refuse an image array whose ``.npy`` header claims absurd per-image sizes, before decompressing it."""
+def _array_header(file: Path, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from the ``.npy`` header of archive member ``key``, reading only its first bytes."""
     try:
         with zipfile.ZipFile(file) as archive, archive.open(f"{key}.npy") as member:
             version = np.lib.format.read_magic(member)
             header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, _ = header(member)
-    except KeyError:
-        return  # reported with the list of arrays by _member
-    except Exception as error:
+            shape, _, dtype = header(member)
+    except Exception as error:  # BadZipFile, bad magic, malformed header
         raise MedexplainError(f"{file}: cannot read the header of {key!r} ({reason(error)})") from None
-    if len(shape) >= 2:
-        check_header_size(file, tuple(int(s) for s in shape[1:]))
+    return tuple(int(s) for s in shape), dtype
