@@ -355,13 +355,15 @@ def region_perturbation(
     ).mean(1)
 
 
-def random_subsets(batch: int, features: int, runs: int, size: int, seed: int, device: torch.device) -> Tensor:
-    """``(batch, runs, size)`` feature indices, each row a uniform subset without replacement (seeded, CPU RNG)."""
+def random_subsets(features: int, runs: int, size: int, seed: int) -> Tensor:
+    """``(runs, size)`` feature indices, each row a uniform subset without replacement (seeded CPU generator).
+
+    The same subsets serve every sample of a batch, so a sample's score does not depend on its batch.
+    """
     if not 0 < size <= features:
         raise MedexplainError(f"subset_size must be in 1..{features} (the number of features), got {size}")
     generator = torch.Generator().manual_seed(seed)
-    keys = torch.rand(batch * runs, features, generator=generator)
-    return keys.topk(size, dim=1).indices.view(batch, runs, size).to(device)
+    return torch.rand(runs, features, generator=generator).topk(size, dim=1).indices
 
 
 @register_metric("faithfulness-correlation", category="faithfulness", higher_is_better=True, needs_model=True)
@@ -386,13 +388,14 @@ def faithfulness_correlation(
     Defaults follow Quantus (100 runs, 224 features, logits). ``runs + 1`` forward passes per image.
 
     Args:
-        seed: seeds the subsets (:func:`random_subsets`) unless ``subsets`` ``(B, runs, subset_size)`` (indices
-            into the flattened spatial positions) are given.
+        seed: seeds the subsets (:func:`random_subsets`, shared by the samples of the batch) unless
+            ``subsets`` ``(B, runs, subset_size)`` (indices into the flattened spatial positions) are given,
+            e.g. Quantus's per-sample draws.
     """
     maps, spatial = _model_inputs(maps, x)
     flat = maps.flatten(1)
     if subsets is None:
-        subsets = random_subsets(x.shape[0], flat.shape[1], runs, subset_size, seed, x.device)
+        subsets = random_subsets(flat.shape[1], runs, subset_size, seed).expand(x.shape[0], runs, subset_size)
     subsets = subsets.to(x.device).long()
     if subsets.ndim != 3 or subsets.shape[0] != x.shape[0]:
         raise MedexplainError(f"subsets must be (B, runs, size), got shape {tuple(subsets.shape)}")

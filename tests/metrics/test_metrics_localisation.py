@@ -1,0 +1,159 @@
+"""Localisation and complexity metrics: equal Quantus on fixed inputs (2D and 3D), and hand-computed toy cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from medexplain.errors import MedexplainError
+from medexplain.metrics import (
+    EmptyMaskWarning,
+    entropy,
+    gini,
+    mask_auroc,
+    pointing_game,
+    relevance_mass,
+    relevance_rank,
+    top_k_mass,
+)
+
+SHAPES = {"2d": (4, 16, 18), "3d": (3, 6, 8, 10)}
+
+
+def _inputs(shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    g = torch.Generator().manual_seed(seed)
+    maps = torch.randn(shape, generator=g, dtype=torch.float64)
+    mask = (torch.rand(shape, generator=g) < 0.3).double()
+    x = torch.rand(shape[0], 1, *shape[1:], generator=g).numpy()
+    return maps, mask, x
+
+
+def _quantus_scores(quantus, metric, maps, mask, x, **options) -> np.ndarray:
+    scores = metric(disable_warnings=True, **options)(
+        model=None,
+        x_batch=x,
+        y_batch=np.zeros(len(x), dtype=int),
+        a_batch=maps[:, None].numpy(),
+        s_batch=mask[:, None].numpy(),
+        channel_first=True,
+    )
+    return np.asarray(scores, dtype=np.float64)
+
+
+@pytest.mark.parametrize("dims", SHAPES)
+@pytest.mark.parametrize(
+    ("name", "ours"),
+    [
+        ("PointingGame", pointing_game),
+        ("RelevanceMassAccuracy", relevance_mass),
+        ("RelevanceRankAccuracy", relevance_rank),
+        ("AUC", mask_auroc),
+    ],
+)
+def test_localisation_equals_quantus(quantus, dims, name, ours) -> None:
+    maps, mask, x = _inputs(SHAPES[dims])
+    expected = _quantus_scores(quantus, getattr(quantus, name), maps, mask, x, normalise=False, abs=False)
+    np.testing.assert_allclose(ours(maps, mask).numpy(), expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("dims", SHAPES)
+@pytest.mark.parametrize(("name", "ours"), [("Sparseness", gini), ("Complexity", entropy)])
+def test_complexity_equals_quantus(quantus, dims, name, ours) -> None:
+    maps, mask, x = _inputs(SHAPES[dims], seed=1)
+    expected = _quantus_scores(quantus, getattr(quantus, name), maps, mask, x, normalise=False, abs=True)
+    np.testing.assert_allclose(ours(maps).numpy(), expected, rtol=0, atol=1e-9)
+
+
+def test_mask_auroc_with_ties_equals_scikit_learn() -> None:
+    g = torch.Generator().manual_seed(3)
+    maps = torch.randint(0, 4, (3, 10, 12), generator=g).float()  # many ties
+    mask = torch.rand(3, 10, 12, generator=g) < 0.4
+    expected = [roc_auc_score(m.flatten().numpy(), a.flatten().numpy()) for a, m in zip(maps, mask, strict=True)]
+    np.testing.assert_allclose(mask_auroc(maps, mask).numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 24, 24), (2, 12, 12, 12)])
+def test_perfect_random_and_inverted_maps(shape) -> None:
+    g = torch.Generator().manual_seed(0)
+    mask = torch.zeros(shape, dtype=torch.bool)
+    mask[(slice(None), *tuple(slice(2, n // 2) for n in shape[1:]))] = True
+    perfect = mask.float() + 0.01 * torch.rand(shape, generator=g)
+    inverted = -perfect
+    random = torch.rand(shape, generator=g)
+    share = mask.flatten(1).float().mean(1)
+    for metric in (pointing_game, relevance_rank, mask_auroc):
+        assert torch.equal(metric(perfect, mask), torch.ones(2))
+        assert torch.equal(metric(inverted, mask), torch.zeros(2))
+    assert torch.equal(relevance_mass(mask.float(), mask), torch.ones(2, dtype=torch.float32))
+    assert torch.equal(relevance_mass(1 - mask.float(), mask), torch.zeros(2))
+    # chance level: rank accuracy ~ mask share, AUROC ~ 1/2, relevance mass ~ mask share
+    assert torch.allclose(relevance_rank(random, mask), share, atol=0.08)
+    assert torch.allclose(mask_auroc(random, mask), torch.full((2,), 0.5), atol=0.06)
+    assert torch.allclose(relevance_mass(random, mask), share, atol=0.04)
+
+
+def test_pointing_game_tolerance_is_euclidean() -> None:
+    mask = torch.zeros(1, 9, 9)
+    mask[0, 0, 0] = 1
+    maps = torch.zeros(1, 9, 9)
+    maps[0, 1, 1] = 1.0  # sqrt(2) away from the mask
+    assert pointing_game(maps, mask, tolerance=1).item() == 0
+    assert pointing_game(maps, mask, tolerance=1.5).item() == 1
+    volume = torch.zeros(1, 5, 5, 5)
+    volume[0, 0, 0, 0] = 1
+    peak = torch.zeros(1, 5, 5, 5)
+    peak[0, 0, 0, 2] = 1.0
+    assert pointing_game(peak, volume, tolerance=1).item() == 0
+    assert pointing_game(peak, volume, tolerance=2).item() == 1
+
+
+def test_complexity_toy_cases() -> None:
+    n = 400
+    uniform = torch.ones(1, 20, 20)
+    one_hot = torch.zeros(1, 20, 20)
+    one_hot[0, 3, 4] = 5.0
+    assert gini(uniform).item() == pytest.approx(0.0, abs=1e-9)
+    assert gini(one_hot).item() == pytest.approx(1 - 1 / n, abs=1e-4)  # up to the 1e-7 offset
+    assert entropy(uniform).item() == pytest.approx(math.log(n), abs=1e-5)
+    assert entropy(one_hot).item() == pytest.approx(0.0, abs=1e-6)
+    assert entropy(torch.zeros(1, 20, 20)).item() == pytest.approx(math.log(n), abs=1e-5)
+    assert top_k_mass(uniform, fraction=0.1).item() == pytest.approx(0.1)
+    assert top_k_mass(one_hot, fraction=0.1).item() == pytest.approx(1.0)
+    assert gini(-one_hot).item() == gini(one_hot).item()  # absolute values
+
+
+def test_batched_equals_per_sample_and_channel_axis_is_accepted() -> None:
+    maps, mask, _ = _inputs((3, 6, 8, 10), seed=5)
+    for metric in (pointing_game, relevance_mass, relevance_rank, mask_auroc):
+        batched = metric(maps, mask)
+        single = torch.cat([metric(maps[i : i + 1], mask[i : i + 1]) for i in range(3)])
+        torch.testing.assert_close(batched, single)
+        torch.testing.assert_close(metric(maps[:, None], mask), batched)
+        torch.testing.assert_close(metric(maps, mask[:, None]), batched)
+
+
+def test_bad_input_is_a_clear_error() -> None:
+    maps, mask, _ = _inputs((2, 8, 8))
+    with pytest.raises(MedexplainError, match=r"maps shape .* and mask shape .* differ"):
+        relevance_rank(maps, mask[:, :7])
+    with pytest.raises(MedexplainError, match="does not match spatial shape"):
+        relevance_rank(maps[:, None].expand(2, 3, 8, 8), mask)
+    bad = maps.clone()
+    bad[1, 2, 2] = float("nan")
+    with pytest.raises(MedexplainError, match="maps contains NaN"):
+        pointing_game(bad, mask)
+    with pytest.raises(MedexplainError, match="mask must be binary"):
+        pointing_game(maps, mask * 0.5)
+
+
+def test_empty_mask_scores_nan_with_a_warning() -> None:
+    maps, mask, _ = _inputs((3, 8, 8))
+    mask[1] = 0
+    for metric in (pointing_game, relevance_mass, relevance_rank, mask_auroc):
+        with pytest.warns(EmptyMaskWarning, match=r"samples \[1\]"):
+            scores = metric(maps, mask)
+        assert torch.isnan(scores[1]) and not torch.isnan(scores[[0, 2]]).any()
