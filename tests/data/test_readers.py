@@ -60,6 +60,21 @@ def test_rgb_is_channels_first_and_rgba_drops_alpha(tmp_path: Path) -> None:
     assert torch.equal(read_image(tmp_path / "rgba.png"), expected)
 
 
+def test_palette_images_become_grey_or_rgb_values(tmp_path: Path) -> None:
+    indices = np.array([[0, 1], [2, 1]], dtype=np.uint8)
+    grey = Image.fromarray(indices, mode="P")
+    grey.putpalette([0, 0, 0, 100, 100, 100, 250, 250, 250])
+    grey.save(tmp_path / "grey.png")
+    assert torch.equal(read_image(tmp_path / "grey.png"), torch.tensor([[[0.0, 100.0], [250.0, 100.0]]]))
+    colour = Image.fromarray(indices, mode="P")
+    colour.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255])
+    colour.save(tmp_path / "colour.png")
+    image = read_image(tmp_path / "colour.png")
+    assert image.shape == (3, 2, 2)
+    assert torch.equal(image[:, 0, 1], torch.tensor([255.0, 0.0, 0.0]))
+    assert torch.equal(image[:, 1, 0], torch.tensor([0.0, 0.0, 255.0]))
+
+
 def test_jpeg_matches_pillow_decode(tmp_path: Path) -> None:
     ramp = np.add.outer(np.arange(16) * 8, np.arange(24) * 4)
     rgb = np.stack([ramp, ramp[::-1], 255 - ramp], axis=-1).clip(0, 255).astype(np.uint8)  # smooth: JPEG keeps it

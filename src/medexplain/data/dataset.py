@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 from abc import abstractmethod
 from functools import cached_property
@@ -72,6 +73,7 @@ class ImageDataset(Dataset[Sample]):
         return len(self._labels)
 
     def __getitem__(self, index: int) -> Sample:
+        index = operator.index(index)
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
         sample = self._load(index % len(self))

@@ -64,10 +64,10 @@ def read_image(path: str | os.PathLike[str], *, window: bool = False, spatial_di
         raise MedexplainError(f"{file}: unknown image file type {_suffix(file) or '(no extension)'!r}; known: {known}")
     if not file.is_file():
         raise MedexplainError(f"{file}: image file not found")
-    if window and reader is not dicom.read:
-        raise MedexplainError(f"{file}: window=True applies only to DICOM files")
     if reader is dicom.read:
         return dicom.read(file, window=window)
+    if window:
+        raise MedexplainError(f"{file}: window=True applies only to DICOM files")
     if reader is numpy.read:
         return numpy.read(file, spatial_dims=spatial_dims)
     return reader(file)

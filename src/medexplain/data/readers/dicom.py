@@ -47,7 +47,10 @@ def read(file: Path, *, window: bool = False) -> Tensor:
     except MedexplainError:
         raise
     except Exception as error:  # pydicom raises many exception types on corrupt or truncated pixel data
-        raise MedexplainError(f"{file}: corrupt or truncated DICOM pixel data ({reason(error)})") from None
+        raise MedexplainError(
+            f"{file}: cannot decode the DICOM pixel data (corrupt, truncated or unsupported compression: "
+            f"{reason(error)})"
+        ) from None
     if samples == 1:
         values = _grey_values(file, dataset, pixels, window)[None]
     else:

@@ -14,7 +14,6 @@ from medexplain.data.readers.common import check_header_size, reason, to_tensor
 from medexplain.errors import MedexplainError
 
 _GREY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-_GREY_WITH_ALPHA = {"LA", "La"}
 
 
 def read(file: Path) -> Tensor:
@@ -27,7 +26,7 @@ def read(file: Path) -> Tensor:
         with image:
             pages = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
             width, height = image.size
-            check_header_size(file, (pages, height, width, _channels(image.mode)))
+            check_header_size(file, (pages, height, width, _channels(image)))
             slices = [_page_array(page) for page in itertools.islice(ImageSequence.Iterator(image), pages)]
     except MedexplainError:
         raise
@@ -42,17 +41,27 @@ def read(file: Path) -> Tensor:
     return to_tensor(file, array)
 
 
-def _channels(mode: str) -> int:
-    return 1 if mode in _GREY_MODES or mode in _GREY_WITH_ALPHA else 3
+def _channels(image: Image.Image) -> int:
+    return 1 if image.mode in _GREY_MODES or _conversion(image) == "L" else 3
+
+
+def _conversion(image: Image.Image) -> str | None:
+    """The mode to convert to: ``None`` keeps grey and RGB; alpha is dropped; palettes of greys become ``L``."""
+    if image.mode in _GREY_MODES or image.mode == "RGB":
+        return None
+    if image.mode in ("LA", "La"):
+        return "L"
+    if image.mode in ("P", "PA"):
+        palette = np.asarray(image.getpalette() or [0, 0, 0]).reshape(-1, 3)
+        return "L" if (palette == palette[:, :1]).all() else "RGB"
+    return "RGB"
 
 
 def _page_array(page: Image.Image) -> np.ndarray:
-    """``(C, H, W)`` of the current page; palette/CMYK/YCbCr pages are converted to RGB."""
-    mode = page.mode
-    if mode in _GREY_WITH_ALPHA:
-        page = page.convert("L")
-    elif mode not in _GREY_MODES and mode != "RGB":
-        page = page.convert("RGB")
+    """``(C, H, W)`` of the current page, converted as :func:`_conversion` says."""
+    mode = _conversion(page)
+    if mode is not None:
+        page = page.convert(mode)
     array = np.asarray(page)
     if array.ndim == 2:
         return array[None]
