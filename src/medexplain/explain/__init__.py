@@ -1,6 +1,8 @@
 """Post-hoc explanations of any PyTorch classifier, 2D and 3D: ``create_explainer(name)(model, x, target)``."""
 
+from medexplain.explain import cam, evidence, gradients, integrated, lrp, occlusion
 from medexplain.explain.base import EXPLAINERS, Explainer, available, create_explainer, register_explainer
+from medexplain.explain.cam import cam_maps
 from medexplain.explain.explanation import Explanation
 from medexplain.explain.targets import Target, resolve_target
 
@@ -10,7 +12,14 @@ __all__ = [
     "Explanation",
     "Target",
     "available",
+    "cam",
+    "cam_maps",
     "create_explainer",
+    "evidence",
+    "gradients",
+    "integrated",
+    "lrp",
+    "occlusion",
     "register_explainer",
     "resolve_target",
 ]

@@ -53,3 +53,14 @@ def create_explainer(name: str, **params: Any) -> Explainer:
 def available() -> list[str]:
     """Names of the registered explainers."""
     return EXPLAINERS.available()
+
+
+def explainer_params(explainer: object) -> dict[str, Any]:
+    """The hyperparameters of a dataclass explainer as plain values (tensors become their shape description)."""
+    params: dict[str, Any] = {}
+    for f in dataclasses.fields(explainer):  # type: ignore[arg-type]
+        value = getattr(explainer, f.name)
+        if isinstance(value, Tensor):
+            value = f"tensor{tuple(value.shape)}"
+        params[f.name] = value
+    return params

@@ -43,6 +43,10 @@ class ResolvedTarget:
             )
         return scores
 
+    def repeat(self, times: int) -> ResolvedTarget:
+        """The same targets for ``times`` stacked copies of the batch (rows ``t * B + b``)."""
+        return ResolvedTarget(self.indices.repeat(times, 1), self.score_fn)
+
 
 def check_output(output: Tensor) -> None:
     """Explainers need ``(B, C)`` logits; anything else is a clear error."""
@@ -55,6 +59,10 @@ def resolve_target(output: Tensor, target: Target) -> ResolvedTarget:
     """Resolve ``target`` (see :data:`Target`) against model output ``(B, C)``."""
     check_output(output)
     batch, num_classes = output.shape
+    if isinstance(target, ResolvedTarget):
+        if target.indices.shape[0] != batch:
+            raise MedexplainError(f"resolved targets for {target.indices.shape[0]} samples, batch has {batch}")
+        return target
     if callable(target):
         probe = target(output.detach())
         k = 1 if probe.ndim == 1 else int(probe.shape[1])

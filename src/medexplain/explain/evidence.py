@@ -1,0 +1,47 @@
+"""Evidence maps of inherently interpretable models (e.g. BagNet, Brendel & Bethge 2019; Djoumessi et al. 2023)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from medexplain.errors import MedexplainError
+from medexplain.explain.base import explainer_params, register_explainer
+from medexplain.explain.explanation import Explanation
+from medexplain.explain.resample import to_input_resolution
+from medexplain.explain.targets import Target, resolve_target
+
+
+@register_explainer("evidence", category="model", needs="evidence_map")
+@dataclass(frozen=True)
+class Evidence:
+    """The model's own class evidence ``model.evidence_map(x) -> (B, C, *s)`` for the explained classes.
+
+    The evidence grid (one value per patch / output position) is resized to the input resolution by
+    (bi/tri)linear interpolation with ``align_corners=False``, like CAMs; values keep their unit (logit
+    evidence per patch), so the mean of the coarse map, not of the resized one, reproduces the logit.
+    Targets must be class indices (a callable target has no evidence map). Maps ``(B, K, *spatial)``, signed.
+    """
+
+    name: str = field(default="evidence", init=False)
+
+    def __call__(self, model: nn.Module, x: Tensor, target: Target = None) -> Explanation:
+        evidence_map = getattr(model, "evidence_map", None)
+        if not callable(evidence_map):
+            raise MedexplainError(f"{type(model).__name__} has no evidence_map(x); 'evidence' needs such a model")
+        x = x.detach()
+        with torch.no_grad():
+            logits = model(x)
+            resolved = resolve_target(logits, target)
+            if resolved.score_fn is not None:
+                raise MedexplainError("'evidence' explains class indices, not a callable target")
+            evidence = evidence_map(x)
+        if not isinstance(evidence, Tensor) or evidence.ndim != x.ndim or evidence.shape[:2] != logits.shape:
+            shape = tuple(evidence.shape) if isinstance(evidence, Tensor) else type(evidence).__name__
+            raise MedexplainError(f"evidence_map must return (B, num_classes, *spatial), got {shape}")
+        index = resolved.indices.view(*resolved.indices.shape, *[1] * (x.ndim - 2))
+        selected = evidence.gather(1, index.expand(-1, -1, *evidence.shape[2:]))
+        maps = to_input_resolution(selected, x.shape[2:])
+        return Explanation(maps, resolved.indices.cpu(), self.name, explainer_params(self), logits)

@@ -1,0 +1,152 @@
+"""The LRP engine: one forward pass with rule hooks, one backward pass per explained target.
+
+During the forward pass (inside a :class:`~medexplain.explain.hooks.Hooks` block, so nothing stays on the
+model) the output of every layer with a rule is replaced by the same values produced by a small autograd
+node whose backward applies the rule; the layer's own backward is then never run. A BatchNorm whose input is
+exactly the output of such a layer is folded into it on the fly (canonisation without copying the model).
+Everything else propagates the modified gradient ``c`` with its ordinary gradient (see
+:mod:`medexplain.explain.lrp.rules`), so residual additions split relevance in proportion to the summands and
+concatenations split it by channel, in any plain-torch model, without a graph tracer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from medexplain.errors import MedexplainError
+from medexplain.explain.hooks import Hooks
+from medexplain.explain.lrp.composites import Composite
+from medexplain.explain.lrp.layers import BATCHNORM_TYPES, Affine, foldable
+from medexplain.explain.lrp.rules import Rule, stabilize
+from medexplain.explain.targets import ResolvedTarget, Target, resolve_target
+
+PASS_TYPES: tuple[type[nn.Module], ...] = (
+    nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Hardtanh,
+    nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU, nn.PReLU, nn.LogSigmoid, nn.Softsign,
+)
+"""Element-wise activations through which relevance passes unchanged (ReLU needs no hook: its gradient
+already does that)."""
+
+
+@dataclass
+class _Step:
+    """What the backward node of one layer needs."""
+
+    rule: Rule
+    layer: Affine
+    inputs: Tensor
+    output: Tensor
+    sink: list[Tensor]
+
+
+class _RuleNode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, inputs: Tensor, step: _Step) -> Tensor:  # type: ignore[override]
+        ctx.step = step
+        return step.output
+
+    @staticmethod
+    def backward(ctx, c: Tensor) -> tuple[Tensor | None, None]:  # type: ignore[override]
+        step: _Step = ctx.step
+        result = step.rule.backward(step.layer, step.inputs.detach(), step.output, c)
+        if step.rule.returns_relevance:
+            step.sink.append(result)
+            return None, None
+        return result, None
+
+
+class _PassNode(torch.autograd.Function):
+    """Relevance unchanged through an element-wise module: ``c_in = c * y / stab(x)``."""
+
+    @staticmethod
+    def forward(ctx, inputs: Tensor, output: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.inputs, ctx.output = inputs.detach(), output
+        return output
+
+    @staticmethod
+    def backward(ctx, c: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return c * ctx.output / stabilize(ctx.inputs, 1e-12), None
+
+
+@dataclass
+class _Tracker:
+    """Forward-pass bookkeeping: which tensors are outputs of rule layers (for BatchNorm folding)."""
+
+    inputs: Tensor
+    produced: dict[int, tuple[Tensor, _Step]] = field(default_factory=dict)
+    sink: list[Tensor] = field(default_factory=list)
+
+    def apply_rule(self, rule: Rule, layer: Affine, inputs: Tensor, output: Tensor) -> Tensor:
+        if rule.returns_relevance and inputs is not self.inputs:
+            name = type(layer.module).__name__
+            raise MedexplainError(
+                f"{type(rule).__name__} rule on the first {name} needs that layer to take the model input directly"
+            )
+        step = _Step(rule, layer, inputs, output.detach(), self.sink)
+        result = _RuleNode.apply(inputs, step)
+        self.produced[id(result)] = (result, step)
+        return result
+
+    def rule_hook(self, rule: Rule):
+        def hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+            return self.apply_rule(rule, Affine.of(module), args[0], output)
+
+        return hook
+
+    def batchnorm_hook(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+        source = self.produced.get(id(args[0]))
+        if source is not None and source[0] is args[0] and foldable(source[1].layer, module):
+            step = source[1]
+            return self.apply_rule(step.rule, step.layer.fold(module), step.inputs, output)
+        return _PassNode.apply(args[0], output.detach())
+
+    def pass_hook(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+        return _PassNode.apply(args[0], output.detach())
+
+
+def lrp_relevance(
+    model: nn.Module, x: Tensor, target: Target | ResolvedTarget, composite: Composite
+) -> tuple[Tensor, Tensor, ResolvedTarget]:
+    """Input relevance of each explained score under ``composite``.
+
+    The relevance of the output is the explained score itself (the logit for a class index target), so for
+    conservative rules the input relevance sums to it.
+
+    Args:
+        model: classifier returning ``(B, C)`` logits; never modified (hooks are removed on exit).
+        x: ``(B, C_in, *spatial)`` input.
+        target: what to explain.
+        composite: the rules (see :mod:`medexplain.explain.lrp.composites`).
+
+    Returns:
+        ``(relevance (B, K, C_in, *spatial), logits (B, C), resolved target)``.
+    """
+    rules = composite.rules(model)
+    inputs = x.detach().requires_grad_(True)
+    tracker = _Tracker(inputs)
+    with Hooks() as hooks, torch.enable_grad():
+        for module, rule in rules.items():
+            hooks.forward(module, tracker.rule_hook(rule))
+        for module in model.modules():
+            if isinstance(module, BATCHNORM_TYPES):
+                hooks.forward(module, tracker.batchnorm_hook)
+            elif isinstance(module, PASS_TYPES):
+                hooks.forward(module, tracker.pass_hook)
+        logits = model(inputs)
+        tracker.produced.clear()
+        resolved = resolve_target(logits, target)
+        scores = resolved.scores(logits)
+        relevances = []
+        for k in range(scores.shape[1]):
+            tracker.sink.clear()
+            grad = torch.autograd.grad(
+                scores[:, k].sum(), inputs, retain_graph=k < scores.shape[1] - 1, allow_unused=True
+            )[0]
+            relevance = inputs.detach() * grad if grad is not None else torch.zeros_like(inputs)
+            for first_layer in tracker.sink:
+                relevance = relevance + first_layer
+            relevances.append(relevance)
+    return torch.stack(relevances, dim=1), logits.detach(), resolved

@@ -1,0 +1,97 @@
+"""The registered LRP explainers: one frozen dataclass per named composite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+from medexplain.explain.base import explainer_params, register_explainer
+from medexplain.explain.explanation import Explanation
+from medexplain.explain.lrp import composites
+from medexplain.explain.lrp.composites import Composite
+from medexplain.explain.lrp.engine import lrp_relevance
+from medexplain.explain.targets import Target
+
+
+@dataclass(frozen=True)
+class _LRP:
+    epsilon: float = 1e-6
+    name: str = field(default="lrp", init=False)
+
+    def composite(self, x: Tensor) -> Composite:
+        raise NotImplementedError
+
+    def __call__(self, model: nn.Module, x: Tensor, target: Target = None) -> Explanation:
+        relevance, logits, resolved = lrp_relevance(model, x, target, self.composite(x))
+        return Explanation(relevance.sum(dim=2), resolved.indices.cpu(), self.name, explainer_params(self), logits)
+
+
+@register_explainer("lrp-epsilon", category="lrp")
+@dataclass(frozen=True)
+class LRPEpsilon(_LRP):
+    """LRP-epsilon on every convolution and linear layer (Bach et al. 2015). Maps ``(B, K, *spatial)``: input
+    relevance summed over channels; it sums to the logit up to biases and epsilon absorption."""
+
+    name: str = field(default="lrp-epsilon", init=False)
+
+    def composite(self, x: Tensor) -> Composite:
+        return composites.epsilon(self.epsilon)
+
+
+@register_explainer("lrp-epsilon-plus", category="lrp")
+@dataclass(frozen=True)
+class LRPEpsilonPlus(_LRP):
+    """z+ on convolutions, epsilon on linear layers (Kohlbrenner et al. 2020; Zennit ``EpsilonPlus``)."""
+
+    stabilizer: float = 1e-6
+    name: str = field(default="lrp-epsilon-plus", init=False)
+
+    def composite(self, x: Tensor) -> Composite:
+        return composites.epsilon_plus(self.epsilon, self.stabilizer)
+
+
+@register_explainer("lrp-epsilon-plus-flat", category="lrp")
+@dataclass(frozen=True)
+class LRPEpsilonPlusFlat(_LRP):
+    """Flat rule on the first layer, z+ on other convolutions, epsilon on linear layers (Zennit
+    ``EpsilonPlusFlat``)."""
+
+    stabilizer: float = 1e-6
+    name: str = field(default="lrp-epsilon-plus-flat", init=False)
+
+    def composite(self, x: Tensor) -> Composite:
+        return composites.epsilon_plus_flat(self.epsilon, self.stabilizer)
+
+
+@register_explainer("lrp-alpha2-beta1", category="lrp")
+@dataclass(frozen=True)
+class LRPAlpha2Beta1(_LRP):
+    """alpha2-beta1 on convolutions, epsilon on linear layers (Bach et al. 2015; Zennit ``EpsilonAlpha2Beta1``)."""
+
+    stabilizer: float = 1e-6
+    name: str = field(default="lrp-alpha2-beta1", init=False)
+
+    def composite(self, x: Tensor) -> Composite:
+        return composites.epsilon_alpha2_beta1(self.epsilon, self.stabilizer)
+
+
+@register_explainer("lrp-epsilon-gamma-box", category="lrp")
+@dataclass(frozen=True)
+class LRPEpsilonGammaBox(_LRP):
+    """z^B on the first convolution, gamma on the others, epsilon on linear layers (Kohlbrenner et al. 2020;
+    Zennit ``EpsilonGammaBox``). ``low``/``high`` bound the input values; ``None`` takes each sample's own
+    minimum / maximum over all channels and positions."""
+
+    low: float | None = None
+    high: float | None = None
+    gamma: float = 0.25
+    stabilizer: float = 1e-6
+    name: str = field(default="lrp-epsilon-gamma-box", init=False)
+
+    def composite(self, x: Tensor) -> Composite:
+        shape = (-1, *[1] * (x.ndim - 1))
+        flat = x.detach().flatten(1)
+        low = flat.amin(dim=1).view(shape) if self.low is None else self.low
+        high = flat.amax(dim=1).view(shape) if self.high is None else self.high
+        return composites.epsilon_gamma_box(low, high, self.gamma, self.epsilon, self.stabilizer)

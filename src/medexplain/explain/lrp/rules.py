@@ -1,0 +1,190 @@
+"""LRP rules for affine layers, written from the published definitions.
+
+Notation (Montavon et al., "Layer-wise relevance propagation: an overview", 2019): a layer ``y = W x + b``
+receives the relevance ``R = y * c`` of its output, where ``c`` is the *modified gradient* flowing backward.
+Each rule returns the modified gradient ``c_x`` at the layer input, so that the input relevance is
+``x * c_x``; the rules for the first layer (flat, z^B) return the input relevance itself. Carrying ``c``
+instead of ``R`` makes every operation without a rule (ReLU, max/average pooling, residual additions,
+concatenation, reshapes) propagate relevance with its ordinary gradient, which splits it in proportion to the
+contributions (z-rule) exactly as LRP prescribes for sums (Montavon et al. 2019 sec. 10.2).
+
+``x+ = max(x, 0)``, ``x- = min(x, 0)``, ``W+``, ``W-``, ``b+``, ``b-`` likewise; ``stab(z) = z + s sign(z)``
+with ``sign(0) = 1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from medexplain.explain.lrp.layers import Affine
+
+
+def stabilize(z: Tensor, epsilon: float) -> Tensor:
+    """``z + epsilon * sign(z)`` with ``sign(0) = +1`` (safe division)."""
+    return z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z)
+
+
+def _pos(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.clamp(min=0)
+
+
+def _neg(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.clamp(max=0)
+
+
+def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    return a if b is None else (b if a is None else a + b)
+
+
+def _nonnegative(x: Tensor) -> bool:
+    return bool((x >= 0).all())
+
+
+class Rule:
+    """A propagation rule for an affine layer: ``backward(layer, x, y, c) -> c_x`` (or ``R_x``, see below)."""
+
+    returns_relevance: ClassVar[bool] = False
+    """True for first-layer rules whose input relevance is not proportional to ``x`` (flat, z^B)."""
+
+    def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Epsilon(Rule):
+    """LRP-epsilon (Bach et al. 2015; Montavon et al. 2019 eq. 5): ``R_x = x * W^T (R / stab(y))``.
+
+    ``epsilon = 0`` is LRP-0 (gradient x input). Costs one ordinary backward pass through the layer.
+    """
+
+    epsilon: float = 1e-6
+
+    def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
+        return layer.transpose(c * y / stabilize(y, self.epsilon), x, layer.weight)
+
+
+@dataclass(frozen=True)
+class ZPlus(Rule):
+    """LRP-z+ (Montavon et al. 2017 deep Taylor; = alpha1-beta0), extended to negative inputs:
+    ``R_x = x+ W+^T g + x- W-^T g`` with ``g = R / stab(W+ x+ + W- x- + b+)``."""
+
+    stabilizer: float = 1e-6
+
+    def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
+        w_pos, w_neg = _pos(layer.weight), _neg(layer.weight)
+        if _nonnegative(x):
+            z = layer.forward(x, w_pos, _pos(layer.bias))
+            return layer.transpose(c * y / stabilize(z, self.stabilizer), x, w_pos)
+        x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
+        z = layer.forward(x_pos, w_pos, _pos(layer.bias)) + layer.forward(x_neg, w_neg)
+        g = c * y / stabilize(z, self.stabilizer)
+        return torch.where(x > 0, layer.transpose(g, x, w_pos), layer.transpose(g, x, w_neg))
+
+
+@dataclass(frozen=True)
+class AlphaBeta(Rule):
+    """LRP-alpha-beta (Bach et al. 2015 eq. 60; Montavon et al. 2019 eq. 10), ``alpha - beta = 1``:
+    ``R_x = alpha * [x+ W+^T gp + x- W-^T gp] - beta * [x+ W-^T gn + x- W+^T gn]`` with
+    ``gp = R / stab(W+ x+ + W- x- + b+)`` and ``gn = R / stab(W- x+ + W+ x- + b-)``."""
+
+    alpha: float = 2.0
+    beta: float = 1.0
+    stabilizer: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.alpha < 0 or self.beta < 0 or abs(self.alpha - self.beta - 1) > 1e-12:
+            raise ValueError(f"alpha-beta rule needs alpha - beta = 1 and both >= 0, got {self.alpha}, {self.beta}")
+
+    def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
+        w_pos, w_neg = _pos(layer.weight), _neg(layer.weight)
+        relevance = c * y
+        if _nonnegative(x):
+            positive = layer.forward(x, w_pos, _pos(layer.bias))
+            negative = y - positive
+            gp = self.alpha * relevance / stabilize(positive, self.stabilizer)
+            gn = self.beta * relevance / stabilize(negative, self.stabilizer)
+            return layer.transpose(gp, x, w_pos) - layer.transpose(gn, x, w_neg)
+        x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
+        positive = layer.forward(x_pos, w_pos, _pos(layer.bias)) + layer.forward(x_neg, w_neg)
+        negative = layer.forward(x_pos, w_neg, _neg(layer.bias)) + layer.forward(x_neg, w_pos)
+        gp = self.alpha * relevance / stabilize(positive, self.stabilizer)
+        gn = self.beta * relevance / stabilize(negative, self.stabilizer)
+        c_pos = layer.transpose(gp, x, w_pos) - layer.transpose(gn, x, w_neg)
+        c_neg = layer.transpose(gp, x, w_neg) - layer.transpose(gn, x, w_pos)
+        return torch.where(x > 0, c_pos, c_neg)
+
+
+@dataclass(frozen=True)
+class Gamma(Rule):
+    """LRP-gamma (Montavon et al. 2019 eq. 7), with the sign-aware form of Zennit >= 0.5: positive outputs
+    are explained by the contributions that raise them, negative outputs by those that lower them.
+
+    With ``Wu = W + gamma W+`` and ``Wd = W + gamma W-`` (biases likewise):
+    ``R_x = x+ (Wu^T gu + Wd^T gd) + x- (Wd^T gu + Wu^T gd)``, ``gu = [y > 0] R / stab(Wu x+ + Wd x- + bu)``,
+    ``gd = [y < 0] R / stab(Wd x+ + Wu x- + bd)``.
+    """
+
+    gamma: float = 0.25
+    stabilizer: float = 1e-6
+
+    def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
+        w, b, gamma = layer.weight, layer.bias, self.gamma
+        w_up, w_down = w + gamma * w.clamp(min=0), w + gamma * w.clamp(max=0)
+        relevance = c * y
+        if _nonnegative(x):
+            raising = layer.forward(x, w.clamp(min=0), _pos(b))
+            up = y + gamma * raising
+            down = y + gamma * (y - raising)
+        else:
+            x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
+            b_up = None if b is None else b + gamma * b.clamp(min=0)
+            b_down = None if b is None else b + gamma * b.clamp(max=0)
+            up = layer.forward(x_pos, w_up, b_up) + layer.forward(x_neg, w_down)
+            down = layer.forward(x_pos, w_down, b_down) + layer.forward(x_neg, w_up)
+        g_up = torch.where(y > 0, relevance / stabilize(up, self.stabilizer), 0.0)
+        g_down = torch.where(y < 0, relevance / stabilize(down, self.stabilizer), 0.0)
+        c_pos = layer.transpose(g_up, x, w_up) + layer.transpose(g_down, x, w_down)
+        if _nonnegative(x):
+            return c_pos
+        c_neg = layer.transpose(g_up, x, w_down) + layer.transpose(g_down, x, w_up)
+        return torch.where(x > 0, c_pos, c_neg)
+
+
+@dataclass(frozen=True)
+class Flat(Rule):
+    """Flat rule (Lapuschkin et al. 2019): relevance spread uniformly over each output's receptive field,
+    ``R_x = 1^T (R / stab(1^T 1))`` with unit weights, no bias. Returns relevance (first layer only)."""
+
+    returns_relevance: ClassVar[bool] = True
+    stabilizer: float = 1e-6
+
+    def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
+        ones_w = torch.ones_like(layer.weight)
+        z = layer.forward(torch.ones_like(x), ones_w)
+        return layer.transpose(c * y / stabilize(z, self.stabilizer), x, ones_w)
+
+
+@dataclass(frozen=True)
+class ZBox(Rule):
+    """z^B rule for bounded inputs ``low <= x <= high`` (Montavon et al. 2017 deep Taylor, 2019 eq. 8):
+    ``R_x = x W^T g - low W+^T g - high W-^T g`` with ``g = R / stab(W x - W+ low - W- high)``.
+
+    ``low`` and ``high`` are numbers or tensors broadcastable to the input. Returns relevance (first layer only).
+    """
+
+    returns_relevance: ClassVar[bool] = True
+    low: float | Tensor = 0.0
+    high: float | Tensor = 1.0
+    stabilizer: float = 1e-6
+
+    def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
+        low = torch.as_tensor(self.low).to(x).expand_as(x)
+        high = torch.as_tensor(self.high).to(x).expand_as(x)
+        w, w_pos, w_neg = layer.weight, layer.weight.clamp(min=0), layer.weight.clamp(max=0)
+        z = layer.forward(x, w) - layer.forward(low, w_pos) - layer.forward(high, w_neg)
+        g = c * y / stabilize(z, self.stabilizer)
+        return x * layer.transpose(g, x, w) - low * layer.transpose(g, x, w_pos) - high * layer.transpose(g, x, w_neg)
