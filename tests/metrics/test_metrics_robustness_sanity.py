@@ -1,0 +1,152 @@
+"""Robustness and sanity metrics on explainers with known answers; the bootstrap summary; bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from medexplain.errors import MedexplainError
+from medexplain.explain import create_explainer
+from medexplain.metrics import (
+    auroc_under_noise,
+    avg_sensitivity,
+    bootstrap_interval,
+    cascading_randomisation,
+    forward_passes,
+    max_sensitivity,
+    model_randomisation,
+    noise_ssim,
+    summarise,
+)
+from medexplain.metrics.classification import auroc
+from medexplain.metrics.sanity import parameter_layers
+
+from .conftest import Linear, tiny_classifier
+
+
+def identity_explainer(model, x, target):
+    """The 'map' is the input itself: its change under noise is the noise."""
+    return x[:, 0]
+
+
+def constant_explainer(model, x, target):
+    return torch.ones(x.shape[0], *x.shape[2:])
+
+
+@pytest.mark.parametrize("shape", [(8, 9), (4, 5, 6)])
+def test_sensitivity_of_the_identity_explainer_is_the_relative_noise(shape) -> None:
+    model = tiny_classifier(len(shape))
+    x = torch.rand(3, 1, *shape, generator=torch.Generator().manual_seed(0)) + 0.5
+    samples, radius = 4, 0.1
+    generator = torch.Generator().manual_seed(11)  # replay the documented draws: chunks in (sample, copy) order
+    noise = (torch.rand(3 * samples, 1, *shape, generator=generator) * 2 - 1) * radius
+    expected = noise.flatten(1).norm(dim=1).view(3, samples) / x.flatten(1).norm(dim=1)[:, None]
+    kwargs = {"model": model, "x": x, "explainer": identity_explainer, "samples": samples, "radius": radius, "seed": 11}
+    torch.testing.assert_close(max_sensitivity(None, max_batch=5, **kwargs), expected.amax(1))
+    torch.testing.assert_close(avg_sensitivity(x[:, 0], max_batch=64, **kwargs), expected.mean(1))
+    expected_linf = noise.flatten(1).abs().amax(1).view(3, samples) / x.flatten(1).amax(1)[:, None]
+    torch.testing.assert_close(max_sensitivity(None, norm="linf", **kwargs), expected_linf.amax(1))
+    assert torch.equal(max_sensitivity(None, **{**kwargs, "explainer": constant_explainer}), torch.zeros(3))
+
+
+def test_noise_ssim_and_sensitivity_of_a_real_explainer() -> None:
+    model = tiny_classifier(2)
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    saliency = create_explainer("saliency")
+    assert torch.allclose(noise_ssim(None, model=model, x=x, explainer=constant_explainer), torch.ones(2))
+    small = noise_ssim(None, model=model, x=x, explainer=identity_explainer, sigma=0.01)
+    large = noise_ssim(None, model=model, x=x, explainer=identity_explainer, sigma=0.5)
+    assert (small > 0.95).all() and (large < small).all()
+    calls = []
+
+    def counting(model, x, target):
+        calls.append(x.shape[0])
+        return saliency(model, x, target)
+
+    scores = max_sensitivity(None, model=model, x=x, explainer=counting, samples=3)
+    assert scores.shape == (2,) and torch.isfinite(scores).all() and (scores > 0).all()
+    assert sum(calls) == 2 * forward_passes("max-sensitivity", samples=3, with_maps=False)
+
+
+def test_cascading_randomisation_is_top_down_and_leaves_the_model_alone() -> None:
+    model = tiny_classifier(2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(2))
+    saliency = create_explainer("saliency")
+    names, similarity = cascading_randomisation(None, model=model, x=x, explainer=saliency)
+    assert names == ["4", "0"] == parameter_layers(model)  # Linear, then Conv: output side first
+    assert similarity.shape == (2, 2)
+    assert (similarity < 0.9).all()  # saliency depends on the weights
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    again = model_randomisation(None, model=model, x=x, explainer=saliency)
+    torch.testing.assert_close(again, similarity.mean(1))  # seeded
+    # an explanation that ignores the model fails the sanity check: similarity stays 1
+    _, blind = cascading_randomisation(None, model=model, x=x, explainer=identity_explainer, similarity="ssim")
+    torch.testing.assert_close(blind, torch.ones(2, 2))
+
+
+def test_sanity_for_3d_and_a_layer_budget() -> None:
+    model = tiny_classifier(3)
+    x = torch.rand(1, 1, 6, 6, 6, generator=torch.Generator().manual_seed(3))
+    names, similarity = cascading_randomisation(
+        None, model=model, x=x, explainer=create_explainer("saliency"), layers=1
+    )
+    assert names == ["4"] and similarity.shape == (1, 1)
+
+
+def test_auroc_under_noise_table() -> None:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(40) % 2
+    x = torch.rand(40, 1, 6, 6, generator=g) * 0.001 + labels.view(-1, 1, 1, 1) * 0.01
+    weight = torch.zeros(2, 1, 6, 6)
+    weight[1] = 1.0
+    rows = auroc_under_noise(Linear(weight), x, labels, max_batch=16)
+    assert [r["sigma"] for r in rows] == [0.0, 0.005, 0.01, 0.05, 0.1]
+    assert rows[0]["auroc"] == 1.0  # separable: class-1 images are brighter
+    assert rows[-1]["auroc"] < rows[0]["auroc"]
+    with torch.no_grad():
+        clean = auroc(labels, Linear(weight)(x).softmax(1))
+    assert rows[0]["auroc"] == clean
+
+
+def test_bootstrap_summary_is_seeded_and_excludes_nan_loudly() -> None:
+    values = [0.2, 0.4, 0.9, 0.5, 0.7]
+    mean, low, high = bootstrap_interval(values, resamples=2000, seed=1)
+    rng = np.random.default_rng(1)
+    means = np.asarray(values)[rng.integers(0, 5, size=(2000, 5))].mean(1)
+    assert mean == pytest.approx(0.54)
+    assert (low, high) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+    assert low < mean < high
+    rows = [{"method": "a", "metric": "dice", "score": v} for v in values] + [
+        {"method": "a", "metric": "dice", "score": math.nan},
+        {"method": "b", "metric": "dice", "score": 1.0},
+    ]
+    with pytest.warns(UserWarning, match="1 of 6 scores are NaN"):
+        summary = summarise(rows, resamples=2000, seed=1)
+    assert summary[0] == {
+        "method": "a",
+        "metric": "dice",
+        "n": 5,
+        "excluded": 1,
+        "mean": mean,
+        "ci_low": low,
+        "ci_high": high,
+    }
+    assert summary[1]["mean"] == summary[1]["ci_low"] == summary[1]["ci_high"] == 1.0
+
+
+def test_robustness_bad_input() -> None:
+    model = tiny_classifier(2)
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(MedexplainError, match="unknown noise"):
+        max_sensitivity(None, model=model, x=x, explainer=identity_explainer, noise="poisson")
+    with pytest.raises(MedexplainError, match="all zero"):
+        max_sensitivity(torch.zeros(2, 8, 8), model=model, x=x, explainer=identity_explainer)
+    with pytest.raises(MedexplainError, match=r"explainer maps .* does not match"):
+        avg_sensitivity(None, model=model, x=x, explainer=lambda m, x, t: x[:, 0, :4])
+    with pytest.raises(MedexplainError, match="unknown similarity"):
+        cascading_randomisation(None, model=model, x=x, explainer=identity_explainer, similarity="cosine")
