@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import io
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -272,6 +274,33 @@ def test_medmnist_multilabel_and_bad_archives(tmp_path: Path) -> None:
     assert "train_labels" in message and "partial.npz" in message
     (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04garbage")
     assert "broken.npz" in _error(lambda: load_dataset(tmp_path / "broken.npz"))
+
+
+def test_medmnist_absurd_image_header_is_refused_without_decompressing(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (2, 70000, 9)})
+        archive.writestr("train_images.npy", header.getvalue())  # a header and no pixel data at all
+        for split in ("train", "val", "test"):
+            labels = io.BytesIO()
+            np.save(labels, np.zeros((2, 1), np.uint8))
+            archive.writestr(f"{split}_labels.npy", labels.getvalue())
+    message = _error(lambda: load_dataset(path, split="train"))
+    assert "70000x9" in message and "refusing" in message and str(path) in message
+
+
+def test_npy_manifest_with_2d_channels_first_arrays(tmp_path: Path) -> None:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    image = RNG.normal(size=(2, 5, 6)).astype(np.float32)
+    np.save(folder / "a.npy", image)
+    Image.fromarray(np.full((5, 6), 255, np.uint8)).save(folder / "m.png")
+    write_manifest(folder, [{"image": "a.npy", "label": 0, "mask_roi": "m.png"}])
+    assert "spatial shape" in _error(lambda: load_dataset(folder)[0])  # read as a (1, 2, 5, 6) volume by default
+    data = load_dataset(folder, spatial_dims=2)
+    assert data.spatial_dims == 2 and data.in_channels == 2
+    assert torch.equal(data[0].image, torch.from_numpy(image)) and data[0].masks["roi"].sum() == 30
 
 
 def test_collate_and_dataloader(tmp_path: Path) -> None:

@@ -251,6 +251,13 @@ def test_dicom_multiframe_is_a_volume(tmp_path: Path) -> None:
     assert torch.equal(volume[0], torch.from_numpy(frames.astype(np.float32)) - 1024)
 
 
+def test_dicom_rgb_is_channels_first(tmp_path: Path) -> None:
+    rgb = RNG.integers(0, 256, size=(3, 4, 3), dtype=np.uint8)
+    path = write_dicom(tmp_path / "rgb.dcm", rgb, photometric="RGB", bits=8)
+    assert torch.equal(read_image(path), torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1))
+    assert_single_line_error(path, lambda: read_image(path, window=True), "greyscale")
+
+
 def test_dicom_without_pixel_data_is_an_error(tmp_path: Path) -> None:
     path = write_dicom(tmp_path / "a.dcm", STORED)
     dataset = pydicom.dcmread(path)
