@@ -8,8 +8,8 @@
   displacement field and Jacobian determinant.
 """
 
-from medexplain.data.synth.deformation import DeformationSet, brain_sample, deformation, write_deformation
-from medexplain.data.synth.fundus import (
+from medexplain.data.synth.atrophy import DeformationSet, brain_sample, deformation, write_deformation
+from medexplain.data.synth.retina import (
     CONCEPTS,
     GRADE_NAMES,
     LESION_TYPES,

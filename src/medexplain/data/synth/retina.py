@@ -43,7 +43,7 @@ LESION_TYPES = ("microaneurysm", "haemorrhage", "exudate")
 DISTRACTOR = "dust"
 CONCEPTS = (*LESION_TYPES, DISTRACTOR)
 GRADE_NAMES = ("none", "mild", "moderate", "severe", "proliferative")
-MIN_SIZE, MAX_SIZE = 32, 1024
+MIN_SIZE, MAX_SIZE = 48, 1024
 
 # Target grade frequencies; the lesion counts are drawn per target grade so that the rule reproduces it.
 _GRADE_PRIOR = (0.30, 0.20, 0.20, 0.15, 0.15)
@@ -221,8 +221,8 @@ def _counts_for_grade(rng: np.random.Generator, grade: int) -> tuple[int, int, i
             if he + ex > 0:
                 return ma, he, ex
     if grade == 3:
-        return int(rng.integers(2, 9)), int(rng.integers(4, 9)), int(rng.integers(0, 6))
-    return int(rng.integers(3, 11)), int(rng.integers(8, 13)), int(rng.integers(6, 13))
+        return int(rng.integers(2, 9)), int(rng.integers(4, 8)), int(rng.integers(0, 6))
+    return int(rng.integers(3, 9)), int(rng.integers(8, 11)), int(rng.integers(6, 11))
 
 
 class _Scene:
@@ -377,8 +377,11 @@ class _Scene:
         near: np.ndarray | None = None,
     ) -> int:
         """Place one lesion drawn by ``draw`` where it touches no other; return 1 if placed, 0 if no room."""
-        for _ in range(40):
-            uv = self.free_position(rng, occupied, 0) if near is None else near + rng.normal(0.0, 0.08, size=2)
+        for attempt in range(40):
+            if near is None or attempt >= 20:  # a crowded cluster: anywhere else will do
+                uv = self.free_position(rng, occupied, 0)
+            else:
+                uv = near + rng.normal(0.0, 0.09, size=2)
             if np.hypot(*uv) > _LESION_ZONE:
                 continue
             alpha, reach = draw(rng, self.scale)
@@ -390,7 +393,7 @@ class _Scene:
                 continue
             window = (slice(top, top + alpha.shape[0]), slice(left, left + alpha.shape[1]))
             footprint = alpha > 0
-            if occupied[window][ndimage.binary_dilation(footprint, iterations=2)].any():
+            if occupied[window][ndimage.binary_dilation(footprint, structure=np.ones((3, 3)))].any():
                 continue
             draw.composite(image[window], alpha, self.illumination[window], rng)
             mask[window] |= footprint
@@ -437,8 +440,10 @@ class _Blot(_Draw):
         distance = _patch_distance(1.45 * radius)
         wobble = ndimage.gaussian_filter(rng.normal(size=distance.shape), sigma=0.4 * radius, mode="wrap")
         wobble = np.clip(wobble / (wobble.std() + 1e-12), -1.2, 1.2)
-        shape = 1.0 - distance / radius + 0.25 * wobble
-        return np.clip(shape / 0.25, 0.0, 1.0) * rng.uniform(0.85, 1.0), 1.45 * radius
+        alpha = np.clip((1.0 - distance / radius + 0.25 * wobble) / 0.25, 0.0, 1.0)
+        pieces, _ = ndimage.label(alpha > 0)
+        alpha[pieces != pieces[distance.shape[0] // 2, distance.shape[1] // 2]] = 0.0  # one blot, no islands
+        return alpha * rng.uniform(0.85, 1.0), 1.45 * radius
 
     def composite(self, window: np.ndarray, alpha: np.ndarray, light: np.ndarray, rng: np.random.Generator) -> None:
         window *= 1.0 - alpha[..., None] * (1.0 - _HE_TINT * rng.uniform(0.9, 1.1))
