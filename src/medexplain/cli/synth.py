@@ -19,7 +19,7 @@ _OVERWRITE = typer.Option(False, "--overwrite", help="Replace OUT if it exists a
 def fundus_command(
     out: Path = _OUT,
     n: int = typer.Option(200, "--n", help="Number of images."),
-    size: int = typer.Option(128, "--size", help="Image side in pixels (32-1024)."),
+    size: int = typer.Option(128, "--size", help="Image side in pixels (48-1024)."),
     seed: int = _SEED,
     overwrite: bool = _OVERWRITE,
 ) -> None:
