@@ -235,8 +235,8 @@ def test_dicom_window_matches_pydicom_voi_and_hand_values(tmp_path: Path) -> Non
         photometric="MONOCHROME1",
         RescaleIntercept=-1024,
         RescaleSlope=1,
-        WindowCenter=40,
-        WindowWidth=401,
+        WindowCenter=[40, 400],  # several windows: the first one applies
+        WindowWidth=[401, 2000],
     )
     assert torch.allclose(read_image(inverted, window=True)[0], 1 - expected, atol=1e-6)
     plain = write_dicom(tmp_path / "p.dcm", STORED)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 import os
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from functools import cached_property
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from medexplain.data.transforms import Transform
 from medexplain.errors import MedexplainError
 
 
-class ImageDataset(Dataset[Sample]):
+class ImageDataset(Dataset[Sample], ABC):
     """Images with class labels, multi-label targets, masks and metadata; 2-D and 3-D alike.
 
     Attributes:
@@ -57,17 +57,21 @@ class ImageDataset(Dataset[Sample]):
     @property
     def labels(self) -> Tensor:
         """``(N,)`` long class labels of this split (``-1`` where there are none), without decoding images."""
-        return self._labels
+        return self._labels.clone()
 
-    @cached_property
+    @property
     def spatial_dims(self) -> int:
         """2 or 3, from the first image (after the transform)."""
-        return self[0].image.ndim - 1
+        return len(self._first_image_shape) - 1
 
-    @cached_property
+    @property
     def in_channels(self) -> int:
         """Channels of the first image (after the transform)."""
-        return int(self[0].image.shape[0])
+        return self._first_image_shape[0]
+
+    @cached_property
+    def _first_image_shape(self) -> tuple[int, ...]:
+        return tuple(self[0].image.shape)
 
     def __len__(self) -> int:
         return len(self._labels)

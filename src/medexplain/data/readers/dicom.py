@@ -12,7 +12,7 @@ from pydicom.pixels import apply_modality_lut
 from torch import Tensor
 
 from medexplain.data.readers.common import check_header_size, reason, to_tensor
-from medexplain.data.transforms import apply_window
+from medexplain.data.window import apply_window
 from medexplain.errors import MedexplainError
 
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
