@@ -33,14 +33,16 @@ def gradcam_weights(activations: Tensor, gradients: Tensor) -> Tensor:
     return gradients.mean(dim=_spatial_dims(gradients), keepdim=True)
 
 
-def gradcam_plus_plus_weights(activations: Tensor, gradients: Tensor, eps: float = 1e-7) -> Tensor:
+def gradcam_plus_plus_weights(activations: Tensor, gradients: Tensor) -> Tensor:
     """Grad-CAM++ (Chattopadhyay et al., WACV 2018), with the exponential-score closed form of its eq. 19:
-    ``alpha = G^2 / (2 G^2 + sum_s(A) G^3)``, ``w = sum_s alpha relu(G)``."""
+    ``alpha = G^2 / (2 G^2 + sum_s(A) G^3)``, ``w = sum_s alpha relu(G)``; ``alpha = 0`` where the
+    denominator vanishes. No additive epsilon: gradients of order 1e-3 make ``G^2`` as small as one."""
     g2 = gradients.pow(2)
     g3 = g2 * gradients
     sum_activations = activations.sum(dim=_spatial_dims(activations), keepdim=True)
-    alpha = g2 / (2 * g2 + sum_activations * g3 + eps)
-    alpha = torch.where(gradients != 0, alpha, torch.zeros_like(alpha))
+    denominator = 2 * g2 + sum_activations * g3
+    safe = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
+    alpha = torch.where((gradients != 0) & (denominator != 0), g2 / safe, torch.zeros_like(g2))
     return (alpha * gradients.clamp(min=0)).sum(dim=_spatial_dims(gradients), keepdim=True)
 
 
