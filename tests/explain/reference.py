@@ -17,10 +17,9 @@ import zennit.composites as zcomposites
 import zennit.layer as zlayer
 import zennit.rules as zrules
 import zennit.types as ztypes
+from tests.explain.models import Add
 from torch import Tensor, nn
 from zennit.attribution import Gradient
-
-from tests.explain.models import Add
 
 
 class StackSum(nn.Module):
@@ -46,8 +45,10 @@ def zennit_composite(name: str, epsilon: float, stabilizer: float, low: float = 
     canonizers = [zcanonizers.SequentialMergeBatchNorm()]
     common = {"epsilon": epsilon, "stabilizer": stabilizer, "canonizers": canonizers}
     if name == "lrp-epsilon":
-        layer_map = zcomposites.layer_map_base(stabilizer) + [
-            (ztypes.Convolution, zrules.Epsilon(epsilon)), (nn.Linear, zrules.Epsilon(epsilon))
+        layer_map = [
+            *zcomposites.layer_map_base(stabilizer),
+            (ztypes.Convolution, zrules.Epsilon(epsilon)),
+            (nn.Linear, zrules.Epsilon(epsilon)),
         ]
         return zcomposites.LayerMapComposite(layer_map, canonizers=canonizers)
     if name == "lrp-epsilon-plus":

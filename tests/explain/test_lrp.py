@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.explain.models import DenseNetLike, ResNetLike, plain_cnn
+from tests.explain.reference import zennit_composite, zennit_relevance
 from torch import nn
 
 from medexplain.errors import MedexplainError
@@ -11,8 +13,6 @@ from medexplain.explain import create_explainer
 from medexplain.explain.hooks import hook_count
 from medexplain.explain.lrp import AlphaBeta, Composite, Epsilon, Gamma, ZPlus, lrp_relevance
 from medexplain.explain.lrp.layers import Affine
-from tests.explain.models import DenseNetLike, ResNetLike, plain_cnn
-from tests.explain.reference import zennit_composite, zennit_relevance
 
 COMPOSITES = ["lrp-epsilon", "lrp-epsilon-plus", "lrp-epsilon-plus-flat", "lrp-alpha2-beta1", "lrp-epsilon-gamma-box"]
 ARCHITECTURES = {"cnn": plain_cnn, "resnet": ResNetLike, "densenet": DenseNetLike}
@@ -47,7 +47,8 @@ def test_lrp_equals_zennit_at_default_stabilizers(name: str) -> None:
     model = ResNetLike(2).double()
     x = torch.randn(3, 2, 8, 8, dtype=torch.float64).clamp(-3, 3)
     target = torch.tensor([1, 0, 2])
-    explainer = create_explainer(name, low=-3.0, high=3.0) if name == "lrp-epsilon-gamma-box" else create_explainer(name)
+    params = {"low": -3.0, "high": 3.0} if name == "lrp-epsilon-gamma-box" else {}
+    explainer = create_explainer(name, **params)
     ours = explainer(model, x, target).maps[:, 0]
     reference = zennit_relevance(model, x, target, zennit_composite(name, 1e-6, 1e-6)).sum(dim=1)
     # Zennit adds its stabiliser also where relevance is split over summands and average pools (Norm rule);

@@ -11,11 +11,11 @@ from captum.attr import IntegratedGradients as CaptumIG
 from captum.attr import LayerAttribution, LayerGradCam
 from captum.attr import Saliency as CaptumSaliency
 from pytorch_grad_cam import GradCAMPlusPlus, HiResCAM, LayerCAM
+from tests.explain.models import BagNetLike, DenseNetLike, ResNetLike
 from torch import nn
 
 from medexplain.explain import cam_maps, create_explainer
 from medexplain.explain.hooks import capture_output
-from tests.explain.models import BagNetLike, DenseNetLike, ResNetLike
 
 MODES = {2: "bilinear", 3: "trilinear"}
 
@@ -34,7 +34,9 @@ def test_gradcam_equals_captum_layer_gradcam(dims: int, layer: str | None) -> No
     torch.testing.assert_close(ours.maps, reference)
 
 
-@pytest.mark.parametrize(("name", "peer"), [("gradcam++", GradCAMPlusPlus), ("hirescam", HiResCAM), ("layercam", LayerCAM)])
+@pytest.mark.parametrize(
+    ("name", "peer"), [("gradcam++", GradCAMPlusPlus), ("hirescam", HiResCAM), ("layercam", LayerCAM)]
+)
 def test_cam_weightings_equal_pytorch_grad_cam(name: str, peer) -> None:
     """At a stride-1 layer (no resizing), ours equals relu of pytorch-grad-cam's raw ``get_cam_image``.
 
