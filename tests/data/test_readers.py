@@ -310,6 +310,20 @@ def test_nifti_permuted_axes_and_scaling(tmp_path: Path) -> None:
     assert torch.equal(volume[0], torch.from_numpy(np.transpose(data, (1, 2, 0)).astype(np.float32)) * 2 - 1)
 
 
+def test_nifti_orientation_matches_monai_ras(tmp_path: Path) -> None:
+    from monai.transforms import LoadImage, Orientation
+
+    data = RNG.normal(size=(4, 5, 6)).astype(np.float32)
+    # axis 0 -> Inferior, axis 1 -> Left, axis 2 -> Anterior, with a translation
+    affine = np.array([[0.0, -2.0, 0.0, 10.0], [0.0, 0.0, 3.0, -5.0], [-4.0, 0.0, 0.0, 7.0], [0.0, 0.0, 0.0, 1.0]])
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "oblique.nii.gz")
+    loaded = LoadImage(reader="NibabelReader", image_only=True, ensure_channel_first=True)(tmp_path / "oblique.nii.gz")
+    reference = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(loaded)
+    ours = read_image(tmp_path / "oblique.nii.gz")
+    assert ours.shape == (1, 5, 6, 4)
+    assert torch.equal(ours, torch.as_tensor(reference).as_subclass(torch.Tensor))
+
+
 def test_nifti_4d_becomes_channels_and_5d_is_refused(tmp_path: Path) -> None:
     data = RNG.normal(size=(3, 4, 5, 2)).astype(np.float32)
     nib.save(nib.Nifti1Image(data, np.diag([-1.0, 1.0, 1.0, 1.0])), tmp_path / "t.nii.gz")
