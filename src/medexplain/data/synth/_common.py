@@ -37,6 +37,8 @@ def check_request(generator: str, n: int, size: int, seed: int, min_size: int, m
 
 def sample_streams(generator: str, seed: int, index: int, count: int) -> list[np.random.Generator]:
     """``count`` independent generators for sample ``index``: they depend on (seed, index) only, never on n."""
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+        raise MedexplainError(f"index={index!r}: a sample index must be an integer >= 0")
     root = np.random.SeedSequence(seed, spawn_key=(_GENERATOR_KEYS[generator], _SAMPLE_STREAM, index))
     return [np.random.default_rng(child) for child in root.spawn(count)]
 
@@ -44,7 +46,8 @@ def sample_streams(generator: str, seed: int, index: int, count: int) -> list[np
 def stratified_splits(labels: Sequence[int], generator: str, seed: int) -> tuple[str, ...]:
     """Split names per item, stratified by ``labels``: each class is shuffled, then cut 70 / 15 / 15 %.
 
-    Per class of m items, round(0.15 m) go to val, round(0.15 m) to test and the rest to train.
+    Per class of m items, round(0.15 m) go to val, round(0.15 m) to test and the rest to train (so a class with
+    fewer than 4 items is all train).
     """
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_GENERATOR_KEYS[generator], _SPLIT_STREAM)))
     labels = np.asarray(labels)
