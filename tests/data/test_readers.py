@@ -310,6 +310,7 @@ def test_nifti_permuted_axes_and_scaling(tmp_path: Path) -> None:
     assert torch.equal(volume[0], torch.from_numpy(np.transpose(data, (1, 2, 0)).astype(np.float32)) * 2 - 1)
 
 
+@pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader")
 def test_nifti_orientation_matches_monai_ras(tmp_path: Path) -> None:
     from monai.transforms import LoadImage, Orientation
 
