@@ -18,21 +18,25 @@ def conv_bn_relu(dims: int, cin: int, cout: int, stride: int = 1, relu: bool = T
 
 
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm non-trivial running statistics and affine parameters (eval-mode behaviour).
-
-    ``eps = 0`` because Zennit's BatchNorm merging leaves ``eps`` in the BatchNorm it resets to the identity,
-    which scales its output by ``1 / sqrt(1 + eps)``; references would otherwise differ by ~1e-5.
-    """
+    """Give every BatchNorm non-trivial running statistics and affine parameters (eval-mode behaviour)."""
     generator = torch.Generator().manual_seed(seed)
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             n = module.num_features
-            module.eps = 0.0
             module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
             module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
             module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
             module.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
     return model.eval()
+
+
+def without_batchnorm_eps(model: nn.Module) -> nn.Module:
+    """``eps = 0`` in every BatchNorm (eval only): Zennit's BatchNorm merging leaves ``eps`` in the BatchNorm it
+    resets to the identity, which scales its output by ``1 / sqrt(1 + eps)``; Zennit would differ by ~1e-5."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eps = 0.0
+    return model
 
 
 def plain_cnn(dims: int = 2, in_channels: int = 2, num_classes: int = 3) -> nn.Module:

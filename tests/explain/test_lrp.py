@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.explain.models import DenseNetLike, ResNetLike, plain_cnn
+from tests.explain.models import DenseNetLike, ResNetLike, plain_cnn, without_batchnorm_eps
 from tests.explain.reference import zennit_composite, zennit_relevance
 from torch import nn
 
@@ -32,7 +32,7 @@ def _explainer(name: str, epsilon: float):
 @pytest.mark.parametrize("dims", [1, 2, 3])
 def test_lrp_equals_zennit(name: str, architecture: str, dims: int) -> None:
     torch.manual_seed(dims)
-    model = ARCHITECTURES[architecture](dims).double()
+    model = without_batchnorm_eps(ARCHITECTURES[architecture](dims).double())
     x = torch.randn(2, 2, *[8] * dims, dtype=torch.float64).clamp(-3, 3)
     target = torch.tensor([0, 2])
     epsilon = 1e-9
@@ -44,7 +44,7 @@ def test_lrp_equals_zennit(name: str, architecture: str, dims: int) -> None:
 
 @pytest.mark.parametrize("name", COMPOSITES)
 def test_lrp_equals_zennit_at_default_stabilizers(name: str) -> None:
-    model = ResNetLike(2).double()
+    model = without_batchnorm_eps(ResNetLike(2).double())
     x = torch.randn(3, 2, 8, 8, dtype=torch.float64).clamp(-3, 3)
     target = torch.tensor([1, 0, 2])
     params = {"low": -3.0, "high": 3.0} if name == "lrp-epsilon-gamma-box" else {}

@@ -1,0 +1,103 @@
+"""Contract of every registered explainer, 2D and 3D, on ResNet-, DenseNet- and BagNet-like models: maps at input
+resolution, no hook left (after success and after an exception), ``model.training`` unchanged, batch results
+equal single-sample results, deterministic; clear errors for bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tests.explain.models import MODELS, BagNetLike
+from torch import Tensor
+
+from medexplain.errors import MedexplainError
+from medexplain.explain import EXPLAINERS, Explanation, available, create_explainer
+from medexplain.explain.hooks import hook_count
+
+NAMES = available()
+
+
+def _applicable(name: str, model_name: str) -> bool:
+    return EXPLAINERS.entry(name).metadata.get("needs") != "evidence_map" or model_name == "bagnet"
+
+
+CASES = [(n, m, d) for n in NAMES for m in sorted(MODELS) for d in (2, 3) if _applicable(n, m)]
+
+
+def _input(dims: int, batch: int = 3) -> Tensor:
+    generator = torch.Generator().manual_seed(dims)
+    return torch.randn(batch, 2, *[9] * dims, generator=generator, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(("name", "model_name", "dims"), CASES)
+def test_explainer_contract(name: str, model_name: str, dims: int) -> None:
+    model = MODELS[model_name](dims).double().eval()
+    x = _input(dims)
+    explainer = create_explainer(name)
+    first = explainer(model, x, [0, 2, 1])
+    assert isinstance(first, Explanation)
+    assert first.maps.shape == (3, 1, *x.shape[2:])
+    assert first.targets.tolist() == [[0], [2], [1]]
+    assert torch.isfinite(first.maps).all()
+    assert hook_count(model) == 0
+    assert not model.training
+    again = explainer(model, x, [0, 2, 1])
+    torch.testing.assert_close(again.maps, first.maps, rtol=0, atol=0)
+    for i in range(3):
+        single = explainer(model, x[i : i + 1], [[0], [2], [1]][i])
+        torch.testing.assert_close(single.maps[0], first.maps[i], rtol=1e-9, atol=1e-12)
+    model.train()
+    explainer(model, x, 0)
+    assert model.training and hook_count(model) == 0
+
+
+class Failing(BagNetLike):
+    """Raises in the middle of its forward pass, after hooked layers ran."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.classifier(self.features(x))
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_hook_left_after_an_exception(name: str) -> None:
+    model = Failing(2).double().eval()
+    with pytest.raises(RuntimeError, match="boom"):
+        create_explainer(name)(model, _input(2), 0)
+    assert hook_count(model) == 0
+    assert not model.training
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_target_out_of_range_is_a_clear_error(name: str) -> None:
+    model = BagNetLike(2).double().eval()
+    with pytest.raises(MedexplainError, match="out of range for a model with 3 outputs"):
+        create_explainer(name)(model, _input(2), 5)
+    assert hook_count(model) == 0
+
+
+class NotLogits(BagNetLike):
+    def forward(self, x: Tensor) -> Tensor:
+        return self.evidence_map(x)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_output_not_b_k_is_a_clear_error(name: str) -> None:
+    model = NotLogits(2).double().eval()
+    with pytest.raises(MedexplainError, match=r"model output must be \(B, K\) logits"):
+        create_explainer(name)(model, _input(2), 0)
+    assert hook_count(model) == 0
+
+
+@pytest.mark.parametrize("name", ["gradcam", "gradcam++", "hirescam", "layercam"])
+def test_unknown_layer_lists_the_valid_ones(name: str) -> None:
+    model = MODELS["resnet"](2).double()
+    with pytest.raises(MedexplainError, match=r"no layer 'layer9'; valid layers: stem, stem\.0"):
+        create_explainer(name, layer="layer9")(model, _input(2), 0)
+    assert hook_count(model) == 0
+
+
+def test_evidence_needs_an_evidence_model_and_smoothgrad_a_known_method() -> None:
+    with pytest.raises(MedexplainError, match="has no evidence_map"):
+        create_explainer("evidence")(MODELS["resnet"](2), torch.randn(1, 2, 8, 8), 0)
+    with pytest.raises(MedexplainError, match="unknown explainer 'salency'"):
+        create_explainer("smoothgrad", method="salency")(MODELS["resnet"](2), torch.randn(1, 2, 8, 8), 0)
