@@ -21,7 +21,7 @@ def _random_eval_model(name: str, spatial_dims: int, in_channels: int = 2, num_c
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.running_mean.copy_(0.1 * torch.randn(module.running_mean.shape, generator=generator))
             module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=generator))
-    torch.nn.init.normal_(model.evidence.bias, std=1.0)
+    torch.nn.init.normal_(model.class_bias, std=1.0)
     return model.eval()
 
 

@@ -1,7 +1,97 @@
-"""``medexplain train``."""
+"""``medexplain train``: fit a registered model on a dataset and write a run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
+from medexplain.errors import MedexplainError
+
+_DATA = typer.Option(..., "--data", help="Dataset folder with manifest.csv, or a MedMNIST .npz.")
+_OUT = typer.Option(..., "--out", help="Run folder to write (must be new or empty unless --resume).")
+
+
+def _model_args(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise MedexplainError(f"--model-args: not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise MedexplainError(f"--model-args: must be a JSON object, got {text!r}")
+    return value
+
+
+def _class_weights(text: str | None) -> str | list[float] | None:
+    if text is None or text == "balanced":
+        return text
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise MedexplainError(f"--class-weights: expected 'balanced' or numbers like 1,2.5,4; got {text!r}") from None
+
+
+def train_command(
+    model: str = typer.Option(..., "--model", help="Registered model name, e.g. sparse-bagnet9-light, resnet18."),
+    data: Path = _DATA,
+    out: Path = _OUT,
+    epochs: int = typer.Option(30, help="Training epochs (cosine learning-rate schedule over them)."),
+    batch_size: int = typer.Option(32, help="Samples per optimisation step."),
+    lr: float | None = typer.Option(None, help="Peak learning rate (default: 1e-2 sgd, 1e-3 adamw)."),
+    optimizer: str = typer.Option("adamw", help="sgd (Nesterov, momentum 0.9, wd 5e-4) or adamw."),
+    loss: str | None = typer.Option(
+        None, help="ce, bce, ce+sparsity or bce+sparsity (default: ce+sparsity for sparse-* models, else ce)."
+    ),
+    sparsity_lambda: float | None = typer.Option(None, help="Weight of mean |evidence| per element."),
+    sparsity_on: str = typer.Option("evidence", help="Penalise the evidence map ('evidence') or E - bias ('local')."),
+    class_weights: str | None = typer.Option(None, help="'balanced' or comma-separated weights, one per class."),
+    size: int | None = typer.Option(None, help="Resize images to this size along every spatial axis."),
+    seed: int = typer.Option(0, help="Seed for initialisation, shuffling and augmentation."),
+    patience: int | None = typer.Option(None, help="Stop after this many epochs without validation improvement."),
+    monitor: str = typer.Option("auroc", help="Validation metric: loss, accuracy, balanced_accuracy, auroc, kappa."),
+    augment: bool = typer.Option(True, help="Flips, small affine warps and intensity jitter during training."),
+    model_args: str | None = typer.Option(None, help="Extra model arguments as JSON, e.g. '{\"width\": 32}'."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last completed epoch."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: CUDA when available)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Train a model and write config.json, model.safetensors and metrics.csv to --out."""
+    from medexplain.train import train
+
+    config = train(
+        model,
+        data,
+        out,
+        model_args=_model_args(model_args),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        loss=loss,
+        sparsity_lambda=sparsity_lambda,
+        sparsity_on=sparsity_on,
+        class_weights=_class_weights(class_weights),
+        size=size,
+        seed=seed,
+        patience=patience,
+        monitor=monitor,
+        augment=augment,
+        resume=resume,
+        device=device,
+        progress=progress,
+    )
+    summary = ", ".join(
+        f"{split} {name} {value:.3f}"
+        for split in ("val", "test")
+        for name, value in config["metrics"].get(split, {}).items()
+        if name in ("accuracy", "auroc")
+    )
+    typer.echo(f"{out}: best epoch {config['metrics']['best_epoch']}; {summary}")
+
 
 def register(app: typer.Typer) -> None:
-    """Add the ``train`` command to ``app`` (filled in by its issue)."""
+    """Add the ``train`` command to ``app``."""
+    app.command("train")(train_command)

@@ -8,14 +8,21 @@ keep a 3x3 convolution in their first block sets ``q``: stages 1-2 (q = 9), 1-3 
 The class evidence head is a 1x1 convolution ``E = W f + b`` giving ``(B, K, *spatial)``; the logits are its
 spatial mean, so the map *is* the decision (Djoumessi et al., "Sparse Activations for Interpretable Disease
 Grading", MIDL 2023). Sparsity of ``E`` is a property of the training loss (``medexplain.train.losses``).
+
+``E = b + L`` splits into the per-class bias ``b`` (the prior, the same at every position) and the local
+evidence ``L = W f`` computed from each patch. With ``evidence_activation="relu"`` the local evidence is
+``relu(W f) >= 0``: a patch can only add evidence for a class, and an image without findings is classified by
+the prior alone, which lets the local evidence be exactly zero almost everywhere.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
+from medexplain.errors import MedexplainError
 from medexplain.models.layers import batch_norm, check_input, conv, crop, init_weights
 
 # Number of residual stages whose first block keeps a 3x3 convolution, for each patch size q.
@@ -68,6 +75,7 @@ class BagNet(nn.Module):
         width: channels of the stem and of the first stage's bottleneck (64 in the paper); stage ``s``
             outputs ``width * 2**s * 4`` channels.
         blocks: bottleneck blocks per stage ((3, 4, 6, 3) in the paper, as ResNet-50).
+        evidence_activation: ``"linear"`` (``L = W f``, as published) or ``"relu"`` (``L = relu(W f)``).
 
     ``evidence_map(x)`` is ``(B, K, *spatial')`` with ``spatial' = floor((n - q) / 8) + 1`` per axis and
     ``forward(x) == evidence_map(x).mean(spatial)`` exactly. Position ``i`` sees input ``[8 i, 8 i + q)``.
@@ -84,17 +92,21 @@ class BagNet(nn.Module):
         spatial_dims: int = 2,
         width: int = 64,
         blocks: Sequence[int] = (3, 4, 6, 3),
+        evidence_activation: str = "linear",
     ) -> None:
         super().__init__()
         if patch_size not in STAGES_WITH_3X3:
-            raise ValueError(f"patch_size must be one of {sorted(STAGES_WITH_3X3)}, got {patch_size}")
+            raise MedexplainError(f"patch_size must be one of {sorted(STAGES_WITH_3X3)}, got {patch_size}")
         if len(blocks) != 4 or min(blocks) < 1 or width < 1:
-            raise ValueError(f"blocks must be 4 positive counts and width positive, got {blocks}, {width}")
+            raise MedexplainError(f"blocks must be 4 positive counts and width positive, got {blocks}, {width}")
+        if evidence_activation not in ("linear", "relu"):
+            raise MedexplainError(f"evidence_activation must be 'linear' or 'relu', got {evidence_activation!r}")
         conv_nd, norm = conv(spatial_dims), batch_norm(spatial_dims)
         self.patch_size = patch_size
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.spatial_dims = spatial_dims
+        self.evidence_activation = evidence_activation
         self.conv1 = conv_nd(in_channels, width, 1, bias=False)
         self.conv2 = conv_nd(width, width, 3, padding=0, bias=False)
         self.bn1 = norm(width)
@@ -121,7 +133,8 @@ class BagNet(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         init_weights(self)
         self.num_features = channels
-        self.evidence = conv_nd(channels, num_classes, 1, bias=True)
+        self.evidence = conv_nd(channels, num_classes, 1, bias=False)
+        self.class_bias = nn.Parameter(torch.zeros(num_classes))
 
     def features(self, x: Tensor) -> Tensor:
         """Local features ``(B, F, *spatial')``, each position computed from one q-sized patch."""
@@ -129,9 +142,15 @@ class BagNet(nn.Module):
         x = self.relu(self.bn1(self.conv2(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
+    def local_evidence(self, x: Tensor) -> Tensor:
+        """``L``: the evidence of each patch without the class bias, ``(B, K, *spatial')``."""
+        local = self.evidence(self.features(x))
+        return local.relu() if self.evidence_activation == "relu" else local
+
     def evidence_map(self, x: Tensor) -> Tensor:
-        """Class evidence ``(B, K, *spatial')`` for ``x`` of shape ``(B, C, *spatial)``."""
-        return self.evidence(self.features(x))
+        """Class evidence ``E = b + L``, ``(B, K, *spatial')``, for ``x`` of shape ``(B, C, *spatial)``."""
+        local = self.local_evidence(x)
+        return local + self.class_bias.view(1, -1, *[1] * self.spatial_dims)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, K)``: the spatial mean of :meth:`evidence_map`."""

@@ -75,9 +75,9 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise MedexplainError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(config, dict) or not isinstance(config.get("model"), str):
-        raise MedexplainError(f"{path}: has no \"model\" name")
+        raise MedexplainError(f'{path}: has no "model" name')
     if not isinstance(config.get("model_args", {}), dict):
-        raise MedexplainError(f"{path}: \"model_args\" must be an object")
+        raise MedexplainError(f'{path}: "model_args" must be an object')
     return config
 
 

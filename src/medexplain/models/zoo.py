@@ -27,6 +27,7 @@ def _bagnet_factory(patch_size: int, layout: dict):
         spatial_dims: int = 2,
         width: int = layout["width"],
         blocks: Sequence[int] = layout["blocks"],
+        evidence_activation: str = "linear",
     ) -> nn.Module:
         return BagNet(
             patch_size,
@@ -35,6 +36,7 @@ def _bagnet_factory(patch_size: int, layout: dict):
             spatial_dims=spatial_dims,
             width=width,
             blocks=tuple(blocks),
+            evidence_activation=evidence_activation,
         )
 
     layout_name = "ResNet-50 layout (3, 4, 6, 3), width 64" if layout is FULL else "light layout (2, 2, 2, 2), width 16"

@@ -1,0 +1,135 @@
+"""Training data in memory: splits read once, resized, standardised with training-set statistics.
+
+The preprocessing is recorded in the run's ``config.json`` and rebuilt by :func:`preprocessing_transform`, so
+explanations and evaluations see exactly the inputs the model was trained on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import Progress
+from torch import Tensor
+
+from medexplain.data import load_dataset
+from medexplain.data.sample import Sample
+from medexplain.data.transforms import Compose, NormalizeIntensity, Resize, Transform
+from medexplain.errors import MedexplainError
+
+MAX_BYTES = 8 * 2**30  # refuse to hold more than this in memory; ask for a smaller --size instead
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split held in memory.
+
+    Attributes:
+        images: ``(N, C, *spatial)`` float32, preprocessed.
+        targets: ``(N,)`` long class labels (task "ce") or ``(N, L)`` float32 multi-label targets (task "bce").
+        ids: sample ids.
+    """
+
+    images: Tensor
+    targets: Tensor
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def preprocessing_transform(preprocessing: dict[str, Any]) -> Transform:
+    """The ``Sample -> Sample`` transform described by a run's ``config["preprocessing"]``."""
+    steps: list[Transform] = []
+    if preprocessing.get("size") is not None:
+        steps.append(Resize(preprocessing["size"]))
+    intensity = preprocessing.get("intensity", {})
+    if intensity:
+        steps.append(NormalizeIntensity(intensity["mean"], intensity["std"], channel_wise=True))
+    return Compose(steps)
+
+
+def read_split(
+    source: str | os.PathLike[str],
+    split: str,
+    *,
+    size: int | None,
+    task: str,
+    progress: Progress | None = None,
+) -> Split:
+    """Read every sample of ``split`` (resized to ``size`` when given) into one tensor."""
+    dataset = load_dataset(source, split=split, transform=Resize(size) if size else None)
+    images, targets, ids = [], [], []
+    task_id = progress.add_task(f"reading {split}", total=len(dataset)) if progress is not None else None
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        if images and sample.image.shape != images[0].shape:
+            raise MedexplainError(
+                f"{source}: images {ids[0]!r} {tuple(images[0].shape)} and {sample.meta.get('id')!r} "
+                f"{tuple(sample.image.shape)} differ in size; give a common size (--size)"
+            )
+        if index == 0 and sample.image.numel() * 4 * len(dataset) > MAX_BYTES:
+            raise MedexplainError(f"{source}: split {split!r} needs more than 8 GiB in memory; use a smaller --size")
+        images.append(sample.image)
+        targets.append(_target(sample, task, source))
+        ids.append(sample.meta.get("id", str(index)))
+        if progress is not None:
+            progress.advance(task_id)
+    if progress is not None:
+        progress.remove_task(task_id)
+    return Split(torch.stack(images), torch.stack(targets), ids)
+
+
+def _target(sample: Sample, task: str, source: str | os.PathLike[str]) -> Tensor:
+    if task == "bce":
+        if sample.labels is None:
+            raise MedexplainError(f"{source}: the BCE loss needs multi-label targets (label_<name> columns)")
+        return sample.labels.to(torch.float32)
+    if sample.label < 0:
+        raise MedexplainError(f"{source}: sample {sample.meta.get('id')!r} has no class label (use --loss bce?)")
+    return torch.tensor(sample.label, dtype=torch.long)
+
+
+def standardisation(images: Tensor) -> dict[str, list[float]]:
+    """Per-channel mean and (population) standard deviation of ``(N, C, *spatial)`` training images."""
+    per_channel = images.transpose(0, 1).flatten(1).to(torch.float64)
+    std = per_channel.std(1, correction=0)
+    return {"mean": per_channel.mean(1).tolist(), "std": torch.where(std > 0, std, 1.0).tolist()}
+
+
+def standardise(split: Split, intensity: dict[str, list[float]]) -> Split:
+    """``split`` with :class:`NormalizeIntensity` of ``intensity`` applied to every image."""
+    normalise = NormalizeIntensity(intensity["mean"], intensity["std"], channel_wise=True)
+    images = torch.stack([normalise(Sample(image=image)).image for image in split.images])
+    return Split(images, split.targets, split.ids)
+
+
+def check_labels(splits: dict[str, Split], num_classes: int, source: str | os.PathLike[str], task: str) -> None:
+    """Class labels of every split must lie in ``[0, num_classes)``; multi-label widths must equal it."""
+    for name, split in splits.items():
+        if task == "bce":
+            if split.targets.shape[1] != num_classes:
+                raise MedexplainError(
+                    f"{source}: split {name!r} has {split.targets.shape[1]} labels but the model has {num_classes}"
+                )
+            continue
+        outside = split.targets[(split.targets < 0) | (split.targets >= num_classes)]
+        if outside.numel():
+            raise MedexplainError(
+                f"{source}: split {name!r} has label {int(outside[0])} outside the model's {num_classes} classes "
+                f"(0..{num_classes - 1})"
+            )
+
+
+def dataset_info(source: str | os.PathLike[str]) -> dict[str, Any]:
+    """Class names, label names and the resolved path of a data source (nothing decoded)."""
+    dataset = load_dataset(source)
+    return {
+        "data": str(Path(source).resolve()),
+        "class_names": list(dataset.class_names),
+        "label_names": list(dataset.label_names),
+        "num_classes": dataset.num_classes,
+    }

@@ -1,0 +1,102 @@
+"""Training objectives: cross-entropy or BCE, plus an optional sparsity penalty on class evidence maps.
+
+Sparse BagNet (Djoumessi et al., MIDL 2023): ``loss = CE + lambda_sum * ||E||_1`` with ``E`` the evidence
+map of (in their code) the first sample of the batch, ``lambda_sum = 4e-6`` at 512 px. Here every sample is
+penalised and the L1 norm is *averaged* over all ``B * K * prod(spatial)`` elements, so lambda does not depend
+on the image or batch size:
+
+    lambda_mean = lambda_sum * K * prod(spatial)
+
+(per sample; their single penalised sample per batch has the same expected size as our batch mean). BagNet-33
+at 512 px has a 60 x 60 map, so for K = 2 classes ``lambda_mean = 4e-6 * 2 * 3600 ~= 0.029``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medexplain.errors import MedexplainError
+
+LOSSES = ("ce", "bce", "ce+sparsity", "bce+sparsity")
+SPARSITY_TARGETS = ("evidence", "local")
+
+
+def sparsity_penalty(evidence: Tensor) -> Tensor:
+    """Mean ``|E|`` over every element of ``(B, K, *spatial)`` evidence maps (a scalar)."""
+    return evidence.abs().mean()
+
+
+def local_part(model: nn.Module, evidence: Tensor) -> Tensor:
+    """``E - b``: the evidence map without the model's per-class bias ``class_bias`` (``(K,)``)."""
+    bias = getattr(model, "class_bias", None)
+    if bias is None:
+        raise MedexplainError(f"{type(model).__name__} has no class_bias: its local evidence is not defined")
+    return evidence - bias.view(1, -1, *[1] * (evidence.ndim - 2))
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A composable loss ``task + sparsity_lambda * mean|E|``.
+
+    Attributes:
+        task: ``"ce"`` (single-label, targets ``(B,)`` class indices) or ``"bce"`` (multi-label, targets
+            ``(B, L)`` in {0, 1}).
+        class_weights: ``(K,)`` cross-entropy weights, or ``None``.
+        sparsity_lambda: weight of the evidence penalty; > 0 needs a model with ``evidence_map``.
+        sparsity_on: ``"evidence"`` penalises ``E`` itself (the paper); ``"local"`` penalises ``E - b``, the
+            evidence without the model's per-class bias, so the class prior costs nothing.
+    """
+
+    task: str = "ce"
+    class_weights: Tensor | None = None
+    sparsity_lambda: float = 0.0
+    sparsity_on: str = "evidence"
+
+    @classmethod
+    def parse(
+        cls, loss: str, *, sparsity_lambda: float | None, class_weights: Tensor | None, sparsity_on: str = "evidence"
+    ) -> Objective:
+        """Build from a name in :data:`LOSSES`; ``+sparsity`` requires a positive ``sparsity_lambda``."""
+        if loss not in LOSSES:
+            raise MedexplainError(f"unknown loss {loss!r}; available: {', '.join(LOSSES)}")
+        task, _, extra = loss.partition("+")
+        if extra and not (sparsity_lambda and sparsity_lambda > 0):
+            raise MedexplainError(f"loss {loss!r} needs a positive --sparsity-lambda, got {sparsity_lambda}")
+        if not extra and sparsity_lambda:
+            raise MedexplainError(f"--sparsity-lambda {sparsity_lambda} given but loss {loss!r} has no sparsity term")
+        if task == "bce" and class_weights is not None:
+            raise MedexplainError("class weights apply to the 'ce' loss only")
+        if sparsity_on not in SPARSITY_TARGETS:
+            raise MedexplainError(f"unknown sparsity target {sparsity_on!r}; available: {', '.join(SPARSITY_TARGETS)}")
+        return cls(task, class_weights, float(sparsity_lambda or 0.0), sparsity_on)
+
+    def task_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The cross-entropy or BCE term alone, for ``(B, K)`` logits."""
+        if self.task == "ce":
+            weight = None if self.class_weights is None else self.class_weights.to(logits)
+            return F.cross_entropy(logits, target, weight=weight)
+        return F.binary_cross_entropy_with_logits(logits, target.to(logits))
+
+    def __call__(self, model: nn.Module, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """``(loss, logits (B, K), parts)`` for inputs ``x`` ``(B, C, *spatial)``; ``parts`` holds each term."""
+        parts: dict[str, Tensor] = {}
+        if self.sparsity_lambda > 0:
+            evidence = model.evidence_map(x)
+            logits = evidence.flatten(2).mean(2)
+            penalised = local_part(model, evidence) if self.sparsity_on == "local" else evidence
+            parts["sparsity"] = sparsity_penalty(penalised)
+        else:
+            logits = model(x)
+        parts[self.task] = self.task_loss(logits, target)
+        loss = parts[self.task] + self.sparsity_lambda * parts.get("sparsity", torch.zeros((), device=logits.device))
+        return loss, logits, parts
+
+
+def balanced_class_weights(labels: Tensor, num_classes: int) -> Tensor:
+    """``n / (K * n_k)`` per class (scikit-learn's "balanced"); classes absent from ``labels`` get weight 0."""
+    counts = torch.bincount(labels, minlength=num_classes).to(torch.float32)
+    return torch.where(counts > 0, labels.numel() / (num_classes * counts.clamp(min=1)), 0.0)
