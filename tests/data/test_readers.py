@@ -90,6 +90,9 @@ def test_tiff_float_and_multipage_stack(tmp_path: Path) -> None:
     values = RNG.normal(size=(5, 6)).astype(np.float32)
     Image.fromarray(values, mode="F").save(tmp_path / "f.tif")
     assert torch.equal(read_image(tmp_path / "f.tif")[0], torch.from_numpy(values))
+    signed = np.array([[-1024, 0], [3071, -32768]], dtype=np.int16)  # CT-like signed 16-bit TIFF
+    Image.fromarray(signed).save(tmp_path / "s.tif")
+    assert torch.equal(read_image(tmp_path / "s.tif")[0], torch.from_numpy(signed.astype(np.float32)))
     pages = [RNG.integers(0, 256, size=(5, 6), dtype=np.uint8) for _ in range(3)]
     Image.fromarray(pages[0]).save(
         tmp_path / "stack.tiff", save_all=True, append_images=[Image.fromarray(p) for p in pages[1:]]

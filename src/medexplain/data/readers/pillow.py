@@ -13,8 +13,6 @@ from torch import Tensor
 from medexplain.data.readers.common import check_header_size, reason, to_tensor
 from medexplain.errors import MedexplainError
 
-_GREY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-
 
 def read(file: Path) -> Tensor:
     """``(C, H, W)`` for one page, ``(C, D, H, W)`` for a multi-page TIFF; 16-bit and float values are kept."""
@@ -41,13 +39,18 @@ def read(file: Path) -> Tensor:
     return to_tensor(file, array)
 
 
+def _grey(mode: str) -> bool:
+    """Single-channel modes kept as they are: bilevel, 8-bit, and every integer/float mode (I;16, I;16B, I, F, ...)."""
+    return mode in ("1", "L") or mode.startswith(("I", "F"))
+
+
 def _channels(image: Image.Image) -> int:
-    return 1 if image.mode in _GREY_MODES or _conversion(image) == "L" else 3
+    return 1 if _grey(image.mode) or _conversion(image) == "L" else 3
 
 
 def _conversion(image: Image.Image) -> str | None:
     """The mode to convert to: ``None`` keeps grey and RGB; alpha is dropped; palettes of greys become ``L``."""
-    if image.mode in _GREY_MODES or image.mode == "RGB":
+    if _grey(image.mode) or image.mode == "RGB":
         return None
     if image.mode in ("LA", "La"):
         return "L"
