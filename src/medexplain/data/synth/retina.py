@@ -11,8 +11,14 @@ random places inside the field of view, never on the disc and never overlapping 
 - lens dust (the distractor concept): a soft grey-blue spot, present in half of the images whatever the grade.
 
 Lesion sizes scale with the image size (with a floor of one pixel), so the task is learnable at 64-128 px.
-The grade is :func:`grade_from_counts` of the lesion counts; dust never changes it. Every image has a lesion-free
-twin (same retina, vessels and noise, no lesions and no dust) that differs from it only inside the masks.
+
+Grade (the ``label``): :func:`grade_from_counts` of the drawn lesion counts (MA, HE, EX): 0 no lesion; 1 only
+microaneurysms; 4 if HE >= 8 and EX >= 6; 3 if HE >= 4; 2 otherwise. Each image first draws a target grade
+with frequencies 30/20/20/15/15 % and then counts that give it (MA 1-6 for grade 1; MA 0-6, HE 0-3, EX 0-5 with
+HE + EX > 0 for grade 2; MA 2-8, HE 4-7, EX 0-5 for grade 3; MA 3-8, HE 8-10, EX 6-10 for grade 4); the grade
+is then recomputed from the lesions actually placed. Dust is drawn from its own random stream and never changes
+the grade. Every image has a lesion-free twin (same retina, vessels and noise, no lesions and no dust) that
+differs from it only inside the masks.
 Reference for the grading scheme: Wilkinson et al., "Proposed international clinical diabetic retinopathy and
 diabetic macular edema disease severity scales", Ophthalmology 2003 (ICDR); the rule here is a count-based
 stand-in for it.
