@@ -109,14 +109,14 @@ def brain_sample(index: int, spatial_dims: int = 2, size: int = 64, seed: int = 
     _check(1, spatial_dims, size, seed)
     anatomy_rng, noise_rng = sample_streams("deformation", seed, index, 2)
     label = int(anatomy_rng.random() < 0.5)
-    phantom = _Phantom(anatomy_rng, spatial_dims, size)
+    phantom = _Phantom(anatomy_rng, size)
     half = size / 2.0
     grid = np.indices((size,) * spatial_dims, dtype=np.float64)
     points = (grid - (size - 1) / 2.0) / half  # normalised coordinates, about [-1, 1]
 
     target = phantom.target
-    centre = ((target.centre[-spatial_dims:] + anatomy_rng.normal(0.0, 0.02, 3)[-spatial_dims:]) * half
-              + (size - 1) / 2.0)
+    jitter = anatomy_rng.normal(0.0, 0.02, 3)
+    centre = (target.centre + jitter)[-spatial_dims:] * half + (size - 1) / 2.0
     sigma = _SIGMA_PER_RADIUS * float(np.mean(target.radii[-2:])) * half
     strength = anatomy_rng.uniform(*_STRENGTH) if label else 0.0
 
@@ -250,7 +250,7 @@ class _Phantom:
     """Random anatomy of one subject: ellipsoids painted in order (scalp, skull, brain, white matter, deep grey,
     ventricles); ``target`` is the left hippocampus."""
 
-    def __init__(self, rng: np.random.Generator, spatial_dims: int, size: int) -> None:
+    def __init__(self, rng: np.random.Generator, size: int) -> None:
         self.voxels_per_unit = size / 2.0
         shift = rng.uniform(-0.03, 0.03, 3)
         scale = rng.uniform(0.94, 1.04) * rng.uniform(0.97, 1.03, 3)
