@@ -1,0 +1,83 @@
+"""``medexplain explain`` end to end and the explanations store: maps equal the library's, resumable, safe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medexplain.cli import main
+from medexplain.data import collate, load_dataset
+from medexplain.data.synth import write_fundus
+from medexplain.errors import MedexplainError
+from medexplain.explain import create_explainer
+from medexplain.explain.store import ExplanationWriter, load_explanations
+from medexplain.models import create_model, load, save_weights
+
+
+@pytest.fixture(scope="module")
+def run_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("explain_cli")
+    data = write_fundus(root / "data", n=5, size=48, seed=0, show_progress=False)
+    run = root / "run"
+    run.mkdir()
+    torch.manual_seed(0)
+    model_args = {"in_channels": 3, "num_classes": 5, "spatial_dims": 2}
+    save_weights(create_model("bagnet9-light", **model_args), run / "model.safetensors")
+    (run / "config.json").write_text(json.dumps({"model": "bagnet9-light", "model_args": model_args}))
+    return run, data
+
+
+def test_cli_writes_float16_maps_equal_to_the_library_and_resumes(run_and_data, tmp_path: Path) -> None:
+    run, data = run_and_data
+    out = tmp_path / "maps"
+    args = ["explain", "--model", str(run), "--data", str(data), "--out", str(out), "--split", "",
+            "--batch-size", "2", "--no-progress"]
+    assert main([*args, "--method", "gradcam,saliency"]) == 0
+    stored = load_explanations(out)
+    assert sorted(stored.methods) == ["gradcam", "saliency"] and len(stored.items) == 5
+    model, _ = load(run)
+    dataset = load_dataset(data)
+    batch = collate([dataset[i] for i in range(5)])
+    for method in ("gradcam", "saliency"):
+        expected = create_explainer(method)(model, batch.image)
+        for item in stored.items:
+            assert np.load(item.maps[method]).dtype == np.float16
+            torch.testing.assert_close(stored.load(item, method), expected.maps[item.index].half().float())
+            assert item.targets == tuple(expected.targets[item.index].tolist())
+    first, kept = stored.items[0].maps["gradcam"], stored.items[1].maps["gradcam"]
+    kept_written = kept.stat().st_mtime_ns
+    first.unlink()
+    assert main([*args, "--method", "gradcam,saliency,input-x-gradient"]) == 0
+    resumed = load_explanations(out)
+    assert first.is_file() and sorted(resumed.methods) == ["gradcam", "input-x-gradient", "saliency"]
+    assert all(set(item.maps) == set(resumed.methods) for item in resumed.items)
+    assert kept.stat().st_mtime_ns == kept_written  # items already written are skipped
+    assert main([*args, "--method", "gradcam", "--layer", "features"]) == 2
+
+
+def test_cli_bad_method_and_target_are_one_line_errors(run_and_data, tmp_path: Path, capsys) -> None:
+    run, data = run_and_data
+    base = ["explain", "--model", str(run), "--data", str(data), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main([*base, "--method", "gradcm"]) == 2
+    assert "unknown explainer 'gradcm' (did you mean 'gradcam'?)" in capsys.readouterr().err
+    assert main([*base, "--method", "saliency", "--target", "9", "--split", ""]) == 2
+    assert "out of range" in capsys.readouterr().err
+
+
+def test_store_round_trips_nifti_and_refuses_paths_out_of_the_folder(tmp_path: Path) -> None:
+    writer = ExplanationWriter(tmp_path, {"model": "m", "data": "d", "split": None}, {"x": {}}, map_format="nifti")
+    maps = torch.randn(2, 3, 4, 5)
+    writer.write("case/01", 0, 1, [0, 1], "x", maps)
+    writer.flush()
+    stored = load_explanations(tmp_path)
+    assert stored.items[0].maps["x"].name == "case_01-0.nii.gz"
+    torch.testing.assert_close(stored.load(stored.items[0], "x"), maps)
+    index = json.loads((tmp_path / "index.json").read_text())
+    index["items"][0]["maps"]["x"] = "../../etc/passwd"
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(MedexplainError, match="leaves the folder"):
+        load_explanations(tmp_path)
