@@ -20,7 +20,7 @@ class CondConv(nn.Module):
     """``(B, C_in, *spatial), condition (B, condition_size) -> (B, C_out, *spatial')`` for 1, 2 or 3 spatial dims.
 
     Each sample is convolved with its own mixture of ``num_experts`` kernels (and biases); the mixture is
-    computed once per sample and applied as a grouped convolution, so a batch may mix conditions.
+    computed once per distinct condition in the batch (two for the directions +-1) and applied to those samples.
     """
 
     def __init__(
@@ -51,16 +51,19 @@ class CondConv(nn.Module):
         return torch.sigmoid(self.routing(condition))
 
     def forward(self, x: Tensor, condition: Tensor) -> Tensor:
-        batch, _, *spatial = x.shape
-        routing = self.routing_weights(condition)
-        weight = torch.einsum("be,eoi...->boi...", routing, self.weight)
-        bias = routing @ self.bias
-        out = _CONVOLUTIONS[self.spatial_dims](
-            x.reshape(1, -1, *spatial),
-            weight.flatten(0, 1),
-            bias.flatten(),
-            stride=self.stride,
-            padding=self.padding,
-            groups=batch,
-        )
-        return out.view(batch, -1, *out.shape[2:])
+        conditions, groups = torch.unique(condition, dim=0, return_inverse=True)
+        routing = self.routing_weights(conditions)
+        weights = torch.einsum("ge,eoi...->goi...", routing, self.weight)
+        biases = routing @ self.bias
+        convolution = _CONVOLUTIONS[self.spatial_dims]
+        if len(conditions) == 1:
+            return convolution(x, weights[0], biases[0], stride=self.stride, padding=self.padding)
+        parts = [
+            (members, convolution(x[members], weights[g], biases[g], stride=self.stride, padding=self.padding))
+            for g in range(len(conditions))
+            for members in [(groups == g).nonzero().flatten()]
+        ]
+        out = x.new_empty(x.shape[0], *parts[0][1].shape[1:])
+        for members, values in parts:
+            out[members] = values
+        return out

@@ -35,7 +35,7 @@ class TrainingConfig:
 
     epochs: int = 30
     batch_size: int = 8
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-4
     margin: float = 10.0
     cycle_weight: float = 1.0
     smoothness_weight: float = 0.04
@@ -93,7 +93,7 @@ def train_simulator(
     classifier: nn.Module,
     data: Dataset,
     config: SimulatorConfig,
-    settings: TrainingConfig = TrainingConfig(),
+    settings: TrainingConfig | None = None,
     *,
     device: str | torch.device = "cpu",
     progress: bool = True,
@@ -104,6 +104,7 @@ def train_simulator(
     classifier's input space. The classifier is never modified (see :func:`~medexplain.simulate.frozen`).
     Each image gets a random direction per step, so both directions are learnt by the one network.
     """
+    settings = settings or TrainingConfig()
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
     simulator = Simulator(config).to(device)
