@@ -96,6 +96,13 @@ def test_perfect_random_and_inverted_maps(shape) -> None:
     assert torch.allclose(relevance_mass(random, mask), share, atol=0.04)
 
 
+def test_relevance_rank_breaks_ties_in_index_order() -> None:
+    maps = torch.tensor([[[3.0, 1.0, 1.0], [1.0, 1.0, 0.0]]])
+    mask = torch.tensor([[[0, 1, 0], [0, 1, 1]]])  # K = 3: the 3.0, then the first two tied 1.0s (indices 1, 2)
+    assert relevance_rank(maps, mask).item() == pytest.approx(1 / 3)
+    assert relevance_rank(torch.zeros(1, 2, 3), mask).item() == pytest.approx(1 / 3)  # indices 0, 1, 2
+
+
 def test_pointing_game_tolerance_is_euclidean() -> None:
     mask = torch.zeros(1, 9, 9)
     mask[0, 0, 0] = 1

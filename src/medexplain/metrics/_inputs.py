@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -81,12 +82,42 @@ def nan_where_empty(scores: Tensor, mask: Tensor, metric: str) -> Tensor:
     return scores
 
 
+def sort_rows(values: Tensor) -> tuple[Tensor, Tensor]:
+    """``(sorted values, order)`` of each row of ``values`` (B, N), ascending.
+
+    On the CPU numpy's sort (several times faster than ``torch.sort`` there); elsewhere ``torch.sort``.
+    """
+    if values.device.type == "cpu":
+        order = np.argsort(values.detach().numpy(), axis=1)
+        order_t = torch.from_numpy(order)
+        return values.gather(1, order_t), order_t
+    return values.sort(dim=1)
+
+
+def sorted_values(values: Tensor) -> Tensor:
+    """Each row of ``values`` (B, N) sorted ascending (numpy on the CPU, see :func:`sort_rows`)."""
+    if values.device.type == "cpu":
+        return torch.from_numpy(np.sort(values.detach().numpy(), axis=1))
+    return values.sort(dim=1).values
+
+
+def _tied_ranks(ordered: Tensor) -> Tensor:
+    """1-based average ranks of the already sorted rows ``ordered`` (B, N) (ties share their mean rank)."""
+    n = ordered.shape[1]
+    position = torch.arange(n, device=ordered.device).expand_as(ordered)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, position, 0).cummax(1).values
+    last = torch.where(ends, position, n).flip(1).cummin(1).values.flip(1)
+    return (first + last).to(torch.float64) / 2 + 1
+
+
 def average_ranks(values: Tensor) -> Tensor:
-    """Ranks ``1..N`` along the last axis, ties sharing their average rank (as scipy.stats.rankdata); batched."""
-    ordered, _ = values.sort(dim=-1)
-    lower = torch.searchsorted(ordered, values.contiguous(), side="left")
-    upper = torch.searchsorted(ordered, values.contiguous(), side="right")
-    return (lower + upper + 1).to(torch.float64) / 2
+    """Ranks ``1..N`` along the rows of ``values`` (B, N), ties sharing their average rank (scipy's rankdata)."""
+    ordered, order = sort_rows(values)
+    return torch.empty(values.shape, dtype=torch.float64, device=values.device).scatter_(1, order, _tied_ranks(ordered))
 
 
 def rank_auroc(scores: Tensor, positive: Tensor) -> Tensor:
@@ -95,10 +126,10 @@ def rank_auroc(scores: Tensor, positive: Tensor) -> Tensor:
     The Mann-Whitney statistic, ties counted one half (equal to ``sklearn.metrics.roc_auc_score``). Rows with
     no positive or no negative are NaN.
     """
-    ranks = average_ranks(scores)
+    ordered, order = sort_rows(scores)
     n_pos = positive.sum(-1).to(torch.float64)
     n_neg = positive.shape[-1] - n_pos
-    rank_sum = (ranks * positive).sum(-1)
+    rank_sum = (_tied_ranks(ordered) * positive.gather(1, order)).sum(-1)
     auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     return auc.masked_fill((n_pos == 0) | (n_neg == 0), float("nan"))
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from medexplain.errors import MedexplainError
-from medexplain.metrics._inputs import as_float
+from medexplain.metrics._inputs import as_float, sorted_values
 from medexplain.metrics.registry import register_metric
 
 GINI_EPS = 1e-7
@@ -26,11 +26,11 @@ def gini(maps: Tensor) -> Tensor:
     ``sum_i (2i - n - 1) a_(i) / (n sum_i a_(i))`` over the ascending-sorted ``a = |maps| + 1e-7``:
     ~0 for a uniform map, ~1 for all relevance on one position.
     """
-    flat = as_float(maps).flatten(1).abs().to(torch.float64) + GINI_EPS
+    flat = as_float(maps).flatten(1).abs()
     n = flat.shape[1]
-    ordered, _ = flat.sort(dim=1)
+    ordered = sorted_values(flat).to(torch.float64) + GINI_EPS  # sorting in the map's dtype keeps the order
     weights = 2 * torch.arange(1, n + 1, device=flat.device, dtype=torch.float64) - n - 1
-    return ((ordered * weights).sum(1) / (n * ordered.sum(1))).to(as_float(maps).dtype)
+    return ((ordered * weights).sum(1) / (n * ordered.sum(1))).to(flat.dtype)
 
 
 @register_metric("entropy", category="complexity", higher_is_better=False)

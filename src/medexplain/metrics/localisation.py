@@ -76,6 +76,7 @@ def relevance_rank(maps: Tensor, mask: Tensor) -> Tensor:
     """Relevance rank accuracy (Arras et al., Information Fusion 2022).
 
     With ``K`` the mask size, the fraction of the ``K`` most relevant positions that lie inside the mask.
+    Positions tied at the K-th largest value are taken in flattened index order.
 
     Args:
         maps: ``(B, *spatial)`` relevance.
@@ -85,12 +86,18 @@ def relevance_rank(maps: Tensor, mask: Tensor) -> Tensor:
         ``(B,)`` in [0, 1]; NaN for an empty mask.
     """
     maps, mask = maps_and_mask(maps, mask)
-    flat = maps.flatten(1)
-    sizes = mask.flatten(1).sum(1)
-    order = flat.argsort(dim=1, descending=True, stable=True)
-    in_mask = mask.flatten(1).gather(1, order)
-    within_top = torch.arange(flat.shape[1], device=flat.device) < sizes[:, None]
-    hits = (in_mask & within_top).sum(1).to(maps.dtype)
+    flat, inside = maps.flatten(1), mask.flatten(1)
+    sizes = inside.sum(1)
+    n = flat.shape[1]
+    # the K-th largest value per sample (K = mask size); ties at it are taken in index order
+    threshold = torch.stack(
+        [row.kthvalue(n - int(k) + 1).values if k > 0 else row.max() + 1 for row, k in zip(flat, sizes, strict=True)]
+    )[:, None]
+    above = flat > threshold
+    tied = flat == threshold
+    room = sizes[:, None] - above.sum(1, keepdim=True)
+    tied_taken = tied & (tied.cumsum(1) <= room)
+    hits = ((above | tied_taken) & inside).sum(1).to(maps.dtype)
     return nan_where_empty(hits / sizes.clamp(min=1), mask, "relevance-rank")
 
 

@@ -1,0 +1,359 @@
+"""medexplain.metrics against Quantus and MONAI: same inputs, same numbers, time as ratios, in one run.
+
+    .venv/bin/python benchmarks/metrics.py [--images 16] [--size 64] [--threads 2]
+
+Model-free metrics (localisation, overlap, complexity) run on 2D maps (``--images`` x 224 x 224) and 3D maps
+(4 x 64^3). Model-bound metrics run a ResNet-18 (``create_model("resnet18")``, 1 input channel) on
+``--images`` x 1 x ``--size``^2 inputs with saliency maps. For them the *floor* is the number of model
+evaluations per image (``forward_passes``) times the model's batched cost per image (forward pass, or
+saliency call for robustness/sanity), measured here on a batch of ``max_batch`` inputs.
+Columns: ``speed-up`` = reference time / medexplain time; ``|diff|`` = largest difference of the scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import _references  # noqa: F401  (torchvision stub for Quantus)
+from medexplain import metrics
+from medexplain.explain import create_explainer
+from medexplain.metrics.sanity import parameter_layers
+from medexplain.models import create_model
+
+warnings.filterwarnings("ignore")
+import quantus  # noqa: E402
+from monai.metrics import SSIMMetric, compute_dice, compute_hausdorff_distance, compute_iou  # noqa: E402
+
+MAX_BATCH = 64
+ROWS: list[dict[str, object]] = []
+
+
+def timed(fn: Callable[[], object], repeats: int = 1) -> tuple[float, object]:
+    """Best wall time of ``repeats`` calls and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def as_numpy(values: object) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().double().cpu().numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+def record(
+    metric: str,
+    case: str,
+    ours: float,
+    reference: str,
+    theirs: float | None,
+    diff: float | None,
+    passes: int | None = None,
+    floor: float | None = None,
+) -> None:
+    ROWS.append(
+        {
+            "metric": metric,
+            "case": case,
+            "ours": ours,
+            "reference": reference,
+            "theirs": theirs,
+            "diff": diff,
+            "passes": passes,
+            "floor": floor,
+        }
+    )
+    speed = f"{theirs / ours:7.1f}x" if theirs else "      -"
+    print(f"  {metric:26s} {case:10s} ours {ours:8.3f}s  {reference:24s} {theirs or 0:8.3f}s  {speed}", flush=True)
+
+
+def blobs(shape: tuple[int, ...], seed: int, level: float = 0.5) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    pool = getattr(F, f"avg_pool{len(shape) - 1}d")
+    return pool(torch.rand(shape, generator=g)[:, None], 9, 1, 4)[:, 0] > level
+
+
+def model_free(shape: tuple[int, ...], case: str, repeats: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    pool = getattr(F, f"avg_pool{len(shape) - 1}d")
+    maps = pool(torch.rand(shape, generator=g)[:, None], 7, 1, 3)[:, 0].double()
+    mask = blobs(shape, 1)
+    x = torch.rand(shape[0], 1, *shape[1:], generator=g).numpy()
+    kwargs = {
+        "model": None,
+        "x_batch": x,
+        "y_batch": np.zeros(len(x), dtype=int),
+        "a_batch": maps[:, None].numpy(),
+        "s_batch": mask[:, None].double().numpy(),
+        "channel_first": True,
+    }
+    localisation = [
+        ("pointing-game", "PointingGame", False),
+        ("relevance-mass", "RelevanceMassAccuracy", False),
+        ("relevance-rank", "RelevanceRankAccuracy", False),
+        ("mask-auroc", "AUC", False),
+        ("gini", "Sparseness", True),
+        ("entropy", "Complexity", True),
+    ]
+    for name, quantus_name, absolute in localisation:
+        ours_fn = metrics.get_metric(name)
+        args = (maps,) if metrics.metric_info(name).category == "complexity" else (maps, mask)
+        ours_t, ours = timed(lambda f=ours_fn, a=args: f(*a), repeats)
+        q = getattr(quantus, quantus_name)(normalise=False, abs=absolute, disable_warnings=True)
+        theirs_t, theirs = timed(lambda q=q: q(**kwargs), repeats)
+        record(
+            name,
+            case,
+            ours_t,
+            f"quantus.{quantus_name}",
+            theirs_t,
+            float(np.nanmax(np.abs(as_numpy(ours) - as_numpy(theirs)))),
+        )
+    binary = metrics.binarise(maps, "top-k", fraction=0.3)
+    pred, target = binary[:, None].float(), mask[:, None].float()
+    monai = [
+        (
+            "hd95",
+            lambda: compute_hausdorff_distance(pred, target, include_background=True, percentile=95),
+            lambda: metrics.hausdorff_distance(binary, mask),
+            "compute_hausdorff(95)",
+        ),
+        (
+            "dice",
+            lambda: compute_dice(pred, target, include_background=True),
+            lambda: metrics.dice_coefficient(binary, mask),
+            "compute_dice",
+        ),
+        (
+            "iou",
+            lambda: compute_iou(pred, target, include_background=True),
+            lambda: metrics.iou_score(binary, mask),
+            "compute_iou",
+        ),
+        (
+            "ssim",
+            lambda: SSIMMetric(spatial_dims=len(shape) - 1)(pred, target),
+            lambda: metrics.structural_similarity(binary.float(), mask.float()),
+            "SSIMMetric",
+        ),
+    ]
+    for name, theirs_fn, ours_fn, label in monai:
+        ours_t, ours = timed(ours_fn, repeats)
+        theirs_t, theirs = timed(theirs_fn, repeats)
+        record(
+            name, case, ours_t, f"monai.{label}", theirs_t, float(np.abs(as_numpy(ours) - as_numpy(theirs)[:, 0]).max())
+        )
+
+
+def explain_numpy(explainer):
+    """A Quantus ``explain_func`` running a medexplain explainer."""
+
+    def explain(model, inputs, targets, **_):
+        x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
+        return explainer(model, x, torch.as_tensor(np.asarray(targets))).maps.detach().numpy()
+
+    return explain
+
+
+def model_bound(images: int, size: int, sanity_images: int) -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet18", in_channels=1, num_classes=2, spatial_dims=2).eval()
+    x = torch.rand(images, 1, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    saliency = create_explainer("saliency")
+    maps = saliency(model, x, y).maps[:, 0].detach()
+    probe = torch.rand(MAX_BATCH, 1, size, size)
+    with torch.no_grad():
+        forward = timed(lambda: model(probe), 3)[0] / MAX_BATCH
+    explain = timed(lambda: saliency(model, probe, torch.zeros(MAX_BATCH, dtype=torch.long)), 3)[0] / MAX_BATCH
+    print(
+        f"  ResNet-18 1x{size}x{size}: {forward * 1e3:.2f} ms/image forward, {explain * 1e3:.2f} ms/image saliency "
+        f"(batch {MAX_BATCH})"
+    )
+    kwargs = {
+        "model": model,
+        "x_batch": x.numpy(),
+        "y_batch": y.numpy(),
+        "a_batch": maps[:, None].numpy(),
+        "device": "cpu",
+        "channel_first": True,
+    }
+    case = f"{images}x{size}^2"
+
+    # faithfulness correlation at Quantus's defaults (100 runs of 224 pixels), on Quantus's own subsets
+    runs, subset = 100, 224
+    np.random.seed(7)
+    subsets = np.stack(
+        [np.stack([np.random.choice(size * size, subset, replace=False) for _ in range(images)]) for _ in range(runs)],
+        1,
+    )
+    ours_t, ours = timed(
+        lambda: metrics.faithfulness_correlation(
+            maps, model=model, x=x, target=y, subsets=torch.from_numpy(subsets), max_batch=MAX_BATCH
+        )
+    )
+    np.random.seed(7)
+    q = quantus.FaithfulnessCorrelation(
+        nr_runs=runs,
+        subset_size=subset,
+        perturb_baseline=0.0,
+        normalise=False,
+        return_aggregate=False,
+        disable_warnings=True,
+    )
+    theirs_t, theirs = timed(lambda: q(softmax=False, **kwargs))
+    passes = metrics.forward_passes("faithfulness-correlation", runs=runs)
+    record(
+        "faithfulness-correlation",
+        case,
+        ours_t,
+        "quantus.FaithfulnessCorr.",
+        theirs_t,
+        float(np.abs(as_numpy(ours) - as_numpy(theirs)).max()),
+        passes,
+        passes * images * forward,
+    )
+
+    regions = (size // 8) ** 2
+    ours_t, ours = timed(
+        lambda: metrics.region_perturbation_curve(
+            model, x, maps, y, patch_size=8, regions=regions, baseline=0.0, max_batch=MAX_BATCH
+        )
+    )
+    q = quantus.RegionPerturbation(
+        patch_size=8, regions_evaluation=regions, perturb_baseline=0.0, normalise=False, disable_warnings=True
+    )
+    theirs_t, theirs = timed(lambda: q(softmax=True, **kwargs))
+    passes = metrics.forward_passes("region-perturbation", regions=regions)
+    record(
+        "region-perturbation",
+        case,
+        ours_t,
+        "quantus.RegionPerturbation",
+        theirs_t,
+        float(np.abs(as_numpy(ours) - as_numpy(theirs)).max()),
+        passes,
+        passes * images * forward,
+    )
+
+    steps = 16
+    ours_t, ours = timed(lambda: metrics.pixel_flipping_curve(model, x, maps, y, steps=steps, max_batch=MAX_BATCH))
+    q = quantus.PixelFlipping(
+        features_in_step=size * size // steps, perturb_baseline=0.0, normalise=False, disable_warnings=True
+    )
+    theirs_t, theirs = timed(lambda: q(softmax=True, **kwargs))
+    passes = metrics.forward_passes("pixel-flipping", steps=steps)
+    record(
+        "pixel-flipping",
+        case,
+        ours_t,
+        "quantus.PixelFlipping",
+        theirs_t,
+        float(np.abs(as_numpy(ours)[:, 1:] - as_numpy(theirs)).max()),
+        passes,
+        passes * images * forward,
+    )
+
+    for name in ("deletion-auc", "insertion-auc"):
+        ours_t, _ = timed(lambda n=name: metrics.get_metric(n)(maps, model=model, x=x, target=y, max_batch=MAX_BATCH))
+        passes = metrics.forward_passes(name)
+        record(name, case, ours_t, "(no reference)", None, None, passes, passes * images * forward)
+
+    samples = 10
+    ours_t, ours = timed(
+        lambda: metrics.max_sensitivity(
+            maps, model=model, x=x, target=y, explainer=saliency, samples=samples, max_batch=MAX_BATCH
+        )
+    )
+    q = quantus.MaxSensitivity(nr_samples=samples, lower_bound=0.2, normalise=False, abs=False, disable_warnings=True)
+    theirs_t, theirs = timed(lambda: q(explain_func=explain_numpy(saliency), **kwargs))
+    passes = metrics.forward_passes("max-sensitivity", samples=samples)
+    print(
+        f"    max-sensitivity means (different noise draws): ours {float(ours.mean()):.4f}, "
+        f"Quantus {float(np.mean(theirs)):.4f}"
+    )
+    record("max-sensitivity", case, ours_t, "quantus.MaxSensitivity", theirs_t, None, passes, passes * images * explain)
+
+    xs, ys, ms = x[:sanity_images], y[:sanity_images], maps[:sanity_images]
+    sanity_kwargs = {**kwargs, "x_batch": xs.numpy(), "y_batch": ys.numpy(), "a_batch": ms[:, None].numpy()}
+    ours_t, ours = timed(lambda: metrics.model_randomisation(ms, model=model, x=xs, target=ys, explainer=saliency))
+    q = quantus.MPRT(
+        layer_order="top_down",
+        similarity_func=quantus.similarity_func.correlation_spearman,
+        return_average_correlation=True,
+        normalise=False,
+        abs=True,
+        disable_warnings=True,
+    )
+    theirs_t, theirs = timed(lambda: q(explain_func=explain_numpy(saliency), **sanity_kwargs))
+    layers = len(parameter_layers(model))
+    passes = metrics.forward_passes("model-randomisation", layers=layers)
+    print(
+        f"    model-randomisation means (different random weights): ours {float(ours.mean()):.4f}, "
+        f"Quantus {float(np.mean(theirs)):.4f}; {layers} layers"
+    )
+    record(
+        "model-randomisation",
+        f"{sanity_images}x{size}^2",
+        ours_t,
+        "quantus.MPRT",
+        theirs_t,
+        None,
+        passes,
+        passes * sanity_images * explain,
+    )
+
+
+def table() -> str:
+    lines = [
+        "| metric | case | medexplain s | reference | reference s | speed-up | max abs diff | passes/image | "
+        "floor s | medexplain / floor |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in ROWS:
+        theirs = f"{r['theirs']:.3f}" if r["theirs"] else "-"
+        speed = f"{r['theirs'] / r['ours']:.1f}x" if r["theirs"] else "-"
+        diff = f"{r['diff']:.1e}" if r["diff"] is not None else "- (random draws differ)"
+        if r["reference"] == "(no reference)":
+            diff = "-"
+        floor = f"{r['floor']:.3f}" if r["floor"] else "-"
+        ratio = f"{r['ours'] / r['floor']:.2f}" if r["floor"] else "-"
+        lines.append(
+            f"| {r['metric']} | {r['case']} | {r['ours']:.4f} | {r['reference']} | {theirs} | {speed} | "
+            f"{diff} | {r['passes'] or '-'} | {floor} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--size", type=int, default=64, help="input size of the model-bound benchmark")
+    parser.add_argument("--sanity-images", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of the model-free timings (best kept)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, quantus {quantus.__version__}, {args.threads} threads")
+    print("model-free metrics")
+    model_free((args.images, 224, 224), "2D 224^2", args.repeats)
+    model_free((4, 64, 64, 64), "3D 64^3", args.repeats)
+    print("model-bound metrics")
+    model_bound(args.images, args.size, args.sanity_images)
+    print()
+    print(table())
+
+
+if __name__ == "__main__":
+    main()
