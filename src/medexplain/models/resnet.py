@@ -7,13 +7,20 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from medexplain.models.attention import attention_block
 from medexplain.models.layers import batch_norm, check_input, conv, init_weights, max_pool
 
 
 class BasicBlock(nn.Module):
-    """Two padded 3x3 convolutions with a (projected) identity shortcut."""
+    """Two padded 3x3 convolutions with a (projected) identity shortcut.
 
-    def __init__(self, in_channels: int, planes: int, *, stride: int, spatial_dims: int) -> None:
+    ``attention`` (``"se"`` or ``"cbam"``, :mod:`medexplain.models.attention`) gates the residual branch before
+    the addition, as in SE-ResNet and CBAM-ResNet.
+    """
+
+    def __init__(
+        self, in_channels: int, planes: int, *, stride: int, spatial_dims: int, attention: str | None = None
+    ) -> None:
         super().__init__()
         conv_nd, norm = conv(spatial_dims), batch_norm(spatial_dims)
         self.conv1 = conv_nd(in_channels, planes, 3, stride=stride, padding=1, bias=False)
@@ -21,12 +28,13 @@ class BasicBlock(nn.Module):
         self.conv2 = conv_nd(planes, planes, 3, padding=1, bias=False)
         self.bn2 = norm(planes)
         self.relu = nn.ReLU()
+        self.attention = attention_block(attention, planes, spatial_dims)
         self.downsample: nn.Module | None = None
         if stride != 1 or in_channels != planes:
             self.downsample = nn.Sequential(conv_nd(in_channels, planes, 1, stride=stride, bias=False), norm(planes))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        out = self.attention(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
         identity = x if self.downsample is None else self.downsample(x)
         return self.relu(out + identity)
 
@@ -38,6 +46,7 @@ class ResNet18(nn.Module):
         small_input: a 3x3 stride-1 stem without max pooling (for 28-64 pixel inputs such as MedMNIST)
             instead of the 7x7 stride-2 stem and max pooling of the ImageNet model.
         width: channels of the first stage (64 as published); stage ``s`` has ``width * 2**s``.
+        attention: ``None``, ``"se"`` or ``"cbam"``: an attention block on every residual branch.
     """
 
     def __init__(
@@ -48,6 +57,7 @@ class ResNet18(nn.Module):
         spatial_dims: int = 2,
         small_input: bool = False,
         width: int = 64,
+        attention: str | None = None,
     ) -> None:
         super().__init__()
         conv_nd, norm = conv(spatial_dims), batch_norm(spatial_dims)
@@ -68,8 +78,8 @@ class ResNet18(nn.Module):
             stride = 1 if index == 0 else 2
             stages.append(
                 nn.Sequential(
-                    BasicBlock(channels, planes, stride=stride, spatial_dims=spatial_dims),
-                    BasicBlock(planes, planes, stride=1, spatial_dims=spatial_dims),
+                    BasicBlock(channels, planes, stride=stride, spatial_dims=spatial_dims, attention=attention),
+                    BasicBlock(planes, planes, stride=1, spatial_dims=spatial_dims, attention=attention),
                 )
             )
             channels = planes

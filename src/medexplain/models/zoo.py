@@ -54,15 +54,22 @@ for _q in (9, 17, 33):
 
 @register_model("resnet18", interpretable=False, family="resnet")
 def resnet18(
-    *, in_channels: int = 3, num_classes: int = 2, spatial_dims: int = 2, small_input: bool = False, width: int = 64
+    *,
+    in_channels: int = 3,
+    num_classes: int = 2,
+    spatial_dims: int = 2,
+    small_input: bool = False,
+    width: int = 64,
+    attention: str | None = None,
 ) -> nn.Module:
-    """ResNet-18 (plain torch, 2D/3D); ``small_input`` for 28-64 pixel images."""
+    """ResNet-18 (plain torch, 2D/3D); ``small_input`` for 28-64 pixel images; ``attention`` "se" or "cbam"."""
     return ResNet18(
         in_channels=in_channels,
         num_classes=num_classes,
         spatial_dims=spatial_dims,
         small_input=small_input,
         width=width,
+        attention=attention,
     )
 
 
