@@ -1,0 +1,78 @@
+"""Find what a run folder holds: training runs, explanations, evaluations, concept analyses, simulators.
+
+Each kind is recognised by its marker file; a folder may hold several kinds in sub-folders (the demo does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from medexplain.errors import MedexplainError
+
+MAX_DEPTH = 3
+
+
+@dataclass(frozen=True)
+class Component:
+    """One recognised part of a run folder: its ``kind``, its folder, and a name to show."""
+
+    kind: str
+    path: Path
+    name: str
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _format_of(path: Path) -> str:
+    value = _json(path)
+    return str(value.get("format", "")) if value else ""
+
+
+def classify(folder: Path) -> list[str]:
+    """The kinds of component whose marker files are in ``folder`` itself."""
+    kinds = []
+    if (folder / "config.json").is_file() and _format_of(folder / "config.json").startswith("medexplain-run/"):
+        kinds.append("train")
+    if (folder / "index.json").is_file() and _format_of(folder / "index.json").startswith("medexplain-explanations/"):
+        kinds.append("explanations")
+    if (folder / "summary.csv").is_file() and (folder / "per_sample.csv").is_file():
+        kinds.append("evaluation")
+    if (folder / "summary.json").is_file() and (folder / "concepts.csv").is_file():
+        kinds.append("concepts")
+    if (folder / "simulator.json").is_file() or (folder / "simulation.json").is_file():
+        kinds.append("simulate")
+    if (folder / "manifest.csv").is_file():
+        kinds.append("data")
+    return kinds
+
+
+def discover(run_dir: str | os.PathLike[str]) -> list[Component]:
+    """Every component under ``run_dir`` (itself and sub-folders up to :data:`MAX_DEPTH` deep), sorted by path.
+
+    Raises :class:`MedexplainError` when ``run_dir`` is not a folder or holds no medexplain output at all.
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise MedexplainError(f"{root}: not a folder")
+    found: list[Component] = []
+    for folder, subfolders, _files in os.walk(root):
+        path = Path(folder)
+        depth = len(path.relative_to(root).parts)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and depth < MAX_DEPTH)
+        name = str(path.relative_to(root)) if path != root else root.name
+        found.extend(Component(kind, path, name) for kind in classify(path))
+    if not [c for c in found if c.kind != "data"]:
+        raise MedexplainError(
+            f"{root}: not a medexplain run folder (no training run, explanations, evaluation, concepts or "
+            "simulator output found)"
+        )
+    return found

@@ -1,0 +1,293 @@
+"""Report sections, one builder per component kind; each reads only the files its component wrote."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import platform
+import sys
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from medexplain.errors import MedexplainError
+from medexplain.report.discover import Component
+from medexplain.report.figures import (
+    confusion_matrix_png,
+    line_png,
+    overlay,
+    png_bytes,
+    upscale_nearest,
+)
+from medexplain.report.html import Page
+
+GALLERY_ITEMS = 6
+MAX_SLICES = 48
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV file as dictionaries (a missing file is a :class:`MedexplainError`)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except OSError as error:
+        raise MedexplainError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise MedexplainError(f"{path}: cannot read ({error.strerror})") from None
+    except ValueError as error:
+        raise MedexplainError(f"{path}: not valid JSON ({error})") from None
+
+
+def number(text: str) -> float | str:
+    """A CSV cell as a float when it is one, else the text."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def train_section(page: Page, component: Component) -> None:
+    """Model card, data card, classification metrics per split, training curves, confusion matrix."""
+    config = read_json(component.path / "config.json")
+    section = page.section(f"train-{_anchor(component)}", f"Model: {config.get('model')} ({component.name})")
+    args = config.get("model_args", {})
+    section.heading("Model card")
+    section.facts(
+        {
+            "architecture": config.get("model"),
+            "arguments": ", ".join(f"{k}={v}" for k, v in args.items()),
+            "task": config.get("task"),
+            "classes": ", ".join(config.get("class_names") or []) or "-",
+            "labels": ", ".join(config.get("label_names") or []) or "-",
+            "preprocessing": json.dumps(config.get("preprocessing", {})),
+            "training": ", ".join(f"{k}={v}" for k, v in config.get("training", {}).items() if k != "data"),
+        }
+    )
+    section.heading("Data card")
+    section.facts({"source": config.get("data"), **_data_card(config.get("data"))})
+    metrics = {split: values for split, values in config.get("metrics", {}).items() if isinstance(values, dict)}
+    if metrics:
+        names = sorted({k for values in metrics.values() for k, v in values.items() if _scalar(v)})
+        section.heading("Classification metrics")
+        section.table(
+            ["split", *names],
+            [[split, *(values.get(n, float("nan")) for n in names)] for split, values in metrics.items()],
+        )
+    else:
+        section.note("No final metrics: the run has not finished (config.json carries none yet).")
+    history = component.path / "metrics.csv"
+    if history.is_file():
+        rows = read_csv(history)
+        curves = _training_curves(rows)
+        if curves:
+            section.figures(curves)
+    predictions = component.path / "predictions.csv"
+    if predictions.is_file():
+        matrix = _confusion(read_csv(predictions), len(config.get("class_names") or []))
+        if matrix is not None:
+            names = config.get("class_names") or [str(i) for i in range(len(matrix))]
+            section.figure(confusion_matrix_png(matrix, names), "Confusion matrix on the test split")
+
+
+def explanations_section(page: Page, component: Component) -> None:
+    """A gallery per method: image, mask outline and map overlay for the first few items; 3D as slice viewers."""
+    from medexplain.explain.store import load_explanations
+
+    stored = load_explanations(component.path)
+    section = page.section(f"maps-{_anchor(component)}", f"Explanations ({component.name})")
+    section.facts({"model": stored.header.get("model"), "data": stored.header.get("data"),
+                   "split": stored.header.get("split"), "items": len(stored.items),
+                   "methods": ", ".join(stored.methods)})  # fmt: skip
+    images = _dataset_images(stored)
+    if images is None:
+        section.note("The dataset these maps explain is not readable here: maps are shown without their images.")
+    for method in stored.methods:
+        section.heading(method)
+        entries = []
+        for item in stored.items[:GALLERY_ITEMS]:
+            if method not in item.maps:
+                continue
+            maps = stored.load(item, method).numpy()
+            image, mask = images(item.index) if images else (np.zeros((1, *maps.shape[1:])), None)
+            caption = f"{item.id} · label {item.label} · target {item.targets[0] if item.targets else '?'}"
+            if maps.ndim == 3:
+                entries.append((png_bytes(upscale_nearest(overlay(image, maps[0], mask))), caption))
+            else:
+                section.slice_viewer(_slices(image, maps[0], mask), f"{method} · {caption}")
+        if entries:
+            section.figures(entries, gallery=True)
+
+
+def concepts_section(page: Page, component: Component) -> None:
+    """Per-concept probe quality and influence, the inconsistency ROC, and the per-image table."""
+    section = page.section(f"concepts-{_anchor(component)}", f"Concepts ({component.name})")
+    summary = read_json(component.path / "summary.json")
+    section.facts({k: v for k, v in summary.items() if _scalar(v) or isinstance(v, str)})
+    for table, title in (("concepts", "Probes per concept"), ("influence", "Concept influence on each class")):
+        path = component.path / f"{table}.csv"
+        if path.is_file():
+            rows = read_csv(path)
+            if rows:
+                section.heading(title)
+                section.table(list(rows[0]), [[number(v) for v in row.values()] for row in rows])
+    roc = component.path / "inconsistency_roc.png"
+    if roc.is_file():
+        section.figure(roc.read_bytes(), "Inconsistent explanations as a detector of wrong predictions")
+    images = component.path / "images.csv"
+    if images.is_file():
+        rows = read_csv(images)[:20]
+        if rows:
+            section.heading("Per-image explanations (first 20)")
+            section.table(list(rows[0]), [[number(v) for v in row.values()] for row in rows])
+
+
+def provenance_section(page: Page, components: list[Component], run_dir: Path) -> None:
+    """Versions, the command that made the run, seeds, and hashes of every data manifest used."""
+    section = page.section("provenance", "Provenance")
+    facts: dict[str, object] = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for package in ("medexplain", "torch", "numpy", "monai"):
+        try:
+            facts[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            facts[package] = "not installed"
+    run_info = run_dir / "run.json"
+    if run_info.is_file():
+        info = read_json(run_info)
+        facts.update({k: v for k, v in info.items() if _scalar(v) or isinstance(v, str)})
+    section.facts(facts)
+    sources = sorted({str(_data_source(c)) for c in components if _data_source(c)})
+    rows = [[source, _manifest_hash(Path(source))] for source in sources]
+    if rows:
+        section.table(["data source", "SHA-256 of manifest / file"], rows)
+
+
+BUILDERS: dict[str, Callable[[Page, Component], None]] = {
+    "train": train_section,
+    "explanations": explanations_section,
+    "concepts": concepts_section,
+}
+
+
+def _anchor(component: Component) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in component.name).strip("-") or "run"
+
+
+def _scalar(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _data_card(source: str | None) -> dict[str, object]:
+    if not source:
+        return {}
+    try:
+        from medexplain.data import load_dataset
+
+        dataset = load_dataset(source)
+    except MedexplainError as error:
+        return {"status": f"not readable here ({error})"}
+    splits: dict[str, int] = {}
+    for split in ("train", "val", "test"):
+        try:
+            splits[split] = len(load_dataset(source, split))
+        except MedexplainError:
+            continue
+    return {
+        "images": len(dataset),
+        "splits": ", ".join(f"{k} {v}" for k, v in splits.items()),
+        "classes": ", ".join(dataset.class_names),
+        "multi-label columns": ", ".join(dataset.label_names) or "-",
+        "masks": ", ".join(dataset.mask_names) or "-",
+    }
+
+
+def _training_curves(rows: list[dict[str, str]]) -> list[tuple[bytes, str]]:
+    epochs = np.array([float(r.get("epoch", i + 1)) for i, r in enumerate(rows)])
+    columns = [c for c in rows[0] if c != "epoch"]
+    losses = {c: np.array([float(r[c] or "nan") for r in rows]) for c in columns if c.endswith("loss")}
+    others = {
+        c: np.array([float(r[c] or "nan") for r in rows])
+        for c in columns
+        if c.startswith("val_") and not c.endswith("loss")
+    }
+    figures = []
+    if losses:
+        figures.append(
+            (line_png({k: (epochs, v) for k, v in losses.items()}, "epoch", "loss", "Loss"), "Loss per epoch")
+        )
+    if others:
+        figures.append(
+            (
+                line_png({k: (epochs, v) for k, v in others.items()}, "epoch", "value", "Validation"),
+                "Validation metrics per epoch",
+            )
+        )
+    return figures
+
+
+def _confusion(rows: list[dict[str, str]], num_classes: int) -> np.ndarray | None:
+    if not rows or "label" not in rows[0] or "predicted" not in rows[0]:
+        return None
+    labels = np.array([int(r["label"]) for r in rows])
+    predicted = np.array([int(r["predicted"]) for r in rows])
+    k = max(num_classes, labels.max() + 1, predicted.max() + 1)
+    matrix = np.zeros((k, k), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    return matrix
+
+
+def _dataset_images(stored) -> Callable[[int], tuple[np.ndarray, np.ndarray | None]] | None:
+    """``index -> (image (C, *spatial), mask (*spatial) or None)`` with the model's preprocessing.
+
+    The mask is the ``lesion`` mask when the dataset has one, else the union of all its masks.
+    """
+    from medexplain.data import load_dataset
+    from medexplain.models.checkpoint import read_config
+    from medexplain.train import preprocessing_transform
+
+    try:
+        preprocessing = read_config(stored.header["model"]).get("preprocessing")
+        transform = preprocessing_transform(preprocessing) if preprocessing else None
+        dataset = load_dataset(stored.header["data"], stored.header.get("split"), transform)
+    except (MedexplainError, KeyError, TypeError):
+        return None
+
+    def fetch(index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        sample = dataset[index]
+        chosen = {"lesion": sample.masks["lesion"]} if "lesion" in sample.masks else sample.masks
+        masks = [m.numpy()[0] > 0 for m in chosen.values()]
+        return sample.image.numpy(), (np.any(masks, axis=0) if masks else None)
+
+    return fetch
+
+
+def _slices(image: np.ndarray, attribution: np.ndarray, mask: np.ndarray | None) -> list[bytes]:
+    depth = attribution.shape[0]
+    chosen = np.unique(np.linspace(0, depth - 1, min(depth, MAX_SLICES)).round().astype(int))
+    return [
+        png_bytes(upscale_nearest(overlay(image[:, z], attribution[z], None if mask is None else mask[z])))
+        for z in chosen
+    ]
+
+
+def _data_source(component: Component) -> str | None:
+    if component.kind == "data":
+        return str(component.path)
+    if component.kind == "train":
+        return read_json(component.path / "config.json").get("data")
+    return None
+
+
+def _manifest_hash(source: Path) -> str:
+    target = source / "manifest.csv" if source.is_dir() else source
+    try:
+        return hashlib.sha256(target.read_bytes()).hexdigest()
+    except OSError:
+        return "not readable here"
