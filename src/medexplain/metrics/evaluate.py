@@ -1,0 +1,254 @@
+"""Evaluate stored explanations on a dataset: per-sample scores of every metric, then a bootstrap summary.
+
+The library side of ``medexplain evaluate``. Explanations are read with
+:func:`medexplain.explain.store.load_explanations`; every stored map ``(K, *spatial)`` is scored once per
+explained target. Model-bound metrics need the model; robustness and sanity metrics also re-run the method,
+rebuilt from the parameters stored in the index.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import Tensor, nn
+
+from medexplain.errors import MedexplainError
+from medexplain.files import atomic_directory
+from medexplain.metrics._inputs import EmptyMaskWarning
+from medexplain.metrics.registry import METRICS, metric_info
+from medexplain.metrics.summary import summarise
+
+EXPLAINER_METRICS = {"max-sensitivity", "avg-sensitivity", "noise-ssim", "model-randomisation"}
+ROW_FIELDS = ("id", "index", "label", "method", "target", "metric", "score")
+SUMMARY_FIELDS = ("method", "metric", "category", "higher_is_better", "n", "excluded", "mean", "ci_low", "ci_high")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One stored map to score: item ``id``/``index``/``label``, the ``method``, the explained ``target``."""
+
+    id: str
+    index: int
+    label: int
+    method: str
+    target: int
+    k: int
+
+
+def select_metrics(requested: str | Sequence[str], *, has_model: bool, has_mask: bool) -> list[str]:
+    """Metric names from ``"all"`` or a list; explicit names whose needs are unmet are an error.
+
+    ``"all"`` keeps the registered metrics that can run here (a model for model-bound ones, a mask for
+    mask-based ones), except the classification category (not a per-map score).
+    """
+    if isinstance(requested, str):
+        requested = [name.strip() for name in requested.split(",") if name.strip()]
+    if not requested:
+        raise MedexplainError("--metrics: give metric names (comma-separated) or 'all'")
+    if list(requested) == ["all"]:
+        return [
+            entry.name
+            for entry in METRICS
+            if entry.metadata["info"].category != "classification"
+            and (has_model or not entry.metadata["info"].needs_model)
+            and (has_mask or not entry.metadata["info"].needs_mask)
+        ]
+    for name in requested:
+        info = metric_info(name)
+        if info.needs_model and not has_model:
+            raise MedexplainError(f"metric {name!r} runs the model: give --model RUN_DIR")
+        if info.needs_mask and not has_mask:
+            raise MedexplainError(f"metric {name!r} needs ground-truth masks, and the dataset has none")
+    return list(dict.fromkeys(requested))
+
+
+def _units(stored: Any) -> list[Unit]:
+    units = []
+    for item in stored.items:
+        for method in item.maps:
+            for k, target in enumerate(item.targets or (-1,)):
+                units.append(Unit(item.id, item.index, item.label, method, int(target), k))
+    return units
+
+
+def _call(metric: Callable[..., Tensor], context: Mapping[str, Any]) -> Tensor:
+    accepted = inspect.signature(metric).parameters
+    return metric(
+        context["maps"], **{key: value for key, value in context.items() if key in accepted and key != "maps"}
+    )
+
+
+def evaluate_explanations(
+    stored: Any,
+    dataset: Any,
+    metric_names: Sequence[str],
+    *,
+    model: nn.Module | None = None,
+    explainers: Mapping[str, Callable[..., Any]] | None = None,
+    mask_name: str | None = None,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[list[dict[str, Any]], int]:
+    """Score every stored map with every metric.
+
+    Args:
+        stored: :class:`medexplain.explain.store.StoredExplanations`.
+        dataset: the :class:`medexplain.data.ImageDataset` the maps were computed on (same split, same
+            preprocessing); items are matched by dataset index and checked by id.
+        metric_names: registered metric names.
+        model: needed by model-bound metrics; run in eval mode, not modified.
+        explainers: method name -> explainer, for robustness and sanity metrics.
+        mask_name: which of the dataset's masks to use (default: the first).
+
+    Returns:
+        per-sample rows (:data:`ROW_FIELDS`) and the number of NaN scores (empty masks).
+    """
+    if batch_size < 1:
+        raise MedexplainError(f"--batch-size must be positive, got {batch_size}")
+    masks = list(getattr(dataset, "mask_names", []))
+    if mask_name is not None and mask_name not in masks:
+        raise MedexplainError(f"mask {mask_name!r} is not in the dataset; its masks: {', '.join(masks) or 'none'}")
+    mask_name = mask_name or (masks[0] if masks else None)
+    units = _units(stored)
+    rows: list[dict[str, Any]] = []
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    empty = 0
+    with Progress(*columns, disable=not progress, transient=False) as bar, warnings.catch_warnings():
+        warnings.simplefilter("ignore", EmptyMaskWarning)  # counted instead: the caller reports them once
+        task = bar.add_task("evaluating", total=len(units))
+        for batch in _batches(units, batch_size):
+            context = _context(stored, dataset, batch, mask_name, model, device)
+            for name in metric_names:
+                if name in EXPLAINER_METRICS:
+                    explainer = (explainers or {}).get(batch[0].method)
+                    if explainer is None:
+                        raise MedexplainError(f"metric {name!r}: method {batch[0].method!r} cannot be re-run here")
+                    context["explainer"] = explainer
+                scores = _call(METRICS.get(name), context).detach().double().cpu()
+                empty += int(torch.isnan(scores).sum())
+                rows.extend(
+                    {
+                        "id": u.id,
+                        "index": u.index,
+                        "label": u.label,
+                        "method": u.method,
+                        "target": u.target,
+                        "metric": name,
+                        "score": float(s),
+                    }
+                    for u, s in zip(batch, scores.tolist(), strict=True)
+                )
+            bar.advance(task, len(batch))
+    return rows, empty
+
+
+def _batches(units: list[Unit], size: int) -> Iterator[list[Unit]]:
+    """Consecutive units of one method, at most ``size`` at a time (one explainer per batch)."""
+    by_method: dict[str, list[Unit]] = {}
+    for unit in units:
+        by_method.setdefault(unit.method, []).append(unit)
+    for group in by_method.values():
+        for start in range(0, len(group), size):
+            yield group[start : start + size]
+
+
+def _context(
+    stored: Any,
+    dataset: Any,
+    batch: list[Unit],
+    mask_name: str | None,
+    model: nn.Module | None,
+    device: str | torch.device,
+) -> dict[str, Any]:
+    items = {item.id: item for item in stored.items}
+    images, masks, maps = [], [], []
+    for unit in batch:
+        if not 0 <= unit.index < len(dataset):
+            raise MedexplainError(f"item {unit.id!r}: index {unit.index} is outside the dataset ({len(dataset)} items)")
+        sample = dataset[unit.index]
+        if str(sample.meta.get("id")) != unit.id:
+            raise MedexplainError(
+                f"item {unit.id!r}: dataset item {unit.index} has id {sample.meta.get('id')!r} "
+                "(evaluate on the dataset and split that were explained)"
+            )
+        stack = stored.load(items[unit.id], unit.method)
+        maps.append(stack[unit.k])
+        images.append(sample.image)
+        if mask_name is not None:
+            masks.append(sample.masks[mask_name][0])
+    context: dict[str, Any] = {"maps": _stack(maps, "maps").to(device)}
+    if masks:
+        context["mask"] = _stack(masks, "masks").to(device)
+    if model is not None:
+        context["model"] = model
+        context["x"] = _stack(images, "images").to(device)
+        context["target"] = torch.tensor([u.target for u in batch], device=device)
+        if bool((context["target"] < 0).any()):
+            raise MedexplainError("model-bound metrics need class-index targets; these maps explain a callable")
+    return context
+
+
+def _stack(tensors: list[Tensor], what: str) -> Tensor:
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) > 1:
+        raise MedexplainError(f"{what} of different shapes in one batch: {sorted(shapes)[:2]} (resize the data)")
+    return torch.stack(tensors)
+
+
+def summary_rows(rows: list[dict[str, Any]], *, resamples: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+    """The bootstrap summary of per-sample ``rows`` per method and metric, with each metric's metadata."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NaN counts are reported in the "excluded" column
+        summary = summarise(rows, resamples=resamples, seed=seed)
+    for row in summary:
+        info = metric_info(str(row["metric"]))
+        row["category"], row["higher_is_better"] = info.category, info.higher_is_better
+    return [{key: row[key] for key in SUMMARY_FIELDS} for row in summary]
+
+
+def _csv(rows: list[dict[str, Any]], fields: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_results(
+    out: str | os.PathLike[str],
+    rows: list[dict[str, Any]],
+    summary: list[dict[str, Any]],
+    extra: Mapping[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``per_sample.csv``, ``summary.csv`` and ``summary.json`` (plus ``extra`` tables) atomically.
+
+    The whole folder appears at once or not at all. NaN means are written as empty CSV fields and JSON null.
+    """
+    clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in summary]
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        (tmp / "per_sample.csv").write_text(_csv(rows, ROW_FIELDS), encoding="utf-8")
+        (tmp / "summary.csv").write_text(_csv(clean, SUMMARY_FIELDS), encoding="utf-8")
+        document = {"summary": clean, **(extra or {})}
+        (tmp / "summary.json").write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return Path(out)
