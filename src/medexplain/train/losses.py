@@ -9,6 +9,8 @@ on the image or batch size:
 
 (per sample; their single penalised sample per batch has the same expected size as our batch mean). BagNet-33
 at 512 px has a 60 x 60 map, so for K = 2 classes ``lambda_mean = 4e-6 * 2 * 3600 ~= 0.029``.
+
+``ce+sibnet`` adds SIBnet's Grad-CAM guidance (:mod:`medexplain.train.sibnet`, Mahapatra et al., MedIA 2022).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
+from medexplain.train.sibnet import SIBnetLoss
 
-LOSSES = ("ce", "bce", "ce+sparsity", "bce+sparsity")
+LOSSES = ("ce", "bce", "ce+sparsity", "bce+sparsity", "ce+sibnet")
 SPARSITY_TARGETS = ("evidence", "local")
 
 
@@ -49,30 +52,34 @@ class Objective:
         sparsity_lambda: weight of the evidence penalty; > 0 needs a model with ``evidence_map``.
         sparsity_on: ``"evidence"`` penalises ``E`` itself (the paper); ``"local"`` penalises ``E - b``, the
             evidence without the model's per-class bias, so the class prior costs nothing.
+        sibnet: SIBnet's class-distinctiveness and spatial-coherence terms on Grad-CAM maps, or ``None``.
     """
 
     task: str = "ce"
     class_weights: Tensor | None = None
     sparsity_lambda: float = 0.0
     sparsity_on: str = "evidence"
+    sibnet: SIBnetLoss | None = None
 
     @classmethod
     def parse(
         cls, loss: str, *, sparsity_lambda: float | None, class_weights: Tensor | None, sparsity_on: str = "evidence"
     ) -> Objective:
-        """Build from a name in :data:`LOSSES`; ``+sparsity`` requires a positive ``sparsity_lambda``."""
+        """Build from a name in :data:`LOSSES`; ``+sparsity`` requires a positive ``sparsity_lambda``;
+        ``+sibnet`` uses SIBnet's published weights (1.2, 0.9)."""
         if loss not in LOSSES:
             raise MedexplainError(f"unknown loss {loss!r}; available: {', '.join(LOSSES)}")
         task, _, extra = loss.partition("+")
-        if extra and not (sparsity_lambda and sparsity_lambda > 0):
+        if extra == "sparsity" and not (sparsity_lambda and sparsity_lambda > 0):
             raise MedexplainError(f"loss {loss!r} needs a positive --sparsity-lambda, got {sparsity_lambda}")
-        if not extra and sparsity_lambda:
+        if extra != "sparsity" and sparsity_lambda:
             raise MedexplainError(f"--sparsity-lambda {sparsity_lambda} given but loss {loss!r} has no sparsity term")
         if task == "bce" and class_weights is not None:
             raise MedexplainError("class weights apply to the 'ce' loss only")
         if sparsity_on not in SPARSITY_TARGETS:
             raise MedexplainError(f"unknown sparsity target {sparsity_on!r}; available: {', '.join(SPARSITY_TARGETS)}")
-        return cls(task, class_weights, float(sparsity_lambda or 0.0), sparsity_on)
+        sibnet = SIBnetLoss() if extra == "sibnet" else None
+        return cls(task, class_weights, float(sparsity_lambda or 0.0), sparsity_on, sibnet)
 
     def task_loss(self, logits: Tensor, target: Tensor) -> Tensor:
         """The cross-entropy or BCE term alone, for ``(B, K)`` logits."""
@@ -84,7 +91,11 @@ class Objective:
     def __call__(self, model: nn.Module, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """``(loss, logits (B, K), parts)`` for inputs ``x`` ``(B, C, *spatial)``; ``parts`` holds each term."""
         parts: dict[str, Tensor] = {}
-        if self.sparsity_lambda > 0:
+        guidance = None
+        if self.sibnet is not None:
+            guidance, logits, guidance_parts = self.sibnet(model, x)
+            parts.update(guidance_parts)
+        elif self.sparsity_lambda > 0:
             evidence = model.evidence_map(x)
             logits = evidence.flatten(2).mean(2)
             penalised = local_part(model, evidence) if self.sparsity_on == "local" else evidence
@@ -93,6 +104,8 @@ class Objective:
             logits = model(x)
         parts[self.task] = self.task_loss(logits, target)
         loss = parts[self.task] + self.sparsity_lambda * parts.get("sparsity", torch.zeros((), device=logits.device))
+        if guidance is not None:
+            loss = loss + guidance
         return loss, logits, parts
 
 
