@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from medexplain.concepts import (
+    bagged_direction,
     collect_activations,
     explain_images,
-    fit_probe,
     holm,
     inconsistency,
     learn_table,
-    probe_direction,
     read_table,
     resampled_directions,
     tcav_significance,
@@ -43,18 +42,17 @@ def test_used_concept_is_significant_and_orthogonal_concept_is_not(pooled_head, 
     results = {}
     for j in range(2):
         y = concepts[:, j].astype(int)
-        probe = fit_probe(x, y, seed=0)
-        concept_dirs = resampled_directions(x, y, channels=16, runs=20, C=probe.C, seed=1)
-        random_dirs = resampled_directions(x, y, channels=16, runs=40, C=probe.C, seed=1, random_labels=True)
+        concept_dirs = resampled_directions(x, y, channels=16, runs=20, seed=1)
+        random_dirs = resampled_directions(x, y, channels=16, runs=40, seed=1, random_labels=True)
         results[j] = (
-            probe_direction(probe, 16),
+            bagged_direction(concept_dirs),
             tcav_significance(record.gradients["features"], record.labels, concept_dirs, random_dirs),
         )
     direction, rows = results[0]
     assert direction[0] > 0.85  # the probe finds channel 0
     assert rows[1]["tcav_mean"] == pytest.approx(1.0) and rows[1]["p"] < 1e-3  # pushes class 1 up, all images
     assert rows[0]["tcav_mean"] == pytest.approx(0.0) and rows[0]["p"] < 1e-3
-    assert rows[1]["derivative_mean"] > 5 * rows[1]["random_derivative_std"]
+    assert rows[1]["derivative_mean"] > 4 * rows[1]["random_derivative_std"]
     direction, rows = results[1]
     assert abs(direction[1]) > 0.85
     # its direction leaks a little onto channel 0 (finite-sample correlation of the two concepts), so every

@@ -23,6 +23,7 @@ from medexplain.concepts.consistency import (
     wrong_prediction_auroc,
 )
 from medexplain.concepts.influence import (
+    bagged_direction,
     directional_derivatives,
     holm,
     layer_direction,
@@ -53,6 +54,7 @@ __all__ = [
     "ProbeScores",
     "analyse",
     "analyse_activations",
+    "bagged_direction",
     "class_probabilities",
     "collect_activations",
     "cross_validated_probability",

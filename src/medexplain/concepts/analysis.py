@@ -24,9 +24,9 @@ from medexplain.concepts.consistency import (
     wrong_prediction_auroc,
 )
 from medexplain.concepts.influence import (
+    bagged_direction,
     directional_derivatives,
     holm,
-    probe_direction,
     resampled_directions,
     score_correlation,
     tcav_scores,
@@ -49,7 +49,12 @@ from medexplain.explain.hooks import last_conv_block
 
 @dataclass(frozen=True)
 class ConceptSettings:
-    """Hyperparameters of the analysis (defaults follow the text above each field's use)."""
+    """Hyperparameters of the analysis.
+
+    The probe (C by cross-validation) detects a concept; its direction, the concept activation vector, is the
+    mean of ``cav_runs`` probes with the fixed regularisation ``cav_C`` re-fit on resampled training data, so that
+    the concept and the ``random_runs`` random-label directions it is tested against are fit identically.
+    """
 
     layers: tuple[str, ...] = ()  # empty: the last convolutional block
     pool: tuple[str, ...] = ("mean",)
@@ -57,6 +62,7 @@ class ConceptSettings:
     folds: int = 5
     Cs: tuple[float, ...] = DEFAULT_CS
     threshold: float = 0.5
+    cav_C: float = 0.01
     cav_runs: int = 20
     random_runs: int = 50
     learning_sizes: tuple[int, ...] = (10, 20, 50, 100, 200, 500)
@@ -232,6 +238,7 @@ def analyse_activations(
             "folds": settings.folds,
             "Cs": list(settings.Cs),
             "threshold": settings.threshold,
+            "cav_C": settings.cav_C,
             "cav_runs": settings.cav_runs,
             "random_runs": settings.random_runs,
             "alpha": settings.alpha,
@@ -306,11 +313,11 @@ def _concept(
         "examples_needed": examples_needed(curve),
     }
 
-    direction = probe_direction(probe, channels)
-    derivatives = directional_derivatives(held_out.gradients[layer], direction)
-    resample = dict(channels=channels, C=probe.C, seed=settings.seed)
+    resample = dict(channels=channels, C=settings.cav_C, seed=settings.seed)
     concept_dirs = resampled_directions(x_train, y_train, runs=settings.cav_runs, **resample)
     random_dirs = resampled_directions(x_train, y_train, runs=settings.random_runs, random_labels=True, **resample)
+    direction = bagged_direction(concept_dirs)
+    derivatives = directional_derivatives(held_out.gradients[layer], direction)
     tests = tcav_significance(held_out.gradients[layer], held_out.labels, concept_dirs, random_dirs)
     concept_logit = probe.logit(held_out.features[layer])
     influence = []

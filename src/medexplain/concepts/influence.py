@@ -8,13 +8,14 @@ scores of CAVs re-trained on resampled data differ from those of random CAVs (tw
 test and, as the significance decision, a test of the derivative's magnitude against random CAVs that does not
 drift with the number of runs (see :func:`tcav_significance`); p-values are Holm-corrected over concepts.
 
-Which direction, precisely. The probe is fit on pooled, standardised features ``z = (pool(A) - m) / s`` of the
+Which direction, precisely. A concept probe is fit on pooled, standardised features ``z = (pool(A) - m) / s`` of the
 layer output ``A (C, *spatial)``. The concept direction in the layer's own space is the spatially uniform
 shift ``u (C,)`` of ``A`` that increases the probe logit fastest: shifting every position of ``A`` by ``t u``
 moves both the mean and the max pool by exactly ``t u``, so d probe / d u = sum over pool blocks of ``w / s``
-(``Probe.raw_weights`` summed block-wise), and ``u`` is that vector normalised to unit length. The derivative
-of logit k along it is ``sum_{c,i} dlogit_k/dA(c, i) u_c = g_k . u`` with ``g_k`` the gradient summed over the
-positions ``i`` (``Activations.gradients``). For a head ``logit = W mean(A)`` this is exactly ``W_k . u``.
+(``Probe.raw_weights`` summed block-wise), and ``u`` is that vector normalised to unit length. The CAV used for
+influence is the normalised mean of such directions over probes re-fit on resampled data (:func:`bagged_direction`).
+The derivative of logit k along ``u`` is ``sum_{c,i} dlogit_k/dA(c, i) u_c = g_k . u`` with ``g_k`` the gradient
+summed over the positions ``i`` (``Activations.gradients``). For a head ``logit = W mean(A)`` it is ``W_k . u``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from scipy import stats
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from medexplain.concepts.probes import FALLBACK_C, Probe
+from medexplain.concepts.probes import Probe
 from medexplain.errors import MedexplainError
 
 
@@ -53,6 +54,11 @@ def probe_direction(probe: Probe, channels: int) -> np.ndarray:
     return layer_direction(probe.raw_weights, channels)
 
 
+def bagged_direction(directions: np.ndarray) -> np.ndarray:
+    """The unit mean ``(C,)`` of unit directions ``(R, C)`` fit on resampled data (a bagged CAV)."""
+    return layer_direction(directions.mean(0), directions.shape[1])
+
+
 def directional_derivatives(gradients: np.ndarray, direction: np.ndarray) -> np.ndarray:
     """``(N, K)`` derivatives of each class logit along ``direction (C,)`` from gradients ``(N, K, C)``."""
     return gradients @ direction
@@ -69,7 +75,7 @@ def resampled_directions(
     *,
     channels: int,
     runs: int = 20,
-    C: float = FALLBACK_C,
+    C: float = 0.01,
     fraction: float = 0.8,
     random_labels: bool = False,
     seed: int = 0,
@@ -77,7 +83,7 @@ def resampled_directions(
     """``(runs, C)`` unit directions of probes re-fit on stratified ``fraction`` subsamples of ``(features, y)``.
 
     With ``random_labels`` the targets of each subsample are permuted (same number of positives): the random
-    CAVs against which TCAV scores are tested. The probe's C is kept fixed (chosen once on all the data).
+    CAVs against which TCAV scores are tested. C is fixed (the same for the concept and its random CAVs).
     """
     rng = np.random.default_rng(seed)
     y = np.asarray(y, dtype=np.int64)

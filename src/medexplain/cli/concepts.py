@@ -1,0 +1,80 @@
+"""``medexplain concepts``: which concepts a trained model encodes, how they drive it, when to distrust it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+_MODEL = typer.Option(..., "--model", help="Model run folder written by `medexplain train`.")
+_DATA = typer.Option(..., "--data", help="Dataset folder with manifest.csv (label_<name> columns).")
+_OUT = typer.Option(..., "--out", help="Folder for the tables (CSV and JSON) and the ROC plot.")
+_LAYER = typer.Option([], help="Layer(s) to probe, repeat or comma-separate (default: last conv block).")
+_TABLE = typer.Option(
+    None, help="Concept-class table (CSV or JSON, values -1/0/1); default: learned from the training split."
+)
+
+
+def _names(values: list[str]) -> tuple[str, ...]:
+    return tuple(name.strip() for value in values for name in value.split(",") if name.strip())
+
+
+def concepts_command(
+    model: Path = _MODEL,
+    data: Path = _DATA,
+    concepts: str = typer.Option("all", help="Concepts: label_a,label_b (with or without label_) or 'all'."),
+    out: Path = _OUT,
+    layer: list[str] = _LAYER,
+    split: str = typer.Option("test", help="Held-out split everything is reported on."),
+    train_split: str = typer.Option("train", help="Split the probes and concept directions are fit on."),
+    table: Path | None = _TABLE,
+    pool: str = typer.Option("mean", help="Spatial pooling of activations: mean, max or mean,max."),
+    augment: int = typer.Option(0, help="Augmented copies (flips, shifts, intensity) averaged per image."),
+    folds: int = typer.Option(5, help="Cross-validation folds for the probes."),
+    threshold: float = typer.Option(0.5, help="Probe probability at which a concept counts as detected."),
+    cav_runs: int = typer.Option(20, help="Concept directions re-fit on resampled training data (averaged)."),
+    cav_c: float = typer.Option(0.01, "--cav-c", help="Inverse L2 strength of the concept-direction probes."),
+    random_runs: int = typer.Option(50, help="Random-label directions for the significance tests."),
+    alpha: float = typer.Option(0.05, help="Significance level (Holm-corrected over concepts)."),
+    seed: int = typer.Option(0, help="Seed for folds, resampling and augmentation."),
+    batch_size: int = typer.Option(32, help="Images per forward pass."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out folder."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Probe concepts, measure their influence (TCAV) and check explanations against predictions."""
+    from medexplain.concepts import Augmentation, ConceptSettings, write_report
+    from medexplain.concepts.run import analyse_run
+
+    settings = ConceptSettings(
+        layers=_names(layer),
+        pool=_names([pool]),
+        augmentation=Augmentation(copies=augment, seed=seed),
+        folds=folds,
+        threshold=threshold,
+        cav_C=cav_c,
+        cav_runs=cav_runs,
+        random_runs=random_runs,
+        alpha=alpha,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    report = analyse_run(
+        model,
+        data,
+        concepts=concepts,
+        train_split=train_split,
+        held_out_split=split,
+        settings=settings,
+        table=table,
+        device=device,
+        progress=progress,
+    )
+    write_report(report, out, overwrite=overwrite)
+    aurocs = ", ".join(f"{k}: {v:.3f}" for k, v in report.summary["inconsistency_auroc"].items())
+    typer.echo(f"{out}: {len(report.concepts)} concept probes; inconsistency AUROC for wrong predictions {aurocs}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``concepts`` command to ``app``."""
+    app.command("concepts")(concepts_command)

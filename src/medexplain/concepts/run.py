@@ -1,0 +1,52 @@
+"""Concept analysis of a trained run folder on a dataset: what ``medexplain concepts`` and the benchmarks call."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from medexplain.concepts.analysis import ConceptReport, ConceptSettings, analyse
+from medexplain.concepts.consistency import ConceptClassTable, read_table
+
+
+def analyse_run(
+    run_dir: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    *,
+    concepts: Sequence[str] | str = "all",
+    train_split: str = "train",
+    held_out_split: str = "test",
+    settings: ConceptSettings | None = None,
+    table: str | os.PathLike[str] | ConceptClassTable | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> ConceptReport:
+    """Load the model of ``run_dir`` (with its preprocessing) and analyse concepts = the ``label_<name>`` columns.
+
+    Probes and CAVs are fit on ``train_split``; everything else is reported on ``held_out_split``. ``table`` is
+    a concept-class table (or a CSV/JSON path to one); by default it is learned from the training annotations.
+    """
+    from medexplain.data import load_dataset
+    from medexplain.models import load
+    from medexplain.train import preprocessing_transform
+
+    model, config = load(run_dir, device=device)
+    preprocessing = config.get("preprocessing")
+    transform = preprocessing_transform(preprocessing) if preprocessing else None
+    train = load_dataset(data, train_split, transform)
+    held_out = load_dataset(data, held_out_split, transform)
+    class_names = config.get("class_names") or train.class_names
+    if table is not None and not isinstance(table, ConceptClassTable):
+        table = read_table(table)
+    return analyse(
+        model,
+        train,
+        held_out,
+        train.label_names,
+        class_names,
+        concepts=concepts,
+        settings=settings or ConceptSettings(),
+        table=table,
+        device=device,
+        progress=progress,
+    )
