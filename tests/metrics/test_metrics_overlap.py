@@ -161,9 +161,13 @@ def test_overlap_batched_equals_per_sample_and_validates() -> None:
         structural_similarity(torch.rand(1, 8, 8), torch.rand(1, 8, 8))
 
 
-def test_hd95_on_the_nearest_search_matches_a_dense_reference() -> None:
-    pred, target = _blobs((2, 20, 20, 20), 5), _blobs((2, 20, 20, 20), 6)
+@pytest.mark.parametrize("dense", [0, 10**9], ids=["k-d-tree", "distance-transform"])
+def test_hd95_both_search_paths_match_a_dense_reference(monkeypatch, dense: int) -> None:
+    from medexplain.metrics import overlap
     from medexplain.metrics.overlap import surface
+
+    monkeypatch.setattr(overlap, "_DENSE_SURFACE", dense)
+    pred, target = _blobs((2, 20, 20, 20), 5), _blobs((2, 20, 20, 20), 6)
 
     expected = []
     for p, t in zip(surface(pred), surface(target), strict=True):
