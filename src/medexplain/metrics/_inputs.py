@@ -120,16 +120,35 @@ def average_ranks(values: Tensor) -> Tensor:
     return torch.empty(values.shape, dtype=torch.float64, device=values.device).scatter_(1, order, _tied_ranks(ordered))
 
 
+def _sorted_with_labels(scores: Tensor, positive: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows of ``scores`` sorted ascending (as order-preserving keys) and ``positive`` in the same order.
+
+    For float32 on the CPU one integer sort does both: each value becomes an order-preserving int32 key
+    (``-0.0`` first turned into ``+0.0``), shifted left with the label in the free bit. Otherwise an argsort.
+    """
+    if scores.device.type == "cpu" and scores.dtype == torch.float32:
+        bits = (scores + 0.0).numpy().view(np.int32).astype(np.int64)
+        keys = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits) * 2 + positive.numpy()
+        keys.sort(axis=1)
+        return torch.from_numpy(keys >> 1), torch.from_numpy((keys & 1).astype(bool))
+    ordered, order = sort_rows(scores)
+    return ordered, positive.gather(1, order)
+
+
 def rank_auroc(scores: Tensor, positive: Tensor) -> Tensor:
     """Area under the ROC curve of ``scores`` (B, N) for boolean labels ``positive`` (B, N), per row.
 
     The Mann-Whitney statistic, ties counted one half (equal to ``sklearn.metrics.roc_auc_score``). Rows with
     no positive or no negative are NaN.
     """
-    ordered, order = sort_rows(scores)
-    n_pos = positive.sum(-1).to(torch.float64)
-    n_neg = positive.shape[-1] - n_pos
-    rank_sum = (_tied_ranks(ordered) * positive.gather(1, order)).sum(-1)
+    ordered, labels = _sorted_with_labels(scores, positive.bool())
+    n_pos = labels.sum(-1).to(torch.float64)
+    n_neg = labels.shape[-1] - n_pos
+    if bool((ordered[:, 1:] == ordered[:, :-1]).any()):
+        ranks = _tied_ranks(ordered)
+    else:
+        ranks = torch.arange(1, ordered.shape[1] + 1, device=ordered.device, dtype=torch.float64).expand_as(ordered)
+    rank_sum = (ranks * labels).sum(-1)
     auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     return auc.masked_fill((n_pos == 0) | (n_neg == 0), float("nan"))
 
