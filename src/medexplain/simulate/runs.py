@@ -96,7 +96,7 @@ def train_from_run(
             "classifier": str(Path(classifier_dir).resolve()),
             "data": str(data),
             "split": split,
-            "image_shape": list(images.tensors.shape[1:]),
+            "image_shape": list(images.tensors[0].shape[1:]),
             "disease_class": disease_class,
             "class_names": classifier_config.get("class_names", []),
             "training": settings.to_dict(),
