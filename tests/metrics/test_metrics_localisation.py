@@ -70,10 +70,12 @@ def test_complexity_equals_quantus(quantus, dims, name, ours) -> None:
 
 def test_mask_auroc_with_ties_equals_scikit_learn() -> None:
     g = torch.Generator().manual_seed(3)
-    maps = torch.randint(0, 4, (3, 10, 12), generator=g).float()  # many ties
+    maps = torch.randint(-2, 3, (3, 10, 12), generator=g).float()  # many ties
+    maps[maps == 0] = torch.tensor([0.0, -0.0]).repeat(60)[: int((maps == 0).sum())]  # +0.0 and -0.0 tie
     mask = torch.rand(3, 10, 12, generator=g) < 0.4
     expected = [roc_auc_score(m.flatten().numpy(), a.flatten().numpy()) for a, m in zip(maps, mask, strict=True)]
-    np.testing.assert_allclose(mask_auroc(maps, mask).numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(mask_auroc(maps, mask).numpy(), expected, atol=1e-6)  # float32: integer keys
+    np.testing.assert_allclose(mask_auroc(maps.double(), mask).numpy(), expected, atol=1e-12)  # argsort
 
 
 @pytest.mark.parametrize("shape", [(2, 24, 24), (2, 12, 12, 12)])

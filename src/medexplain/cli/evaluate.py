@@ -66,9 +66,9 @@ def evaluate_command(
 def _explainers(methods: dict, names: list[str]) -> dict:
     """Rebuild the stored methods for robustness/sanity metrics (only when one of those is requested)."""
     from medexplain.explain import create_explainer
-    from medexplain.metrics.evaluate import EXPLAINER_METRICS
+    from medexplain.metrics.evaluate import needs_explainer
 
-    if not EXPLAINER_METRICS.intersection(names):
+    if not any(needs_explainer(name) for name in names):
         return {}
     rebuilt = {}
     for name, params in methods.items():

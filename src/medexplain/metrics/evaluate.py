@@ -30,7 +30,6 @@ from medexplain.metrics._inputs import EmptyMaskWarning
 from medexplain.metrics.registry import METRICS, metric_info
 from medexplain.metrics.summary import summarise
 
-EXPLAINER_METRICS = {"max-sensitivity", "avg-sensitivity", "noise-ssim", "model-randomisation"}
 ROW_FIELDS = ("id", "index", "label", "method", "target", "metric", "score")
 SUMMARY_FIELDS = ("method", "metric", "category", "higher_is_better", "n", "excluded", "mean", "ci_low", "ci_high")
 
@@ -45,6 +44,11 @@ class Unit:
     method: str
     target: int
     k: int
+
+
+def needs_explainer(name: str) -> bool:
+    """Whether metric ``name`` re-runs the explanation method (robustness and sanity metrics)."""
+    return "explainer" in inspect.signature(METRICS.get(name)).parameters
 
 
 def select_metrics(requested: str | Sequence[str], *, has_model: bool, has_mask: bool) -> list[str]:
@@ -138,7 +142,7 @@ def evaluate_explanations(
         for batch in _batches(units, batch_size):
             context = _context(stored, dataset, batch, mask_name, model, device)
             for name in metric_names:
-                if name in EXPLAINER_METRICS:
+                if needs_explainer(name):
                     explainer = (explainers or {}).get(batch[0].method)
                     if explainer is None:
                         raise MedexplainError(f"metric {name!r}: method {batch[0].method!r} cannot be re-run here")
