@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from medexplain.errors import MedexplainError
+
 _MODEL = typer.Option(..., "--model", help="Model run folder written by `medexplain train`.")
 _DATA = typer.Option(..., "--data", help="Dataset folder with manifest.csv (label_<name> columns).")
 _OUT = typer.Option(..., "--out", help="Folder for the tables (CSV and JSON) and the ROC plot.")
@@ -17,6 +19,13 @@ _TABLE = typer.Option(
 
 def _names(values: list[str]) -> tuple[str, ...]:
     return tuple(name.strip() for value in values for name in value.split(",") if name.strip())
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(n) for n in _names([text]))
+    except ValueError:
+        raise MedexplainError(f"--learning-sizes: expected integers like 10,20,50; got {text!r}") from None
 
 
 def concepts_command(
@@ -35,6 +44,8 @@ def concepts_command(
     cav_runs: int = typer.Option(20, help="Concept directions re-fit on resampled training data (averaged)."),
     cav_c: float = typer.Option(0.01, "--cav-c", help="Inverse L2 strength of the concept-direction probes."),
     random_runs: int = typer.Option(50, help="Random-label directions for the significance tests."),
+    learning_sizes: str = typer.Option("10,20,50,100,200,500", help="Training sizes of the learning curve."),
+    learning_draws: int = typer.Option(5, help="Random draws per learning-curve size."),
     alpha: float = typer.Option(0.05, help="Significance level (Holm-corrected over concepts)."),
     seed: int = typer.Option(0, help="Seed for folds, resampling and augmentation."),
     batch_size: int = typer.Option(32, help="Images per forward pass."),
@@ -55,6 +66,8 @@ def concepts_command(
         cav_C=cav_c,
         cav_runs=cav_runs,
         random_runs=random_runs,
+        learning_sizes=_sizes(learning_sizes),
+        learning_draws=learning_draws,
         alpha=alpha,
         seed=seed,
         batch_size=batch_size,

@@ -124,6 +124,7 @@ def analyse(
     progress: bool = True,
 ) -> ConceptReport:
     """Record activations on both splits (``Sample`` datasets) and run :func:`analyse_activations`."""
+    select_concepts(concepts, concept_names)  # fail before the long passes over the data
     layers = settings.layers or (last_conv_block(model),)
     record = dict(
         layers=layers,
