@@ -106,6 +106,10 @@ def test_bad_requests_raise_clear_errors(constructed):
     single.concepts[:, 1] = 1.0
     with pytest.raises(MedexplainError, match="concept 'dust': every annotated training example has the value 1"):
         analyse_activations(single, recorded[1], names, classes, concepts="dust", settings=FAST, progress=False)
+    minimal = ConceptSettings(folds=3, cav_runs=2, random_runs=4, learning_sizes=(), learning_draws=1)
+    report = analyse_activations(single, recorded[1], names, classes, settings=minimal, progress=False)
+    assert [r["concept"] for r in report.concepts] == ["lesion"]
+    assert "every annotated training example has the value 1" in report.summary["skipped_concepts"]["dust"]
     few = recorded[0].subset(np.arange(300))
     few.concepts[:, 1] = 0.0
     few.concepts[:2, 1] = 1.0

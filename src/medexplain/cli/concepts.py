@@ -86,6 +86,8 @@ def concepts_command(
     write_report(report, out, overwrite=overwrite)
     aurocs = ", ".join(f"{k}: {v:.3f}" for k, v in report.summary["inconsistency_auroc"].items())
     typer.echo(f"{out}: {len(report.concepts)} concept probes; inconsistency AUROC for wrong predictions {aurocs}")
+    for name, reason in report.summary["skipped_concepts"].items():
+        typer.echo(f"skipped {name}: {reason}", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -159,8 +159,17 @@ def analyse_activations(
     table: ConceptClassTable | None = None,
     progress: bool = True,
 ) -> ConceptReport:
-    """Probes, influence, per-image explanations and the inconsistency AUROC for every layer and concept."""
+    """Probes, influence, per-image explanations and the inconsistency AUROC for every layer and concept.
+
+    A concept named explicitly must have both values and at least ``settings.folds`` examples of each in the
+    training split; with ``concepts="all"`` such concepts are left out and listed in ``summary["skipped_concepts"]``.
+    """
     chosen = select_concepts(concepts, concept_names)
+    if train.concepts.shape[1] < max(chosen) + 1:
+        raise MedexplainError("the training split carries no concept annotations (Sample.labels is None)")
+    skipped = {}
+    if isinstance(concepts, str) and concepts.strip() == "all":  # named concepts must be usable; "all" skips
+        chosen, skipped = _trainable(train, chosen, concept_names, settings.folds)
     names = [concept_names[i] for i in chosen]
     classes = list(class_names)
     if held_out.logits.shape[1] != len(classes) or held_out.logits.shape[1] < 2:
@@ -168,8 +177,6 @@ def analyse_activations(
             f"model gives {held_out.logits.shape[1]} logits but the data has {len(classes)} classes "
             "(the concept analysis needs K >= 2 class logits)"
         )
-    if train.concepts.shape[1] < max(chosen) + 1:
-        raise MedexplainError("the training split carries no concept annotations (Sample.labels is None)")
     if table is None:
         table = learn_table(train.concepts[:, chosen], train.labels, names, classes, settings.alpha)
     else:
@@ -228,6 +235,7 @@ def analyse_activations(
     summary = {
         "layers": list(train.features),
         "concepts": names,
+        "skipped_concepts": skipped,
         "classes": classes,
         "n_train": len(train.ids),
         "n_held_out": len(held_out.ids),
@@ -247,6 +255,22 @@ def analyse_activations(
         },
     }
     return ConceptReport(concept_rows, influence_rows, curve_rows, image_rows, table, probes, roc, summary)
+
+
+def _trainable(
+    train: Activations, chosen: list[int], concept_names: Sequence[str], folds: int
+) -> tuple[list[int], dict[str, str]]:
+    """The concepts a probe can be fit on, and the reason for each one left out."""
+    keep, skipped = [], {}
+    for i in chosen:
+        try:
+            check_trainable(binary_targets(train.concepts[:, i], concept_names[i])[1], concept_names[i], folds)
+            keep.append(i)
+        except MedexplainError as error:
+            skipped[concept_names[i]] = str(error)
+    if not keep:
+        raise MedexplainError(f"no concept has enough annotated training examples: {next(iter(skipped.values()))}")
+    return keep, skipped
 
 
 def _concept(
