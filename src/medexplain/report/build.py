@@ -12,6 +12,7 @@ from medexplain.report.html import Page
 from medexplain.report.sections import BUILDERS, provenance_section
 
 REPORT_FILE = "report.html"
+KIND_ORDER = ("data", "train", "explanations", "evaluation", "concepts", "simulate")
 
 
 def build_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
@@ -27,7 +28,7 @@ def build_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     overview = page.section("overview", "Contents")
     overview.table(["part", "kind", "folder"], [[c.name, c.kind, str(c.path)] for c in components])
     incomplete: list[list[str]] = []
-    for component in components:
+    for component in sorted(components, key=lambda c: (KIND_ORDER.index(c.kind), c.name)):
         builder = BUILDERS.get(component.kind)
         if builder is None:
             continue

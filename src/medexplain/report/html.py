@@ -106,7 +106,7 @@ class Section:
         self.parts.append(f"<dl>{rows}</dl>")
 
     def figure(self, png: bytes, caption: str) -> None:
-        self.parts.append(self._figure(png, caption))
+        self.figures([(png, caption)])
 
     def figures(self, items: Sequence[tuple[bytes, str]], gallery: bool = False) -> None:
         inner = "".join(self._figure(png, caption) for png, caption in items)

@@ -159,10 +159,13 @@ def provenance_section(page: Page, components: list[Component], run_dir: Path) -
         except metadata.PackageNotFoundError:
             facts[package] = "not installed"
     run_info = run_dir / "run.json"
-    if run_info.is_file():
-        info = read_json(run_info)
-        facts.update({k: v for k, v in info.items() if _scalar(v) or isinstance(v, str)})
+    info = read_json(run_info) if run_info.is_file() else {}
+    facts.update({k: v for k, v in info.items() if _scalar(v) or isinstance(v, str)})
+    if "settings" in info:
+        facts["settings"] = json.dumps(info["settings"])
     section.facts(facts)
+    if info.get("stages"):
+        section.table(["stage", "seconds"], [[name, seconds] for name, seconds in info["stages"].items()])
     sources = sorted({str(_data_source(c)) for c in components if _data_source(c)})
     rows = [[source, _manifest_hash(Path(source))] for source in sources]
     if rows:

@@ -1,0 +1,31 @@
+"""``medexplain demo``: the whole toolkit end to end on synthetic fundus images (or a dataset folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def demo_command(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Run folder (an existing demo is continued)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="A dataset folder with lesion masks to use instead of synthetic fundus images."
+    ),
+    n: int = typer.Option(400, help="Synthetic images to generate."),
+    size: int = typer.Option(64, help="Image size (pixels) for generation and training."),
+    seed: int = typer.Option(0, help="Seed of data generation, training and evaluation."),
+    overwrite: bool = typer.Option(False, help="Start from scratch, deleting a previous demo in --out."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Generate data, train a sparse BagNet and a ResNet-18, explain, evaluate, analyse concepts, report."""
+    from medexplain.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(n=n, size=size, seed=seed)
+    report = run_demo(out, data=data, settings=settings, overwrite=overwrite, progress=progress, echo=typer.echo)
+    typer.echo(f"report: {report}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``demo`` command to ``app``."""
+    app.command("demo")(demo_command)

@@ -1,0 +1,223 @@
+"""The main job: ``medexplain demo`` runs the whole toolkit once, end to end, and writes its report.
+
+Synthetic fundus images with lesion masks (or a real dataset folder) -> a sparse BagNet and a ResNet-18
+baseline -> evidence maps, Grad-CAM, LRP and integrated gradients -> localisation and faithfulness against
+the lesion masks -> concept analysis of the lesion types -> ``report.html``. Every stage writes its own
+sub-folder and is skipped when already complete, so an interrupted demo continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from medexplain.errors import MedexplainError
+from medexplain.files import write_text
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """A model the demo trains: registry ``name``, the explainers applied to it, and training settings."""
+
+    name: str
+    methods: tuple[str, ...]
+    epochs: int
+    lr: float | None = None
+    loss: str | None = None
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of the demo; the defaults finish in under 5 minutes on 2 CPU cores."""
+
+    n: int = 400
+    size: int = 64
+    seed: int = 0
+    batch_size: int = 32
+    explain_items: int = 40
+    models: tuple[DemoModel, ...] = (
+        DemoModel(
+            "sparse-bagnet9-light", ("evidence", "gradcam", "lrp-epsilon-plus-flat", "integrated-gradients"), epochs=10
+        ),
+        DemoModel("resnet18", ("gradcam", "lrp-epsilon-plus-flat", "integrated-gradients"), epochs=8),
+    )
+    metrics: tuple[str, ...] = (
+        "pointing-game",
+        "relevance-mass",
+        "mask-auroc",
+        "deletion-auc",
+        "insertion-auc",
+        "gini",
+    )
+    mask: str = "lesion"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Stage = Callable[[], object]
+
+
+class StageLog:
+    """Times each stage and keeps ``run.json`` (command, settings, versions, stage timings) up to date."""
+
+    def __init__(self, out: Path, settings: DemoSettings, data: Path) -> None:
+        self.path = out / "run.json"
+        self.info: dict[str, Any] = {
+            "kind": "medexplain-demo",
+            "command": " ".join(["medexplain", *sys.argv[1:]]) if sys.argv else "medexplain demo",
+            "seed": settings.seed,
+            "data": str(data),
+            "settings": asdict(settings),
+            "stages": {},
+        }
+
+    def run(self, name: str, stage: Stage, echo: Callable[[str], None]) -> None:
+        echo(f"[demo] {name} ...")
+        start = time.perf_counter()
+        stage()
+        seconds = time.perf_counter() - start
+        self.info["stages"][name] = round(seconds, 2)
+        self.info["seconds"] = round(sum(self.info["stages"].values()), 2)
+        write_text(self.path, json.dumps(self.info, indent=2) + "\n")
+
+
+def run_demo(
+    out: str | os.PathLike[str],
+    *,
+    data: str | os.PathLike[str] | None = None,
+    settings: DemoSettings | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> Path:
+    """Run the demo into ``out`` and return the path of its report.
+
+    Args:
+        data: a dataset folder (manifest with masks) to use instead of the synthetic fundus images.
+        overwrite: start from scratch, removing a previous demo in ``out``; otherwise completed stages are kept.
+    """
+    settings = settings or DemoSettings()
+    out = Path(out)
+    if overwrite and out.exists():
+        if not (out / "run.json").is_file():
+            raise MedexplainError(f"{out}: exists and is not a demo folder; refusing to delete it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(data) if data is not None else out / "data"
+    log = StageLog(out, settings, data_dir)
+
+    if data is None and not (data_dir / "manifest.csv").is_file():
+        log.run("synthetic data", partial(_synthesise, data_dir, settings, progress), echo)
+    mask = _mask_name(data_dir, settings.mask)
+    for model in settings.models:
+        run_dir, maps_dir, scores_dir = (out / part / model.name for part in ("models", "explanations", "evaluation"))
+        log.run(f"train {model.name}", partial(_train, model, data_dir, run_dir, settings, progress), echo)
+        log.run(
+            f"explain {model.name}", partial(_explain, model, run_dir, data_dir, maps_dir, settings, progress), echo
+        )
+        if not (scores_dir / "summary.csv").is_file():
+            stage = partial(_evaluate, run_dir, maps_dir, data_dir, scores_dir, settings, mask, progress)
+            log.run(f"evaluate {model.name}", stage, echo)
+    concepts_dir = out / "concepts"
+    if _has_concepts(data_dir) and not (concepts_dir / "summary.json").is_file():
+        baseline = out / "models" / settings.models[-1].name
+        log.run("concepts", partial(_concepts, baseline, data_dir, concepts_dir, progress), echo)
+    from medexplain.report import build_report
+
+    report: list[Path] = []
+    log.run("report", lambda: report.append(build_report(out)), echo)
+    return report[0]
+
+
+def _synthesise(data_dir: Path, settings: DemoSettings, progress: bool) -> None:
+    from medexplain.data.synth import write_fundus
+
+    write_fundus(data_dir, n=settings.n, size=settings.size, seed=settings.seed, show_progress=progress)
+
+
+def _train(model: DemoModel, data_dir: Path, run_dir: Path, settings: DemoSettings, progress: bool) -> None:
+    from medexplain.train import train
+    from medexplain.train.state import RESUME_FILE
+
+    train(
+        model.name,
+        data_dir,
+        run_dir,
+        epochs=model.epochs,
+        batch_size=settings.batch_size,
+        lr=model.lr,
+        loss=model.loss,
+        size=settings.size,
+        seed=settings.seed,
+        class_weights="balanced",
+        resume=(run_dir / RESUME_FILE).is_file(),
+        progress=progress,
+    )
+
+
+def _run_dataset(run_dir: Path, data_dir: Path, split: str):
+    """The trained model of ``run_dir`` and ``split`` of the data with that run's preprocessing."""
+    from medexplain.data import load_dataset
+    from medexplain.models import load
+    from medexplain.train import preprocessing_transform
+
+    network, config = load(run_dir)
+    preprocessing = config.get("preprocessing")
+    dataset = load_dataset(data_dir, split, preprocessing_transform(preprocessing) if preprocessing else None)
+    return network.eval(), dataset
+
+
+def _explain(
+    model: DemoModel, run_dir: Path, data_dir: Path, maps_dir: Path, settings: DemoSettings, progress: bool
+) -> None:
+    from torch.utils.data import Subset
+
+    from medexplain.explain.run import build_explainers, explain_dataset
+
+    network, dataset = _run_dataset(run_dir, data_dir, "test")
+    subset = Subset(dataset, range(min(settings.explain_items, len(dataset))))
+    header = {"model": str(run_dir), "data": str(data_dir), "split": "test"}
+    explain_dataset(network, subset, build_explainers(model.methods), maps_dir, header, batch_size=8, progress=progress)
+
+
+def _evaluate(
+    run_dir: Path, maps_dir: Path, data_dir: Path, scores_dir: Path, settings: DemoSettings, mask: str | None,
+    progress: bool,
+) -> None:  # fmt: skip
+    from medexplain.explain.store import load_explanations
+    from medexplain.metrics.evaluate import evaluate_explanations, summary_rows, write_results
+
+    network, dataset = _run_dataset(run_dir, data_dir, "test")
+    stored = load_explanations(maps_dir)
+    metrics = [m for m in settings.metrics if mask is not None or m in ("deletion-auc", "insertion-auc", "gini")]
+    rows, _empty = evaluate_explanations(
+        stored, dataset, metrics, model=network, mask_name=mask, batch_size=16, progress=progress
+    )
+    write_results(scores_dir, rows, summary_rows(rows, seed=settings.seed), overwrite=True)
+
+
+def _concepts(run_dir: Path, data_dir: Path, concepts_dir: Path, progress: bool) -> None:
+    from medexplain.concepts.outputs import write_report
+    from medexplain.concepts.run import analyse_run
+
+    write_report(analyse_run(run_dir, data_dir, progress=progress), concepts_dir, overwrite=True)
+
+
+def _mask_name(data_dir: Path, preferred: str) -> str | None:
+    from medexplain.data import load_dataset
+
+    masks = load_dataset(data_dir).mask_names
+    return preferred if preferred in masks else (masks[0] if masks else None)
+
+
+def _has_concepts(data_dir: Path) -> bool:
+    from medexplain.data import load_dataset
+
+    return bool(load_dataset(data_dir).label_names)
