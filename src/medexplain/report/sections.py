@@ -17,6 +17,7 @@ from medexplain.errors import MedexplainError
 from medexplain.report.discover import Component
 from medexplain.report.figures import (
     confusion_matrix_png,
+    histograms_png,
     line_png,
     overlay,
     png_bytes,
@@ -126,6 +127,43 @@ def explanations_section(page: Page, component: Component) -> None:
             section.figures(entries, gallery=True)
 
 
+def evaluation_section(page: Page, component: Component) -> None:
+    """Metric table (mean and 95 % bootstrap interval per method), chance levels, score distributions."""
+    section = page.section(f"scores-{_anchor(component)}", f"Evaluation ({component.name})")
+    rows = read_csv(component.path / "summary.csv")
+    document = read_json(component.path / "summary.json")
+    chance = document.get("chance", {})
+    section.paragraph(
+        "Mean per method and metric with its 95 % bootstrap interval over images; 'excluded' counts images "
+        "without a lesion (empty mask), which localisation metrics cannot score."
+    )
+    columns = ["method", "metric", "category", "higher is better", "n", "excluded", "mean", "CI low", "CI high"]
+    keys = ["method", "metric", "category", "higher_is_better", "n", "excluded", "mean", "ci_low", "ci_high"]
+    section.table(
+        columns, [[number(row[k]) if k not in ("method", "metric") else row[k] for k in keys] for row in rows]
+    )
+    if chance:
+        section.heading("Chance levels")
+        section.paragraph(
+            "A map that points at random lands on a lesion with probability equal to the lesion's share of the "
+            "image: a pointing-game score clearly above this level means the maps find lesions."
+        )
+        section.table(["metric", "chance level"], [[name, value] for name, value in chance.items()])
+    per_sample = read_csv(component.path / "per_sample.csv")
+    figures = []
+    for metric in sorted({row["metric"] for row in per_sample}):
+        values: dict[str, list[float]] = {}
+        for row in per_sample:
+            if row["metric"] == metric:
+                values.setdefault(row["method"], []).append(float(row["score"] or "nan"))
+        arrays = {method: np.array(v) for method, v in values.items()}
+        if any(np.isfinite(v).any() for v in arrays.values()):
+            figures.append((histograms_png(arrays, metric, f"{metric} per image"), f"Distribution of {metric}"))
+    if figures:
+        section.heading("Score distributions")
+        section.figures(figures)
+
+
 def concepts_section(page: Page, component: Component) -> None:
     """Per-concept probe quality and influence, the inconsistency ROC, and the per-image table."""
     section = page.section(f"concepts-{_anchor(component)}", f"Concepts ({component.name})")
@@ -175,6 +213,7 @@ def provenance_section(page: Page, components: list[Component], run_dir: Path) -
 BUILDERS: dict[str, Callable[[Page, Component], None]] = {
     "train": train_section,
     "explanations": explanations_section,
+    "evaluation": evaluation_section,
     "concepts": concepts_section,
 }
 
