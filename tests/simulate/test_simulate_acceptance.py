@@ -1,6 +1,6 @@
 """Acceptance on synthetic atrophy data (2D): the simulator flips a classifier and localises the atrophy.
 
-The classifier is a small CNN trained here (fast on one core); ``tests/simulate/test_cli.py`` runs the same
+The classifier is a small CNN trained here (fast on one core); ``tests/simulate/test_simulate_cli.py`` runs the same
 pipeline through ``medexplain train`` and the CLI, and ``benchmarks/simulate_3d.py`` does it in 3D.
 """
 
@@ -18,18 +18,11 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from medexplain.data import load_dataset
-from medexplain.data.synth import write_deformation
 from medexplain.data.transforms import ScaleIntensity
 from medexplain.simulate import SimulatorConfig, TrainingConfig, train_simulator
 from medexplain.simulate.apply import apply_simulator
 
-SIZE = 48
-
-
-@pytest.fixture(scope="package")
-def atrophy_2d(tmp_path_factory):
-    """224 synthetic 2D brains of 48 x 48 pixels (class 1: left hippocampus atrophy, mask ``atrophy``)."""
-    return write_deformation(tmp_path_factory.mktemp("atrophy") / "data", 224, 2, SIZE, seed=0, show_progress=False)
+SIZE = 48  # as in conftest.atrophy_2d
 
 
 def small_cnn() -> nn.Module:
