@@ -48,7 +48,9 @@ def test_round_trip_reproduces_the_model(tmp_path: Path, name: str, model_args: 
 def test_checkpoint_of_another_architecture_names_file_and_tensor(tmp_path: Path) -> None:
     run, _ = _run_folder(tmp_path, "bagnet9-light", in_channels=3, num_classes=2)
     (run / "config.json").write_text(json.dumps({"model": "bagnet9-light", "model_args": {"num_classes": 4}}))
-    with pytest.raises(MedexplainError, match=r"model\.safetensors: checkpoint does not match.*'evidence\.weight'"):
+    with pytest.raises(
+        MedexplainError, match=r"model\.safetensors: checkpoint does not match.*'class_bias' has shape \(2,\)"
+    ):
         load(run)
     (run / "config.json").write_text(json.dumps({"model": "bagnet9", "model_args": {"num_classes": 2}}))
     with pytest.raises(MedexplainError, match=r"model\.safetensors: .*'conv1\.weight' has shape \(16, 3, 1, 1\)"):

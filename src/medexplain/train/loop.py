@@ -16,6 +16,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ def train(
     loss: str | None = None,
     sparsity_lambda: float | None = None,
     sparsity_on: str = "evidence",
+    sparsity_warmup: int = 0,
     class_weights: str | Sequence[float] | None = None,
     size: int | None = None,
     seed: int = 0,
@@ -75,6 +77,8 @@ def train(
             default ``"ce+sparsity"`` for models registered with a ``sparsity_lambda`` (``sparse-*``), else ``"ce"``.
         sparsity_lambda: weight of mean |evidence| (see :mod:`medexplain.train.losses` for the paper's scale).
         sparsity_on: ``"evidence"`` (the map, as published) or ``"local"`` (the map minus the class bias).
+        sparsity_warmup: ramp lambda linearly from 0 over this many epochs (features first, then sparsity);
+            only epochs after the warm-up can be chosen as the best epoch.
         class_weights: ``"balanced"`` or one weight per class, for the cross-entropy.
         size: resize every image to ``size`` along each spatial axis.
         patience: stop after this many epochs without improvement of ``monitor`` on the validation split.
@@ -92,7 +96,7 @@ def train(
     task = loss.partition("+")[0]
     settings = _settings(
         model, data, model_args or {}, epochs, batch_size, lr, optimizer, weight_decay, loss, sparsity_lambda,
-        sparsity_on, class_weights, size, seed, patience, monitor, augment,
+        sparsity_on, sparsity_warmup, class_weights, size, seed, patience, monitor, augment,
     )  # fmt: skip
     _check_out(out, resume, settings)
     info = dataset_info(data)
@@ -101,8 +105,11 @@ def train(
     with _progress(progress) as bar, _deterministic(), torch.random.fork_rng(devices=[]):
         splits = {"train": read_split(data, "train", size=size, task=task, progress=bar)}
         splits["val"] = read_split(data, "val", size=size, task=task, progress=bar)
-        with contextlib.suppress(MedexplainError):
+        try:
             splits["test"] = read_split(data, "test", size=size, task=task, progress=bar)
+        except MedexplainError as error:  # a data set without a test split is fine, a broken one is not
+            if "split 'test'" not in str(error):
+                raise
         intensity = standardisation(splits["train"].images)
         splits = {name: standardise(split, intensity) for name, split in splits.items()}
         num_classes = _num_classes(settings, info, task)
@@ -178,6 +185,10 @@ def _fit(
         lr = 0.5 * settings["lr"] * (1 + math.cos(math.pi * epoch / epochs))
         for group in opt.param_groups:
             group["lr"] = lr
+        warmup = settings["sparsity_warmup"]
+        warming = epoch + 1 < warmup
+        scale = min(1.0, epoch / warmup) if warmup else 1.0
+        epoch_objective = replace(objective, sparsity_lambda=objective.sparsity_lambda * scale)
         net.train()
         order = torch.randperm(len(train_split), generator=generator)
         totals: dict[str, float] = {}
@@ -187,7 +198,7 @@ def _fit(
             x = train_split.images[chosen].to(device)
             if augmentation is not None:
                 x = augmentation(x, generator)
-            loss, _, parts = objective(net, x, train_split.targets[chosen].to(device))
+            loss, _, parts = epoch_objective(net, x, train_split.targets[chosen].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -196,14 +207,15 @@ def _fit(
             bar.advance(batch_task)
         bar.remove_task(batch_task)
         val = _evaluate(net, splits["val"], objective, device)
-        row = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v for k, v in totals.items()}}
+        row = {"epoch": epoch + 1, "lr": lr, "sparsity_lambda": epoch_objective.sparsity_lambda}
+        row.update({f"train_{k}": v for k, v in totals.items()})
         row.update({f"val_{k}": v for k, v in val.items()})
         row["seconds"] = time.perf_counter() - started
         score = -val["loss"] if settings["monitor"] == "loss" else val[settings["monitor"]]
         best = state["best"]
         improved = best is None or (not math.isnan(score) and (math.isnan(best) or score > best))
-        if improved:
-            state.update(best=score, best_epoch=epoch + 1, since_best=0)
+        if warming or improved:  # during the sparsity warm-up the latest epoch stands in for the best
+            state.update(best=None if warming else score, best_epoch=epoch + 1, since_best=0)
             save_weights(net, out / WEIGHTS_FILE)
         else:
             state["since_best"] += 1
@@ -266,7 +278,7 @@ def _evaluate(net: nn.Module, split: Split, objective: Objective, device: torch.
 
 def _settings(
     model, data, model_args, epochs, batch_size, lr, optimizer, weight_decay, loss, sparsity_lambda,
-    sparsity_on, class_weights, size, seed, patience, monitor, augment,
+    sparsity_on, sparsity_warmup, class_weights, size, seed, patience, monitor, augment,
 ) -> dict[str, Any]:  # fmt: skip
     """The run's identity: every setting that changes the result (checked again on resume)."""
     if optimizer not in OPTIMIZERS:
@@ -288,6 +300,7 @@ def _settings(
         "loss": loss,
         "sparsity_lambda": sparsity_lambda if "sparsity" in loss else None,
         "sparsity_on": sparsity_on if "sparsity" in loss else None,
+        "sparsity_warmup": int(sparsity_warmup) if "sparsity" in loss else 0,
         "class_weights": class_weights if class_weights is None or isinstance(class_weights, str)
         else [float(w) for w in class_weights],
         "optimizer": optimizer,
