@@ -204,3 +204,16 @@ def test_faithfulness_bad_input() -> None:
     bad[0, 0, 0] = float("nan")
     with pytest.raises(MedexplainError, match="NaN"):
         insertion_auc(bad, model=model, x=x, target=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 20, 17), (1, 2, 9, 12, 10)])
+def test_blur_baseline_equals_scipy(shape) -> None:
+    from scipy.ndimage import gaussian_filter
+
+    from medexplain.metrics._filters import gaussian_blur
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    expected = np.stack(
+        [np.stack([gaussian_filter(c, 1.5, mode="mirror", truncate=3.0) for c in image]) for image in x.numpy()]
+    )
+    np.testing.assert_allclose(gaussian_blur(x, 1.5).numpy(), expected, atol=1e-10)

@@ -18,19 +18,26 @@ def separable_filter(x: Tensor, window: Tensor, *, same: bool = False) -> Tensor
     """Filter ``x`` (N, C, *spatial) with ``window`` along every spatial axis, channels separately.
 
     ``same=False``: 'valid' output (no padding, as MONAI's SSIM); ``same=True``: reflect-padded, same size.
+    In 1D and 2D one pass with the outer-product kernel (oneDNN's thin-kernel paths are slower than a square
+    kernel there); in 3D one pass per axis, 3k instead of k^3 taps per voxel.
     """
     _, channels, *spatial = x.shape
-    conv = getattr(F, f"conv{len(spatial)}d")
+    dims = len(spatial)
+    conv = getattr(F, f"conv{dims}d")
     half = len(window) // 2
-    for axis in range(len(spatial)):
-        shape = [1, 1] + [1] * len(spatial)
-        shape[2 + axis] = len(window)
-        kernel = window.view(shape).expand(channels, *shape[1:])
+    for axes in [tuple(range(dims))] if dims <= 2 else [(axis,) for axis in range(dims)]:
+        kernel = window.new_ones([1] * dims)
+        for axis in axes:
+            shape = [1] * dims
+            shape[axis] = len(window)
+            kernel = kernel * window.view(shape)
         if same:
-            pad = [0, 0] * len(spatial)
-            pad[2 * (len(spatial) - 1 - axis)] = pad[2 * (len(spatial) - 1 - axis) + 1] = half
-            x = F.pad(x, pad, mode="reflect" if x.shape[2 + axis] > half else "replicate")
-        x = conv(x, kernel, groups=channels)
+            pad = [0, 0] * dims
+            for axis in axes:
+                pad[2 * (dims - 1 - axis)] = pad[2 * (dims - 1 - axis) + 1] = half
+            small = any(x.shape[2 + axis] <= half for axis in axes)
+            x = F.pad(x, pad, mode="replicate" if small else "reflect")
+        x = conv(x, kernel.expand(channels, 1, *kernel.shape), groups=channels)
     return x
 
 
