@@ -1,0 +1,218 @@
+"""SIBnet losses: hand-computed toy cases, brute-force and scikit-image references, finite differences through
+Grad-CAM wrt the weights (float64, 2D and 3D), first-iteration scaling, training end to end, bad input."""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage.filters import threshold_otsu
+from skimage.measure import label
+from skimage.morphology import ball, disk, erosion
+from torch import nn
+
+from medexplain.cli import main
+from medexplain.data import collate, load_dataset
+from medexplain.errors import MedexplainError
+from medexplain.models import load
+from medexplain.train import Objective, train
+from medexplain.train.data import preprocessing_transform
+from medexplain.train.sibnet import (
+    ClassDistinctivenessLoss,
+    SIBnetLoss,
+    SpatialCoherenceLoss,
+    class_distinctiveness,
+    class_saliency,
+    salient_regions,
+    spatial_coherence,
+)
+
+
+def test_distinctiveness_of_identical_orthogonal_and_hand_computed_maps() -> None:
+    blob = torch.rand(1, 1, 6, 6) + 0.1
+    assert float(class_distinctiveness(blob.repeat(2, 2, 1, 1))) == pytest.approx(1.0)
+    left, right = torch.zeros(1, 1, 6, 6), torch.zeros(1, 1, 6, 6)
+    left[..., :3], right[..., 3:] = 1.0, 2.0
+    assert float(class_distinctiveness(torch.cat([left, right], 1))) == 0.0
+    # a = (1, 1, 0), b = (1, 0, 0), c = (0, 0, 3): cos(a, b) = 1/sqrt 2, cos(a, c) = cos(b, c) = 0
+    maps = torch.tensor([[[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 3.0]]]).view(1, 3, 3, 1)
+    assert float(ClassDistinctivenessLoss()(maps)) == pytest.approx((1 / math.sqrt(2)) / 3)
+    # signed maps count by magnitude, and an all-zero map is orthogonal to everything
+    signed = torch.cat([left, -left, torch.zeros_like(left)], 1)
+    assert float(class_distinctiveness(signed)) == pytest.approx(1 / 3)
+
+
+def _brute_force_coherence(maps: torch.Tensor, window: int) -> torch.Tensor:
+    """Sum over p in a region and q within Chebyshev distance window // 2 of p, q not in another region of the
+    same map, of (S_p - S_q)^2; pairs enumerated explicitly."""
+    regions, owner = salient_regions(maps)
+    flat = maps.flatten(0, 1)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(n) for n in flat.shape[1:]], indexing="ij"), -1).flatten(0, -2)
+    total = maps.new_zeros(())
+    for region, index in zip(regions, owner, strict=True):
+        others = regions[(owner == index)].any(0) & ~region
+        values = flat[index].flatten()
+        p = region.flatten().nonzero().squeeze(1)
+        q = (~others).flatten().nonzero().squeeze(1)
+        near = (grid[p][:, None] - grid[q][None]).abs().amax(-1) <= window // 2
+        total = total + ((values[p][:, None] - values[q][None]) ** 2 * near).sum()
+    return total / maps.shape[0]
+
+
+def _smooth_noise(shape: tuple[int, ...], width: int) -> torch.Tensor:
+    pool = getattr(torch.nn.functional, f"avg_pool{len(shape) - 2}d")
+    return pool(torch.rand(shape, dtype=torch.float64), width, 1, width // 2)
+
+
+@pytest.mark.parametrize(("spatial_dims", "side", "window"), [(2, 24, 9), (2, 17, 3), (3, 12, 9), (3, 10, 5)])
+def test_coherence_equals_the_brute_force_pair_sum(spatial_dims: int, side: int, window: int) -> None:
+    maps = _smooth_noise((2, 3, *[side] * spatial_dims), 3)
+    expected = _brute_force_coherence(maps, window)
+    assert float(expected) > 0
+    torch.testing.assert_close(SpatialCoherenceLoss(window)(maps), expected)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_salient_regions_equal_scikit_image_otsu_erosion_and_labels(spatial_dims: int) -> None:
+    maps = _smooth_noise((2, 2, *[40 if spatial_dims == 2 else 16] * spatial_dims), 5 if spatial_dims == 2 else 3)
+    regions, owner = salient_regions(maps)
+    flat = maps.flatten(0, 1).numpy()
+    for index, image in enumerate(flat):
+        cross = disk(1) if spatial_dims == 2 else ball(1)
+        foreground = erosion((image > threshold_otsu(image)).astype(np.uint8), cross).astype(bool)
+        background = label(~foreground, connectivity=1)
+        border = np.unique(np.concatenate([np.moveaxis(background, a, 0)[[0, -1]].ravel() for a in range(image.ndim)]))
+        filled = foreground | ~np.isin(background, border)  # holes: background parts away from the border
+        labels = label(filled, connectivity=spatial_dims)
+        expected = sorted(tuple(np.flatnonzero(labels == k)) for k in range(1, labels.max() + 1))
+        ours = sorted(tuple(np.flatnonzero(r.numpy())) for r in regions[owner == index])
+        assert ours == expected
+    assert len(owner) >= len(flat)  # every map keeps at least one region
+
+
+def _blob(spatial_dims: int, side: int) -> torch.Tensor:
+    axis = torch.arange(side, dtype=torch.float64) - side / 2
+    grids = torch.meshgrid(*[axis] * spatial_dims, indexing="ij")
+    return torch.exp(-sum(g**2 for g in grids) / (2 * (side / 3) ** 2)).view(1, 1, *[side] * spatial_dims)
+
+
+@pytest.mark.parametrize(("spatial_dims", "side"), [(2, 48), (3, 32)])
+def test_smooth_map_is_more_coherent_than_the_same_map_with_salt_and_pepper(spatial_dims: int, side: int) -> None:
+    smooth = _blob(spatial_dims, side).repeat(1, 2, *[1] * spatial_dims)
+    generator = torch.Generator().manual_seed(0)
+    noisy = smooth.clone()
+    hit = torch.rand(noisy.shape, generator=generator, dtype=torch.float64) < 0.05
+    salt = torch.rand(noisy.shape, generator=generator, dtype=torch.float64) < 0.5
+    noisy[hit] = torch.where(salt[hit], 1.0, 0.0).to(noisy)
+    assert float(spatial_coherence(noisy)) > 1.5 * float(spatial_coherence(smooth)) > 0
+
+
+class _Tiny(nn.Module):
+    """conv -> relu -> stride-2 conv block -> relu -> mean -> linear: Grad-CAM at ``block`` is upsampled x2."""
+
+    def __init__(self, spatial_dims: int, classes: int = 3) -> None:
+        super().__init__()
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        self.stem = nn.Sequential(conv(1, 3, 3, padding=1), nn.Softplus())
+        self.block = nn.Sequential(conv(3, 8, 3, stride=2, padding=1), nn.Softplus())
+        self.fc = nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.block(self.stem(x)).flatten(2).mean(2))
+
+
+@pytest.mark.parametrize(("spatial_dims", "side"), [(2, 8), (3, 6)])
+def test_loss_gradients_wrt_the_weights_match_finite_differences(spatial_dims: int, side: int) -> None:
+    torch.manual_seed(1)  # an initialisation where every class map is non-zero somewhere
+    model = _Tiny(spatial_dims).double()
+    x = torch.randn(2, 1, *[side] * spatial_dims, dtype=torch.float64)
+    names = ["stem.0.weight", "block.0.bias", "fc.weight"]
+    inputs = tuple(dict(model.named_parameters())[n].detach().clone().requires_grad_(True) for n in names)
+
+    def term(loss):
+        def f(*weights: torch.Tensor) -> torch.Tensor:
+            with torch.nn.utils.stateless._reparametrize_module(model, dict(zip(names, weights, strict=True))):
+                maps, _ = class_saliency(model, x)
+            return loss(maps)
+
+        return f
+
+    torch.autograd.gradcheck(term(class_distinctiveness), inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
+    torch.autograd.gradcheck(term(spatial_coherence), inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
+    # the penalty really reaches every weight through the Grad-CAM maps, and the logits are the model's
+    maps, logits = class_saliency(model, x)
+    assert (maps.flatten(2).amax(2) > 0).all()
+    weights = [dict(model.named_parameters())[n] for n in names]
+    grads = torch.autograd.grad(class_distinctiveness(maps) + spatial_coherence(maps), weights)
+    assert all(g.abs().sum() > 0 for g in grads)
+    torch.testing.assert_close(logits, model(x))
+
+
+def test_each_term_is_scaled_by_its_first_value() -> None:
+    torch.manual_seed(1)
+    model = _Tiny(2)
+    loss = SIBnetLoss()
+    first, second = torch.randn(4, 1, 10, 10), torch.randn(4, 1, 10, 10)
+    penalty, _, parts = loss(model, first)
+    assert float(parts["distinctiveness"]) > 0 and float(parts["coherence"]) > 0
+    assert float(penalty) == pytest.approx(1.2 + 0.9)
+    penalty, logits, parts = loss(model, second)
+    maps, _ = class_saliency(model, second)
+    cd, sc = class_distinctiveness(maps), spatial_coherence(maps)
+    torch.testing.assert_close(parts["distinctiveness"], cd)
+    expected = 1.2 * cd / loss.cd_scale + 0.9 * sc / loss.sc_scale
+    torch.testing.assert_close(penalty, expected)
+    assert float(loss.cd_scale) != pytest.approx(float(cd))  # the scale is the first batch's, not this one's
+    torch.testing.assert_close(logits, model(second))
+
+
+def _test_distinctiveness(run: Path, data: Path) -> float:
+    net, config = load(run)
+    dataset = load_dataset(data, split="test", transform=preprocessing_transform(config["preprocessing"]))
+    batch = collate([dataset[i] for i in range(len(dataset))])
+    maps, _ = class_saliency(net.eval(), batch.image)
+    return float(class_distinctiveness(maps.detach()))
+
+
+def test_ce_plus_sibnet_trains_end_to_end_and_makes_class_maps_more_distinct(fundus: Path, tmp_path: Path) -> None:
+    settings = {"model_args": {"width": 4, "small_input": True}, "epochs": 4, "batch_size": 16, "augment": False}
+    distinct = {}
+    for loss in ("ce", "ce+sibnet"):
+        train("resnet18", fundus, tmp_path / loss, loss=loss, progress=False, **settings)
+        distinct[loss] = _test_distinctiveness(tmp_path / loss, fundus)
+    with (tmp_path / "ce+sibnet" / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and {"train_distinctiveness", "train_coherence", "train_ce"} <= set(rows[0])
+    assert distinct["ce+sibnet"] < 0.85 * distinct["ce"]
+
+
+def test_bad_input_raises_one_line_errors(fundus: Path, tmp_path: Path, capsys) -> None:
+    objective = Objective.parse("ce+sibnet", sparsity_lambda=None, class_weights=None)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    with pytest.raises(MedexplainError, match="Sequential has no convolutional layer whose Grad-CAM it could train"):
+        objective(mlp, torch.randn(2, 1, 8, 8), torch.tensor([0, 1]))
+    with pytest.raises(MedexplainError, match="class distinctiveness needs 2"):
+        objective(_Tiny(2, classes=1), torch.randn(2, 1, 8, 8), torch.tensor([0, 0]))
+    with pytest.raises(MedexplainError, match="at least 2 classes"):
+        class_distinctiveness(torch.rand(2, 1, 4, 4))
+    with pytest.raises(MedexplainError, match="odd"):
+        spatial_coherence(torch.rand(2, 2, 4, 4), window=4)
+    with pytest.raises(MedexplainError, match="has no sparsity term"):
+        Objective.parse("ce+sibnet", sparsity_lambda=0.1, class_weights=None)
+    one_class = shutil.copytree(fundus, tmp_path / "one")
+    with (fundus / "manifest.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with (one_class / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image", "split", "label"])
+        writer.writeheader()
+        writer.writerows({"image": r["image"], "split": r["split"], "label": 0} for r in rows)
+    base = ["train", "--model", "resnet18", "--out", str(tmp_path / "r"), "--no-progress", "--epochs", "1"]
+    assert main([*base, "--data", str(one_class), "--loss", "ce+sibnet"]) == 2
+    assert "needs at least two classes" in capsys.readouterr().err
+    assert main([*base, "--data", str(fundus), "--loss", "sibnet"]) == 2
+    assert "unknown loss 'sibnet'; available:" in capsys.readouterr().err
