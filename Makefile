@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 # Reference libraries whose metadata pins torchvision (no CPU build here): installed without deps.
 REFERENCE_NODEPS := zennit==0.5.1 grad-cam==1.5.7
 
-.PHONY: demo test lint clean
+# The report's browser test drives Debian's Chromium (headless); installed here when missing.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: demo test lint clean browser
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +22,11 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/medexplain demo --out runs/demo
 
-test: $(STAMP)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+
+test: $(STAMP) browser
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 

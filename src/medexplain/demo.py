@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from medexplain.concepts.analysis import ConceptSettings
 from medexplain.errors import MedexplainError
 from medexplain.files import write_text
 
@@ -58,7 +59,12 @@ class DemoSettings:
         "gini",
     )
     mask: str = "lesion"
-    extra: dict[str, Any] = field(default_factory=dict)
+    method_params: dict[str, dict[str, Any]] = field(default_factory=lambda: {"integrated-gradients": {"steps": 32}})
+    concepts: ConceptSettings = field(
+        default_factory=lambda: ConceptSettings(
+            cav_runs=10, random_runs=20, learning_sizes=(10, 20, 50), learning_draws=3
+        )
+    )
 
 
 Stage = Callable[[], object]
@@ -128,7 +134,7 @@ def run_demo(
     concepts_dir = out / "concepts"
     if _has_concepts(data_dir) and not (concepts_dir / "summary.json").is_file():
         baseline = out / "models" / settings.models[-1].name
-        log.run("concepts", partial(_concepts, baseline, data_dir, concepts_dir, progress), echo)
+        log.run("concepts", partial(_concepts, baseline, data_dir, concepts_dir, settings, progress), echo)
     from medexplain.report import build_report
 
     report: list[Path] = []
@@ -200,14 +206,18 @@ def _evaluate(
     rows, _empty = evaluate_explanations(
         stored, dataset, metrics, model=network, mask_name=mask, batch_size=16, progress=progress
     )
-    write_results(scores_dir, rows, summary_rows(rows, seed=settings.seed), overwrite=True)
+    shares = [float(m.mean()) for m in (dataset[i.index].masks[mask] for i in stored.items) if m.any()] if mask else []
+    # Chance level of the pointing game: the mean share of the image a lesion covers, over the scored images.
+    chance = {"pointing-game": sum(shares) / len(shares)} if shares else {}
+    write_results(scores_dir, rows, summary_rows(rows, seed=settings.seed), {"chance": chance}, overwrite=True)
 
 
-def _concepts(run_dir: Path, data_dir: Path, concepts_dir: Path, progress: bool) -> None:
+def _concepts(run_dir: Path, data_dir: Path, concepts_dir: Path, settings: DemoSettings, progress: bool) -> None:
     from medexplain.concepts.outputs import write_report
     from medexplain.concepts.run import analyse_run
 
-    write_report(analyse_run(run_dir, data_dir, progress=progress), concepts_dir, overwrite=True)
+    report = analyse_run(run_dir, data_dir, settings=settings.concepts, progress=progress)
+    write_report(report, concepts_dir, overwrite=True)
 
 
 def _mask_name(data_dir: Path, preferred: str) -> str | None:

@@ -29,20 +29,23 @@ def _json(path: Path) -> dict | None:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return value if isinstance(value, dict) else None
+    return value if isinstance(value, dict) else {}
 
 
-def _format_of(path: Path) -> str:
+def _marks(path: Path, prefix: str) -> bool:
+    """``path`` is a marker of ``prefix`` format, or is damaged (so the report says what is wrong with it)."""
+    if not path.is_file():
+        return False
     value = _json(path)
-    return str(value.get("format", "")) if value else ""
+    return value is None or str(value.get("format", "")).startswith(prefix)
 
 
 def classify(folder: Path) -> list[str]:
     """The kinds of component whose marker files are in ``folder`` itself."""
     kinds = []
-    if (folder / "config.json").is_file() and _format_of(folder / "config.json").startswith("medexplain-run/"):
+    if _marks(folder / "config.json", "medexplain-run/"):
         kinds.append("train")
-    if (folder / "index.json").is_file() and _format_of(folder / "index.json").startswith("medexplain-explanations/"):
+    if _marks(folder / "index.json", "medexplain-explanations/"):
         kinds.append("explanations")
     if (folder / "summary.csv").is_file() and (folder / "per_sample.csv").is_file():
         kinds.append("evaluation")

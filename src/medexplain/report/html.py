@@ -31,7 +31,7 @@ figure{margin:0}figure img{width:100%;image-rendering:pixelated;border-radius:4p
 figcaption{font-size:12px;color:#4a5568;margin-top:3px}
 .row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}.row>figure{max-width:560px}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 16px}dt{font-weight:600}dd{margin:0}
-.viewer input{width:100%}.ci{color:#6b7280;font-size:12px}
+.viewer{max-width:420px}.viewer input{width:100%}
 """
 
 SCRIPT = """

@@ -1,0 +1,122 @@
+"""End to end: a tiny demo run and its report, checked against the run's own files and in a real browser."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from medexplain.concepts.analysis import ConceptSettings
+from medexplain.demo import DemoModel, DemoSettings, run_demo
+from medexplain.errors import MedexplainError
+from medexplain.report import build_report
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTEFACTS = ROOT / "runs" / "test-artefacts"
+
+TINY = DemoSettings(
+    n=60,
+    size=48,
+    explain_items=4,
+    batch_size=16,
+    models=(
+        DemoModel("sparse-bagnet9-light", ("evidence", "gradcam", "lrp-epsilon-plus-flat", "integrated-gradients"), 1),
+        DemoModel("resnet18", ("gradcam", "integrated-gradients"), 1),
+    ),
+    method_params={"integrated-gradients": {"steps": 8}},
+    concepts=ConceptSettings(folds=3, cav_runs=3, random_runs=5, learning_sizes=(10,), learning_draws=2),
+)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "run"
+    report = run_demo(out, settings=TINY, progress=False, echo=lambda _: None)
+    assert report == out / "report.html"
+    return out
+
+
+@pytest.fixture(scope="module")
+def page(demo: Path) -> str:
+    return (demo / "report.html").read_text(encoding="utf-8")
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_every_section_is_present(page: str) -> None:
+    anchors = set(re.findall(r'<section id="([^"]+)"', page))
+    for model in ("sparse-bagnet9-light", "resnet18"):
+        assert f"train-models-{model}" in anchors
+        assert f"maps-explanations-{model}" in anchors
+        assert f"scores-evaluation-{model}" in anchors
+    assert {"overview", "concepts-concepts", "provenance"} <= anchors
+    for method in ("evidence", "gradcam", "lrp-epsilon-plus-flat", "integrated-gradients"):
+        assert f"<h3>{method}</h3>" in page
+    assert "Incomplete" not in page and "incomplete" not in page
+
+
+def test_every_image_decodes(page: str) -> None:
+    payloads = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+    assert len(payloads) >= 2 * 4 + 6  # galleries, curves, histograms
+    for payload in payloads:
+        image = Image.open(io.BytesIO(base64.b64decode(payload)))
+        image.load()
+        assert image.width > 0 and image.height > 0
+
+
+def test_numbers_equal_the_run_files(demo: Path, page: str) -> None:
+    shown = set(re.findall(r'data-value="([^"]*)"', page))
+    for model in ("sparse-bagnet9-light", "resnet18"):
+        for row in _rows(demo / "evaluation" / model / "summary.csv"):
+            for key in ("mean", "ci_low", "ci_high"):
+                if row[key]:
+                    assert repr(float(row[key])) in shown, (model, row["method"], row["metric"], key)
+        config = json.loads((demo / "models" / model / "config.json").read_text())
+        for split, values in config["metrics"].items():
+            if isinstance(values, dict):
+                for name, value in values.items():
+                    if isinstance(value, float):
+                        assert repr(value) in shown, (model, split, name)
+    for row in _rows(demo / "concepts" / "concepts.csv"):
+        for value in row.values():
+            try:
+                number = float(value)
+            except ValueError:
+                continue
+            assert repr(number) in shown or str(int(number)) in shown
+
+
+def test_bagnet_evidence_is_scored_against_chance(demo: Path, page: str) -> None:
+    document = json.loads((demo / "evaluation" / "sparse-bagnet9-light" / "summary.json").read_text())
+    chance = document["chance"]["pointing-game"]
+    assert 0 < chance < 0.2
+    assert repr(chance) in page
+
+
+def test_report_of_an_interrupted_run_lists_what_is_incomplete(demo: Path, tmp_path: Path) -> None:
+    partial = tmp_path / "partial"
+    shutil.copytree(demo / "models", partial / "models")
+    shutil.copytree(demo / "explanations", partial / "explanations")
+    (partial / "explanations" / "resnet18" / "index.json").write_text("{ truncated")
+    target = build_report(partial)
+    text = target.read_text()
+    assert "Some parts are incomplete" in text
+    assert "not valid JSON" in text
+    assert '<section id="maps-explanations-sparse-bagnet9-light">' in text
+
+
+def test_report_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(MedexplainError, match="not a medexplain run folder"):
+        build_report(tmp_path)
+    assert not (tmp_path / "report.html").exists()
