@@ -43,7 +43,8 @@ def train_command(
     lr: float | None = typer.Option(None, help="Peak learning rate (default: 1e-2 sgd, 1e-3 adamw)."),
     optimizer: str = typer.Option("adamw", help="sgd (Nesterov, momentum 0.9, wd 5e-4) or adamw."),
     loss: str | None = typer.Option(
-        None, help="ce, bce, ce+sparsity or bce+sparsity (default: ce+sparsity for sparse-* models, else ce)."
+        None,
+        help="ce, bce, ce+sparsity, bce+sparsity or ce+sibnet (default: ce+sparsity for sparse-* models, else ce).",
     ),
     sparsity_lambda: float | None = typer.Option(None, help="Weight of mean |evidence| per element."),
     sparsity_on: str = typer.Option("evidence", help="Penalise the evidence map ('evidence') or E - bias ('local')."),
@@ -55,6 +56,7 @@ def train_command(
     monitor: str = typer.Option("auroc", help="Validation metric: loss, accuracy, balanced_accuracy, auroc, kappa."),
     augment: bool = typer.Option(True, help="Flips, small affine warps and intensity jitter during training."),
     model_args: str | None = typer.Option(None, help="Extra model arguments as JSON, e.g. '{\"width\": 32}'."),
+    attention: str | None = typer.Option(None, help="se or cbam: an attention block on every residual branch."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last completed epoch."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: CUDA when available)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -66,7 +68,7 @@ def train_command(
         model,
         data,
         out,
-        model_args=_model_args(model_args),
+        model_args={**_model_args(model_args), **({"attention": attention} if attention else {})},
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
