@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from monai.networks.blocks import ChannelSELayer
 
+from medexplain.cli import main
+from medexplain.data.synth import write_fundus
 from medexplain.errors import MedexplainError
-from medexplain.models import create_model
+from medexplain.models import create_model, load
 from medexplain.models.attention import CBAM, SpatialAttention, SqueezeExcitation, attention_block
 
 
@@ -116,3 +119,14 @@ def test_bad_attention_requests_raise_one_line_errors() -> None:
         SqueezeExcitation(8, reduction=0)
     with pytest.raises(MedexplainError, match="odd"):
         CBAM(8, 2, kernel_size=4)
+
+
+def test_train_cli_attention_builds_reloadable_gated_resnets(tmp_path: Path, capsys) -> None:
+    data = write_fundus(tmp_path / "fundus", 24, 48, seed=1, show_progress=False)
+    base = ["train", "--model", "resnet18", "--data", str(data), "--epochs", "1", "--no-progress"]
+    small = ["--model-args", '{"width": 4, "small_input": true}']
+    assert main([*base, "--out", str(tmp_path / "cbam"), *small, "--attention", "cbam"]) == 0
+    model, config = load(tmp_path / "cbam")
+    assert config["model_args"]["attention"] == "cbam" and isinstance(model.layer2[0].attention, CBAM)
+    assert main([*base, "--out", str(tmp_path / "bad"), *small, "--attention", "eca"]) == 2
+    assert "unknown attention 'eca'" in capsys.readouterr().err
