@@ -16,6 +16,12 @@ def fundus(tmp_path_factory) -> Path:
     return write_fundus(tmp_path_factory.mktemp("data") / "fundus", 60, 48, seed=3, show_progress=False)
 
 
+@pytest.fixture(scope="session")
+def referable_fundus(tmp_path_factory) -> Path:
+    """160 synthetic fundus photographs at 48 px labelled referable DR (grade >= 2) or not."""
+    return make_referable(write_fundus(tmp_path_factory.mktemp("data") / "referable", 160, 48, 0, show_progress=False))
+
+
 def make_referable(folder: Path) -> Path:
     """Rewrite a fundus set's manifest in place with the binary label "referable DR" (grade >= 2), as in the paper."""
     with (folder / "manifest.csv").open(newline="") as handle:
