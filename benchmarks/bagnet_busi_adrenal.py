@@ -30,14 +30,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for the run folders (reused if present)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--busi-size", type=int, default=128)
+    parser.add_argument("--busi-size", type=int, default=64)
     parser.add_argument("--adrenal-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--lambda", dest="sparsity_lambda", type=float, default=0.03)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--resnet-width", type=int, default=16, help="ResNet-18 width (64 as published)")
+    parser.add_argument("--lambda", dest="sparsity_lambda", type=float, default=0.1)
     parser.add_argument("--sparsity-on", default="local")
     parser.add_argument("--evidence-activation", default="relu")
-    parser.add_argument("--sparsity-warmup", type=int, default=0)
+    parser.add_argument("--sparsity-warmup", type=int, default=3)
     args = parser.parse_args()
     single_thread()
 
@@ -53,11 +54,12 @@ def main() -> None:
             sparsity_on=args.sparsity_on,
             sparsity_warmup=args.sparsity_warmup,
         )
+        resnet_settings = {**common, "model_args": {"width": args.resnet_width}}
+        bagnet_label = f"{task}-{bagnet_name}-{args.evidence_activation}-lambda{args.sparsity_lambda:g}"
         configs = [
-            Config(f"{task}-resnet18", "resnet18", {**common, "model_args": {"small_input": task == "adrenal"}}),
-            Config(f"{task}-{bagnet_name}-{args.evidence_activation}-lambda{args.sparsity_lambda:g}", bagnet_name,
-                   bagnet_settings),
-        ]  # fmt: skip
+            Config(f"{task}-resnet18_w{args.resnet_width}", "resnet18", resnet_settings),
+            Config(bagnet_label, bagnet_name, bagnet_settings),
+        ]
         rows = {c.name: [run(c, data, args.work / task, seed) for seed in args.seeds] for c in configs}
         print(f"\n{task}: test split, {size} px, {args.epochs} epochs, seeds {args.seeds}")
         print(table(rows, references))

@@ -106,3 +106,20 @@ def test_sparse_names_register_the_same_architectures_as_interpretable() -> None
             a, b = plain.obj(in_channels=1, num_classes=2), sparse.obj(in_channels=1, num_classes=2)
             shapes = [[(k, v.shape) for k, v in m.state_dict().items()] for m in (a, b)]
             assert shapes[0] == shapes[1]
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_relu_local_evidence_is_non_negative_and_still_pools_to_the_logits(spatial_dims: int) -> None:
+    model = create_model(
+        "sparse-bagnet9-light", in_channels=1, num_classes=3, spatial_dims=spatial_dims, evidence_activation="relu"
+    ).double()
+    model.eval()
+    torch.nn.init.normal_(model.class_bias)
+    x = torch.randn(2, 1, *[25] * spatial_dims, dtype=torch.float64)
+    local = model.local_evidence(x)
+    assert (local >= 0).all() and (local == 0).any() and (local > 0).any()
+    evidence = model.evidence_map(x)
+    torch.testing.assert_close(evidence, local + model.class_bias.view(1, 3, *[1] * spatial_dims), atol=0, rtol=0)
+    torch.testing.assert_close(model(x), evidence.mean(dim=tuple(range(2, 2 + spatial_dims))), atol=1e-6, rtol=0)
+    with pytest.raises(MedexplainError, match="evidence_activation must be 'linear' or 'relu'"):
+        create_model("bagnet9-light", evidence_activation="softmax")
