@@ -177,6 +177,11 @@ def analyse_activations(
             f"model gives {held_out.logits.shape[1]} logits but the data has {len(classes)} classes "
             "(the concept analysis needs K >= 2 class logits)"
         )
+    for split, record in (("training", train), ("held-out", held_out)):
+        if record.labels.max(initial=-1) >= len(classes):
+            raise MedexplainError(
+                f"{split} split has class label {record.labels.max()} but the model has {len(classes)} classes"
+            )
     if table is None:
         table = learn_table(train.concepts[:, chosen], train.labels, names, classes, settings.alpha)
     else:
@@ -213,6 +218,7 @@ def analyse_activations(
             _correct_pvalues(layer_influence, settings.alpha)
             influence_rows.extend(layer_influence)
             score = inconsistency(presence, predicted, table)
+            consistent = inconsistency((presence >= settings.threshold).astype(float), predicted, table) == 0
             auroc, fpr, tpr = wrong_prediction_auroc(score[labelled], wrong[labelled])
             roc[layer] = (fpr, tpr, auroc)
             ranked = explain_images(held_out.ids, names, presence, influence_on_prediction, settings.threshold)
@@ -221,12 +227,12 @@ def analyse_activations(
                     {
                         "layer": layer,
                         "id": item,
-                        "label": int(held_out.labels[i]),
+                        "label": classes[held_out.labels[i]] if labelled[i] else None,
                         "predicted": classes[predicted[i]],
                         "class_probability": float(probability[i, predicted[i]]),
-                        "correct": bool(labelled[i] and not wrong[i]) if labelled[i] else None,
+                        "correct": bool(not wrong[i]) if labelled[i] else None,
                         "inconsistency": float(score[i]),
-                        "consistent": bool(score[i] < 0.5),
+                        "consistent": bool(consistent[i]),
                         "detected": ranked[i],
                         **{f"p_{n}": float(presence[i, j]) for j, n in enumerate(names)},
                         **{f"d_{n}": float(influence_on_prediction[i, j]) for j, n in enumerate(names)},

@@ -7,7 +7,8 @@ table holds +1 (the concept supports the class), -1 (it speaks against it) or 0 
 one-vs-rest, Holm-corrected). An explanation for predicted class c is inconsistent when a concept against c
 is detected or when c has supporting concepts and none of them is detected:
 ``inconsistency = max(max_{T[k,c]<0} p_k, 1 - max_{T[k,c]>0} p_k)`` with probe probabilities ``p_k``
-(a missing term counts 0), in [0, 1]; >= 0.5 means inconsistent at the 0.5 detection threshold.
+(a missing term counts 0), in [0, 1]. With detections (``p_k >= threshold`` as 0/1) in place of probabilities
+the same formula gives 0 (consistent) or 1 (inconsistent).
 """
 
 from __future__ import annotations
