@@ -66,7 +66,13 @@ def test_constructed_case_end_to_end(constructed, tmp_path):
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
         [f"{t}.{e}" for t in ("concepts", "influence", "learning_curve", "images") for e in ("csv", "json")]
-        + ["concept_class_table.csv", "concept_class_table.json", "summary.json", "inconsistency_roc.png"]
+        + [
+            "concept_class_table.csv",
+            "concept_class_table.json",
+            "summary.json",
+            "inconsistency_roc.png",
+            "learning_curve.png",
+        ]
     )
     rows = list(csv.DictReader((out / "images.csv").open()))
     assert len(rows) == 200 and rows[0]["id"] == "img0000"

@@ -1,6 +1,7 @@
 """Write a concept analysis to a folder: one CSV and one JSON per table, the table of concepts per class,
-a summary and the ROC curve of inconsistency against wrong predictions. The folder appears complete or not
-at all (written atomically)."""
+a summary, the ROC curve of inconsistency against wrong predictions and the probes' learning curves.
+
+The folder appears complete or not at all (written atomically)."""
 
 from __future__ import annotations
 
@@ -64,9 +65,20 @@ def roc_png(roc: dict[str, tuple[np.ndarray, np.ndarray, float]]) -> bytes:
     )
 
 
+def learning_curve_png(rows: list[dict[str, object]]) -> bytes:
+    """Mean held-out probe AUROC against the number of annotated training examples, one line per concept."""
+    series = {}
+    for layer, concept in dict.fromkeys((r["layer"], r["concept"]) for r in rows):
+        mine = [r for r in rows if r["layer"] == layer and r["concept"] == concept]
+        sizes = sorted({int(r["size"]) for r in mine})
+        means = [np.mean([r["auroc"] for r in mine if r["size"] == n]) for n in sizes]
+        series[f"{concept} ({layer})"] = (np.array(sizes), np.array(means))
+    return line_png(series, "annotated training examples", "held-out probe AUROC", "Concept probe learning curves")
+
+
 def write_report(report: ConceptReport, out: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``<table>.csv`` and ``<table>.json`` for each table, ``concept_class_table.{csv,json}``,
-    ``summary.json`` and ``inconsistency_roc.png`` into the folder ``out``; returns it."""
+    ``summary.json``, ``inconsistency_roc.png`` and ``learning_curve.png`` into the folder ``out``; returns it."""
     out = Path(out)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         for name in TABLES:
@@ -78,4 +90,5 @@ def write_report(report: ConceptReport, out: str | Path, *, overwrite: bool = Fa
         write_text(tmp / "concept_class_table.csv", rows_to_csv([{"concept": c, **row} for c, row in table.items()]))
         write_text(tmp / "summary.json", json.dumps(_plain(report.summary), indent=1))
         write_bytes(tmp / "inconsistency_roc.png", roc_png(report.roc))
+        write_bytes(tmp / "learning_curve.png", learning_curve_png(report.learning_curve))
     return out
