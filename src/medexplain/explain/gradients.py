@@ -41,7 +41,8 @@ def target_gradients(
                 scores[:, k].sum(), inputs, retain_graph=create_graph or not last, create_graph=create_graph
             )
             grads.append(grad)
-    return torch.stack(grads, dim=1), logits, resolved
+    stacked = grads[0].unsqueeze(1) if len(grads) == 1 else torch.stack(grads, dim=1)
+    return stacked, logits, resolved
 
 
 def _indices(resolved: ResolvedTarget) -> Tensor:

@@ -77,11 +77,11 @@ class IntegratedGradients:
         x = x.detach()
         alphas, weights = quadrature(self.method, self.steps)
         reference = make_baseline(x, self.baseline, self.blur_sigma)
-        with torch.no_grad():
-            logits = model(x)
-            resolved = resolve_target(logits, target)
-            baseline_scores = resolved.scores(model(reference))
         b = x.shape[0]
+        with torch.no_grad():
+            logits, baseline_logits = model(torch.cat([x, reference])).split(b)
+            resolved = resolve_target(logits, target)
+            baseline_scores = resolved.scores(baseline_logits)
         delta = x - reference
         per_chunk = max(1, self.batch_size // b)
         total = None

@@ -6,7 +6,8 @@ The folded weights are computed on the fly from the user's modules; the model is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,21 @@ class Affine:
     module: nn.Module
     weight: Tensor
     bias: Tensor | None
+    _derived: dict[str, Tensor] = field(default_factory=dict, compare=False, repr=False)
+
+    def derived(self, key: str, make: Callable[[Tensor], Tensor]) -> Tensor:
+        """``make(weight)``, computed once per layer and forward pass (shared by the backward pass of each target)."""
+        if key not in self._derived:
+            self._derived[key] = make(self.weight)
+        return self._derived[key]
+
+    @property
+    def weight_pos(self) -> Tensor:
+        return self.derived("+", lambda w: w.clamp(min=0))
+
+    @property
+    def weight_neg(self) -> Tensor:
+        return self.derived("-", lambda w: w.clamp(max=0))
 
     @staticmethod
     def of(module: nn.Module) -> Affine:
@@ -51,6 +67,13 @@ class Affine:
         with torch.enable_grad():
             leaf = x.detach().requires_grad_(True)
             return torch.autograd.grad(self.forward(leaf, weight), leaf, grad)[0]
+
+    def transpose_sum(self, pairs: list[tuple[Tensor, Tensor]], x: Tensor) -> Tensor:
+        """``sum_i w_i^T g_i`` for ``pairs`` of ``(g_i, w_i)``."""
+        total = self.transpose(pairs[0][0], x, pairs[0][1])
+        for grad, weight in pairs[1:]:
+            total = total + self.transpose(grad, x, weight)
+        return total
 
     def fold(self, batchnorm: nn.Module) -> Affine:
         """This layer followed by the eval-mode ``batchnorm``, as one affine map."""

@@ -25,7 +25,7 @@ from medexplain.explain.lrp.layers import Affine
 
 def stabilize(z: Tensor, epsilon: float) -> Tensor:
     """``z + epsilon * sign(z)`` with ``sign(0) = +1`` (safe division)."""
-    return z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z)
+    return torch.where(z >= 0, z + epsilon, z - epsilon)
 
 
 def _pos(t: Tensor | None) -> Tensor | None:
@@ -64,7 +64,8 @@ class Epsilon(Rule):
     epsilon: float = 1e-6
 
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
-        return layer.transpose(c * y / stabilize(y, self.epsilon), x, layer.weight)
+        magnitude = y.abs()
+        return layer.transpose(c * magnitude / (magnitude + self.epsilon), x, layer.weight)
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,11 @@ class ZPlus(Rule):
     stabilizer: float = 1e-6
 
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
-        w_pos, w_neg = _pos(layer.weight), _neg(layer.weight)
-        if _nonnegative(x):
-            z = layer.forward(x, w_pos, _pos(layer.bias))
-            return layer.transpose(c * y / stabilize(z, self.stabilizer), x, w_pos)
+        w_pos = layer.weight_pos
+        if _nonnegative(x):  # then z >= 0 and stab(z) = z + stabilizer
+            z = layer.forward(x, w_pos, _pos(layer.bias)).add_(self.stabilizer)
+            return layer.transpose((c * y).div_(z), x, w_pos)
+        w_neg = layer.weight_neg
         x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
         z = layer.forward(x_pos, w_pos, _pos(layer.bias)) + layer.forward(x_neg, w_neg)
         g = c * y / stabilize(z, self.stabilizer)
@@ -100,21 +102,21 @@ class AlphaBeta(Rule):
             raise ValueError(f"alpha-beta rule needs alpha - beta = 1 and both >= 0, got {self.alpha}, {self.beta}")
 
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
-        w_pos, w_neg = _pos(layer.weight), _neg(layer.weight)
+        w_pos, w_neg = layer.weight_pos, layer.weight_neg
         relevance = c * y
-        if _nonnegative(x):
+        if _nonnegative(x):  # then positive >= 0 >= negative = y - positive
             positive = layer.forward(x, w_pos, _pos(layer.bias))
-            negative = y - positive
-            gp = self.alpha * relevance / stabilize(positive, self.stabilizer)
-            gn = self.beta * relevance / stabilize(negative, self.stabilizer)
-            return layer.transpose(gp, x, w_pos) - layer.transpose(gn, x, w_neg)
+            negative = torch.sub(y, positive).sub_(self.stabilizer).div_(-self.beta)
+            gp = relevance / positive.add_(self.stabilizer).div_(self.alpha)
+            gn = relevance.div_(negative)
+            return layer.transpose_sum([(gp, w_pos), (gn, w_neg)], x)
         x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
         positive = layer.forward(x_pos, w_pos, _pos(layer.bias)) + layer.forward(x_neg, w_neg)
         negative = layer.forward(x_pos, w_neg, _neg(layer.bias)) + layer.forward(x_neg, w_pos)
         gp = self.alpha * relevance / stabilize(positive, self.stabilizer)
-        gn = self.beta * relevance / stabilize(negative, self.stabilizer)
-        c_pos = layer.transpose(gp, x, w_pos) - layer.transpose(gn, x, w_neg)
-        c_neg = layer.transpose(gp, x, w_neg) - layer.transpose(gn, x, w_pos)
+        gn = -self.beta * relevance / stabilize(negative, self.stabilizer)
+        c_pos = layer.transpose_sum([(gp, w_pos), (gn, w_neg)], x)
+        c_neg = layer.transpose_sum([(gp, w_neg), (gn, w_pos)], x)
         return torch.where(x > 0, c_pos, c_neg)
 
 
@@ -132,25 +134,27 @@ class Gamma(Rule):
     stabilizer: float = 1e-6
 
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
-        w, b, gamma = layer.weight, layer.bias, self.gamma
-        w_up, w_down = w + gamma * w.clamp(min=0), w + gamma * w.clamp(max=0)
+        b, gamma = layer.bias, self.gamma
+        w_up = layer.derived(f"gamma+{gamma}", lambda w: torch.add(w, layer.weight_pos, alpha=gamma))
+        w_down = layer.derived(f"gamma-{gamma}", lambda w: torch.add(w, layer.weight_neg, alpha=gamma))
+        if _nonnegative(x):  # then up > 0 where y > 0 and down < 0 where y < 0
+            raising = layer.forward(x, layer.weight_pos, _pos(b))
+            relevance = c * y
+            g_up = relevance / torch.add(y, raising, alpha=gamma).add_(self.stabilizer)
+            g_down = relevance / (y - raising).mul_(gamma).add_(y).sub_(self.stabilizer)
+            g_up.masked_fill_(y <= 0, 0.0)
+            g_down.masked_fill_(y >= 0, 0.0)
+            return layer.transpose_sum([(g_up, w_up), (g_down, w_down)], x)
+        x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
+        b_up = None if b is None else b + gamma * b.clamp(min=0)
+        b_down = None if b is None else b + gamma * b.clamp(max=0)
+        up = layer.forward(x_pos, w_up, b_up) + layer.forward(x_neg, w_down)
+        down = layer.forward(x_pos, w_down, b_down) + layer.forward(x_neg, w_up)
         relevance = c * y
-        if _nonnegative(x):
-            raising = layer.forward(x, w.clamp(min=0), _pos(b))
-            up = y + gamma * raising
-            down = y + gamma * (y - raising)
-        else:
-            x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
-            b_up = None if b is None else b + gamma * b.clamp(min=0)
-            b_down = None if b is None else b + gamma * b.clamp(max=0)
-            up = layer.forward(x_pos, w_up, b_up) + layer.forward(x_neg, w_down)
-            down = layer.forward(x_pos, w_down, b_down) + layer.forward(x_neg, w_up)
-        g_up = torch.where(y > 0, relevance / stabilize(up, self.stabilizer), 0.0)
-        g_down = torch.where(y < 0, relevance / stabilize(down, self.stabilizer), 0.0)
-        c_pos = layer.transpose(g_up, x, w_up) + layer.transpose(g_down, x, w_down)
-        if _nonnegative(x):
-            return c_pos
-        c_neg = layer.transpose(g_up, x, w_down) + layer.transpose(g_down, x, w_up)
+        g_up = relevance / stabilize(up, self.stabilizer).masked_fill_(y <= 0, float("inf"))
+        g_down = relevance / stabilize(down, self.stabilizer).masked_fill_(y >= 0, float("inf"))
+        c_pos = layer.transpose_sum([(g_up, w_up), (g_down, w_down)], x)
+        c_neg = layer.transpose_sum([(g_up, w_down), (g_down, w_up)], x)
         return torch.where(x > 0, c_pos, c_neg)
 
 
@@ -163,7 +167,7 @@ class Flat(Rule):
     stabilizer: float = 1e-6
 
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
-        ones_w = torch.ones_like(layer.weight)
+        ones_w = layer.derived("ones", torch.ones_like)
         z = layer.forward(torch.ones_like(x), ones_w)
         return layer.transpose(c * y / stabilize(z, self.stabilizer), x, ones_w)
 
@@ -184,7 +188,7 @@ class ZBox(Rule):
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
         low = torch.as_tensor(self.low).to(x).expand_as(x)
         high = torch.as_tensor(self.high).to(x).expand_as(x)
-        w, w_pos, w_neg = layer.weight, layer.weight.clamp(min=0), layer.weight.clamp(max=0)
+        w, w_pos, w_neg = layer.weight, layer.weight_pos, layer.weight_neg
         z = layer.forward(x, w) - layer.forward(low, w_pos) - layer.forward(high, w_neg)
         g = c * y / stabilize(z, self.stabilizer)
         return x * layer.transpose(g, x, w) - low * layer.transpose(g, x, w_pos) - high * layer.transpose(g, x, w_neg)

@@ -1,0 +1,269 @@
+"""medexplain.explain against Captum, Zennit and pytorch-grad-cam: same model, same batch, one run, as ratios.
+
+    .venv/bin/python benchmarks/explainers.py [--batch 16] [--size 128] [--batch3d 2] [--size3d 32]
+                                              [--threads 1] [--repeats 3]
+
+Model: ResNet-18 of ``medexplain.models`` (1 input channel, 3 classes), random weights and BatchNorm statistics,
+eval mode, float32, CPU. Times are the best of ``--repeats`` interleaved runs, measured as CPU time of this
+process (robust to other jobs on a shared machine). Columns:
+``img/s`` images per second; ``/floor`` our time over the method's cost floor (one forward + backward to the
+input, ``autograd.grad`` only, for gradient, CAM and LRP methods; ``steps`` / ``samples`` times that for IG and
+SmoothGrad; ``windows`` forward passes for occlusion); ``peer`` the reference implementation;
+``speed-up`` = peer time / our time; ``|diff|`` = largest |ours - peer| over largest |peer| (maps compared as
+each library defines them; pytorch-grad-cam's maps are min-max normalised and resized by OpenCV, so ours are
+normalised the same way before comparing).
+Zennit gets the same canonisation as ours: its SequentialMergeBatchNorm plus NamedMergeBatchNorm for the stem
+(registered in a different order than it runs) and, for the residual additions, a canonizer written here that
+routes each block's addition through Zennit's Sum module (as its torchvision ResNet canonizer does) and gives
+the block a separate ReLU after it (Zennit mis-attributes modules that run twice per forward pass), and one
+that turns the model's functional global mean into a pooling module (Zennit passes the plain gradient through
+functional operations, which splits relevance evenly instead of in proportion). Ours needs none of these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import types
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import _references  # noqa: F401  (torchvision stub for Zennit and pytorch-grad-cam)
+from medexplain.explain import create_explainer
+from medexplain.models import create_model
+from medexplain.models.resnet import BasicBlock, ResNet18
+
+warnings.filterwarnings("ignore")
+from captum.attr import InputXGradient as CaptumInputXGradient  # noqa: E402
+from captum.attr import (  # noqa: E402
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM  # noqa: E402
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+from zennit import composites as zcomposites  # noqa: E402
+from zennit import layer as zlayer  # noqa: E402
+from zennit import rules as zrules  # noqa: E402
+from zennit import types as ztypes  # noqa: E402
+from zennit.attribution import Gradient  # noqa: E402
+from zennit.canonizers import AttributeCanonizer, NamedMergeBatchNorm, SequentialMergeBatchNorm  # noqa: E402
+
+IG_STEPS, SG_SAMPLES, WINDOW = 16, 8, 16
+LRP = {
+    "lrp-epsilon": lambda c: zcomposites.LayerMapComposite(
+        [*zcomposites.layer_map_base(), (ztypes.Convolution, zrules.Epsilon()), (torch.nn.Linear, zrules.Epsilon())],
+        canonizers=c,
+    ),
+    "lrp-epsilon-plus": lambda c: zcomposites.EpsilonPlus(canonizers=c),
+    "lrp-epsilon-plus-flat": lambda c: zcomposites.EpsilonPlusFlat(canonizers=c),
+    "lrp-alpha2-beta1": lambda c: zcomposites.EpsilonAlpha2Beta1(canonizers=c),
+    "lrp-epsilon-gamma-box": lambda c: zcomposites.EpsilonGammaBox(low=-4.0, high=4.0, canonizers=c),
+}
+
+
+class BlockSumCanonizer(AttributeCanonizer):
+    """Zennit canonizer for medexplain's BasicBlock: the residual addition through Zennit's ``Sum`` module, and a
+    second ReLU module after it (the block calls ``self.relu`` twice; Zennit's hooks keep one state per module,
+    so a module called twice gets the relevance of the wrong call)."""
+
+    def __init__(self) -> None:
+        super().__init__(self._attribute_map)
+
+    @staticmethod
+    def _attribute_map(name: str, module: torch.nn.Module) -> dict | None:
+        if not isinstance(module, BasicBlock):
+            return None
+
+        def forward(self, x):
+            out = self.attention(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
+            identity = x if self.downsample is None else self.downsample(x)
+            return self.canonizer_relu(self.canonizer_sum(torch.stack([out, identity], dim=-1)))
+
+        return {
+            "forward": types.MethodType(forward, module),
+            "canonizer_sum": zlayer.Sum(),
+            "canonizer_relu": torch.nn.ReLU(),
+        }
+
+
+class GlobalPoolCanonizer(AttributeCanonizer):
+    """Zennit canonizer for medexplain's ResNet18 head: its functional spatial mean as an adaptive average pooling
+    module, which Zennit explains with its Norm rule (a functional mean gets the plain gradient: R/N each)."""
+
+    def __init__(self) -> None:
+        super().__init__(self._attribute_map)
+
+    @staticmethod
+    def _attribute_map(name: str, module: torch.nn.Module) -> dict | None:
+        if not isinstance(module, ResNet18):
+            return None
+        pool = (torch.nn.AdaptiveAvgPool2d if module.spatial_dims == 2 else torch.nn.AdaptiveAvgPool3d)(1)
+
+        def forward(self, x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(self.canonizer_pool(x).flatten(1))
+
+        return {"forward": types.MethodType(forward, module), "canonizer_pool": pool}
+
+
+def canonizers() -> list:
+    return [SequentialMergeBatchNorm(), NamedMergeBatchNorm([(("conv1",), "bn1")]), BlockSumCanonizer(),
+            GlobalPoolCanonizer()]
+
+
+def randomize(model: torch.nn.Module) -> torch.nn.Module:
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
+            module.eps = 0.0  # Zennit's merged BatchNorm keeps eps and scales by 1/sqrt(1 + eps)
+    return model.eval()
+
+
+def cpu_time(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.process_time()
+    result = fn()
+    return time.process_time() - start, result
+
+
+def rel_diff(ours: torch.Tensor, peer: torch.Tensor) -> float:
+    peer = torch.as_tensor(np.asarray(peer) if not isinstance(peer, torch.Tensor) else peer).float()
+    return float((ours.float() - peer.reshape(ours.shape)).abs().max() / peer.abs().max().clamp(min=1e-30))
+
+
+def minmax(maps: torch.Tensor) -> torch.Tensor:
+    flat = maps.flatten(1)
+    flat = flat - flat.amin(1, keepdim=True)
+    return (flat / (flat.amax(1, keepdim=True) + 1e-7)).view_as(maps)
+
+
+def cases(model, x, target, dims):
+    """``(method, ours, floor multiple, peer name, peer callable, compare(ours_maps, peer_out))``."""
+    b = x.shape[0]
+    onehot = F.one_hot(target, 3)
+    mode = "bilinear" if dims == 2 else "trilinear"
+    windows = int(np.prod([-(-s // WINDOW) for s in x.shape[2:]]))
+    saliency = Saliency(model)
+    yield ("saliency", create_explainer("saliency"), 1, "captum Saliency",
+           lambda: saliency.attribute(x, target=target, abs=True).amax(1))
+    yield ("input-x-gradient", create_explainer("input-x-gradient"), 1, "captum InputXGradient",
+           lambda: CaptumInputXGradient(model).attribute(x, target=target).sum(1))
+    yield ("integrated-gradients", create_explainer("integrated-gradients", steps=IG_STEPS, batch_size=b * IG_STEPS),
+           IG_STEPS, "captum IntegratedGradients",
+           lambda: IntegratedGradients(model).attribute(x, target=target, n_steps=IG_STEPS,
+                                                        internal_batch_size=b * IG_STEPS).sum(1))
+    yield ("smoothgrad", create_explainer("smoothgrad", samples=SG_SAMPLES, batch_size=b * SG_SAMPLES), SG_SAMPLES,
+           "captum NoiseTunnel(Saliency)",
+           lambda: NoiseTunnel(saliency).attribute(x, target=target, nt_type="smoothgrad", nt_samples=SG_SAMPLES,
+                                                   nt_samples_batch_size=b * SG_SAMPLES, stdevs=0.15).amax(1),
+           "random")
+    window = (1, *[WINDOW] * dims)
+    yield ("occlusion", create_explainer("occlusion", window=WINDOW, stride=WINDOW, batch_size=b * windows),
+           ("forward", windows), "captum Occlusion",
+           lambda: Occlusion(model).attribute(x, sliding_window_shapes=window, strides=window, target=target,
+                                              perturbations_per_eval=windows).sum(1))
+    layer_gradcam = LayerGradCam(model, model.layer4)
+    yield ("gradcam", create_explainer("gradcam"), 1, "captum LayerGradCam",
+           lambda: LayerAttribution.interpolate(
+               layer_gradcam.attribute(x, target=target, relu_attributions=True), tuple(x.shape[2:]), mode)[:, 0])
+    if dims == 2:
+        for name, peer in (("gradcam", GradCAM), ("gradcam++", GradCAMPlusPlus), ("hirescam", HiResCAM),
+                           ("layercam", LayerCAM)):
+            cam = peer(model=model, target_layers=[model.layer4])
+            targets = [ClassifierOutputTarget(int(t)) for t in target]
+            yield (name, create_explainer(name), 1, f"pytorch-grad-cam {peer.__name__}",
+                   lambda cam=cam, targets=targets: torch.from_numpy(cam(input_tensor=x, targets=targets)),
+                   "minmax")
+    for name, composite in LRP.items():
+        explainer = create_explainer(name, low=-4.0, high=4.0) if name == "lrp-epsilon-gamma-box" else create_explainer(
+            name
+        )
+
+        def zennit(composite=composite):
+            with Gradient(model, composite(canonizers())) as attributor:
+                return attributor(x, lambda out: out * onehot)[1].sum(1)
+
+        yield (name, explainer, 1, f"zennit {composite(None).__class__.__name__}", zennit)
+
+
+def run(model, x, repeats: int) -> list[dict]:
+    dims = x.ndim - 2
+    target = torch.arange(x.shape[0]) % 3
+
+    def floor():
+        leaf = x.detach().requires_grad_(True)
+        torch.autograd.grad(model(leaf).gather(1, target[:, None]).sum(), leaf)
+
+    def forward_only():
+        with torch.no_grad():
+            model(x)
+
+    rows = []
+    all_cases = list(cases(model, x, target, dims))
+    best: dict[str, float] = {"floor": float("inf"), "forward": float("inf")}
+    outputs: dict[int, tuple] = {}
+    for _ in range(repeats):
+        best["floor"] = min(best["floor"], cpu_time(floor)[0])
+        best["forward"] = min(best["forward"], cpu_time(forward_only)[0])
+        for i, (_, explainer, _, _, peer, *_) in enumerate(all_cases):
+            ours_time, ours = cpu_time(lambda explainer=explainer: explainer(model, x, target))
+            peer_time, peer_out = cpu_time(peer)
+            previous = outputs.get(i, (float("inf"), None, float("inf"), None))
+            outputs[i] = (min(previous[0], ours_time), ours.maps[:, 0], min(previous[2], peer_time), peer_out)
+    for i, (name, _, floor_multiple, peer_name, _, *compare) in enumerate(all_cases):
+        ours_time, ours_maps, peer_time, peer_out = outputs[i]
+        if isinstance(floor_multiple, tuple):
+            floor_time = best["forward"] * floor_multiple[1]
+        else:
+            floor_time = best["floor"] * floor_multiple
+        if compare == ["random"]:
+            diff = float("nan")  # different noise draws: not comparable sample by sample
+        else:
+            diff = rel_diff(minmax(ours_maps) if compare else ours_maps, peer_out)
+        rows.append({"dims": dims, "method": name, "img/s": x.shape[0] / ours_time, "/floor": ours_time / floor_time,
+                     "peer": peer_name, "peer img/s": x.shape[0] / peer_time, "speed-up": peer_time / ours_time,
+                     "|diff|": diff})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch3d", type=int, default=2)
+    parser.add_argument("--size3d", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rows = []
+    for dims, batch, size in ((2, args.batch, args.size), (3, args.batch3d, args.size3d)):
+        model = randomize(create_model("resnet18", in_channels=1, num_classes=3, spatial_dims=dims))
+        x = torch.randn(batch, 1, *[size] * dims)
+        rows += run(model, x, args.repeats)
+    header = ["dims", "method", "img/s", "/floor", "peer", "peer img/s", "speed-up", "|diff|"]
+    print(f"ResNet-18, 2D batch {args.batch} x 1 x {args.size}^2, 3D batch {args.batch3d} x 1 x {args.size3d}^3, "
+          f"{args.threads} thread(s), best of {args.repeats}, CPU time")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        cells = [f"{row[h]:.3g}" if isinstance(row[h], float) else str(row[h]) for h in header]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
