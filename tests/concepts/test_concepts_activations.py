@@ -90,8 +90,11 @@ def test_augmentation_is_seeded_independent_of_batching_and_averaged(pooled_head
 def test_no_hooks_left_training_flag_restored_and_bad_layer(pooled_head, samples):
     model = pooled_head(1, 3, 2, 2).double().train()
     data = samples(torch.rand(3, 1, 8, 8, dtype=torch.float64), np.zeros(3), None)
-    collect_activations(model, data, ["features", "head"], progress=False)
+    recorded = collect_activations(model, data, ["features", "head"], progress=False)
     assert hook_count(model) == 0 and model.training and model.features.training
+    model.requires_grad_(False)  # frozen weights: the layer gradients are the same
+    frozen = collect_activations(model, data, ["features"], progress=False)
+    np.testing.assert_allclose(frozen.gradients["features"], recorded.gradients["features"])
     with pytest.raises(MedexplainError, match="no layer 'nope'"):
         collect_activations(model, data, ["nope"], progress=False)
     assert hook_count(model) == 0

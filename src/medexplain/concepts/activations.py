@@ -198,7 +198,7 @@ def _layer_output(captured: object, name: str) -> Tensor:
 
 def _record_batch(model, x, layers, captures, pool, features, gradients, logits_all) -> None:
     with torch.enable_grad():
-        logits = model(x)
+        logits = model(x.detach().requires_grad_(True))  # a graph even when the weights are frozen
         if logits.dim() != 2:
             raise MedexplainError(f"model output must be (B, K) logits, got shape {tuple(logits.shape)}")
         outputs = [_layer_output(captures[name], name) for name in layers]
