@@ -119,30 +119,34 @@ def model_free(shape: tuple[int, ...], case: str, repeats: int) -> None:
             theirs_t,
             float(np.nanmax(np.abs(as_numpy(ours) - as_numpy(theirs)))),
         )
-    binary = metrics.binarise(maps, "top-k", fraction=0.3)
-    pred, target = binary[:, None].float(), mask[:, None].float()
+    binary = metrics.binarise(maps, "top-k", fraction=0.3)  # both libraries get these boolean masks
+    spatial_dims = len(shape) - 1
+
+    def monai_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+        return binary[:, None].float(), mask[:, None].float()  # MONAI takes one-hot float (B, C, *spatial)
+
     monai = [
         (
             "hd95",
-            lambda: compute_hausdorff_distance(pred, target, include_background=True, percentile=95),
+            lambda: compute_hausdorff_distance(*monai_inputs(), include_background=True, percentile=95),
             lambda: metrics.hausdorff_distance(binary, mask),
             "compute_hausdorff(95)",
         ),
         (
             "dice",
-            lambda: compute_dice(pred, target, include_background=True),
+            lambda: compute_dice(*monai_inputs(), include_background=True),
             lambda: metrics.dice_coefficient(binary, mask),
             "compute_dice",
         ),
         (
             "iou",
-            lambda: compute_iou(pred, target, include_background=True),
+            lambda: compute_iou(*monai_inputs(), include_background=True),
             lambda: metrics.iou_score(binary, mask),
             "compute_iou",
         ),
         (
             "ssim",
-            lambda: SSIMMetric(spatial_dims=len(shape) - 1)(pred, target),
+            lambda: SSIMMetric(spatial_dims=spatial_dims)(*monai_inputs()),
             lambda: metrics.structural_similarity(binary.float(), mask.float()),
             "SSIMMetric",
         ),
