@@ -10,6 +10,14 @@ on the image or batch size:
 (per sample; their single penalised sample per batch has the same expected size as our batch mean). BagNet-33
 at 512 px has a 60 x 60 map, so for K = 2 classes ``lambda_mean = 4e-6 * 2 * 3600 ~= 0.029``.
 
+Why the published penalty buys little sparsity (benchmarks/RESULTS.md has the measurements): the logits are
+the *mean* of the map, so a logit margin ``m`` costs ``lambda * m`` of L1 however it is spread over positions;
+L1 removes cancelling (mixed-sign) evidence and shrinks margins (which costs accuracy) but does not prefer a
+few strong patches to many weak ones. And an image without findings still needs class margins, which a linear
+head can only express densely (the bias ``b`` repeated at every position). ``sparsity_on="local"`` penalises
+``E - b`` instead, so the prior is free, and a ReLU local evidence (``BagNet(evidence_activation="relu")``)
+makes uninformative patches exactly zero; ``sparsity_warmup`` lets features form before the penalty bites.
+
 ``ce+sibnet`` adds SIBnet's Grad-CAM guidance (:mod:`medexplain.train.sibnet`, Mahapatra et al., MedIA 2022).
 """
 
