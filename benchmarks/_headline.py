@@ -1,0 +1,369 @@
+"""Shared by the headline benchmarks (issue 10): sizes, data subsets, training, explaining, scoring, tables.
+
+Every row of a headline table is reproducible on its own: ``medexplain benchmark NAME --seed K --row ROW``
+trains the row's model (or reuses it from the work folder), explains the test images and scores the maps; the
+exact command is printed in the row. Confidence intervals are 95 % percentile-bootstrap intervals over test
+images (``medexplain.metrics.summary``), seeded with the benchmark's seed.
+
+A full table goes to its own section of ``benchmarks/RESULTS.md`` (between ``<!-- headline:NAME -->`` and
+``<!-- /headline:NAME -->``); ``--smoke`` and ``--row`` runs write ``table.md`` and ``headline.json`` in the work
+folder only, unless ``--results`` names a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from _bagnet_runs import Config, run, single_thread
+from medexplain.data import load_dataset
+from medexplain.data.synth._common import png_bytes, write_file, write_manifest
+from medexplain.data.transforms import Resize
+from medexplain.errors import MedexplainError
+from medexplain.explain.run import build_explainers, explain_dataset
+from medexplain.explain.store import StoredExplanations, load_explanations
+from medexplain.files import write_text
+from medexplain.metrics.evaluate import evaluate_explanations, summary_rows
+from medexplain.metrics.summary import bootstrap_interval
+from medexplain.models import load
+from medexplain.train import preprocessing_transform
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+RESAMPLES = 1000
+Interval = tuple[float, float, float]  # (estimate, 95 % low, 95 % high)
+
+
+@dataclass(frozen=True)
+class Size:
+    """How big one run is: images per split (None: all), image side in pixels, training epochs."""
+
+    per_split: Mapping[str, int] | None
+    side: int
+    epochs: int
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: a trained model (``Config``) explained with ``method`` (a registered explainer)."""
+
+    name: str
+    label: str
+    config: Config
+    method: str | None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Benchmark:
+    """Parsed command line and the places a benchmark writes to."""
+
+    name: str
+    seed: int
+    size_name: str
+    size: Size
+    rows: list[Row]
+    work: Path
+    results: Path | None
+    started: float = field(default_factory=time.perf_counter)
+
+    def command(self, row: Row) -> str:
+        size = {"default": "", "smoke": " --smoke", "full": " --full"}[self.size_name]
+        return f"medexplain benchmark {self.name}{size} --seed {self.seed} --row {row.name}"
+
+
+def parse(name: str, description: str, sizes: Mapping[str, Size], rows: Sequence[Row]) -> Benchmark:
+    """The common command line: ``--seed``, ``--full``/``--smoke``, ``--row`` (repeatable), ``--work``,
+    ``--results``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seed", type=int, default=0, help="seed of subsets, training, explanations, bootstrap")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--full", action="store_true", help="full size (longer; for a GPU)")
+    group.add_argument("--smoke", action="store_true", help="tiny size (seconds; used by the tests)")
+    parser.add_argument("--row", action="append", choices=[r.name for r in rows], help="only this row (repeatable)")
+    parser.add_argument("--work", type=Path, help="folder for data subsets, run folders and maps (reused)")
+    parser.add_argument("--results", type=Path, help=f"markdown file for the table (default {RESULTS.name} for "
+                        "a complete default or --full table)")  # fmt: skip
+    args = parser.parse_args()
+    size_name = "full" if args.full else "smoke" if args.smoke else "default"
+    chosen = [r for r in rows if not args.row or r.name in args.row]
+    work = args.work or ROOT / "runs" / "headline" / f"{name}-{size_name}-seed{args.seed}"
+    results = args.results
+    if results is None and not args.row and size_name != "smoke":
+        results = RESULTS
+    single_thread()
+    return Benchmark(name, args.seed, size_name, sizes[size_name], chosen, work, results)
+
+
+# ---- data ------------------------------------------------------------------------------------------------------
+
+
+def write_subset(
+    source: Path,
+    out: Path,
+    size: Size,
+    seed: int,
+    *,
+    masks: Sequence[str] = (),
+    extra_columns: Sequence[str] = (),
+) -> Path:
+    """A resized (``size.side`` square) copy of ``source`` with at most ``size.per_split`` images per split.
+
+    Images are chosen per split and class by a seeded permutation (class proportions kept); 8-bit PNGs and 0/255
+    masks are written with a ``manifest.csv`` that ``load_dataset`` reads. Reused when already complete.
+    """
+    if (out / "manifest.csv").is_file():
+        return out
+    rows: list[dict[str, object]] = []
+    rng = np.random.default_rng(seed)
+    for split in ("train", "val", "test"):
+        dataset = load_dataset(source, split=split, transform=Resize(size.side))
+        chosen = _stratified(dataset.labels.numpy(), (size.per_split or {}).get(split), rng)
+        for index in chosen:
+            sample = dataset[int(index)]
+            item = sample.meta["id"]
+            image = sample.image.clamp(0, 255).round().to(torch.uint8).numpy()
+            image = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)
+            row: dict[str, object] = {"image": write_file(out, f"images/{item}.png", png_bytes(image))}
+            row.update(split=split, label=sample.label, id=item)
+            if sample.labels is not None:
+                row.update({f"label_{n}": int(v) for n, v in zip(dataset.label_names, sample.labels, strict=True)})
+            for mask in masks:
+                array = sample.masks[mask][0].numpy() > 0.5
+                row[f"mask_{mask}"] = write_file(out, f"masks/{mask}/{item}.png", png_bytes(array))
+            row.update({column: sample.meta.get(column, "") for column in extra_columns})
+            rows.append(row)
+    write_manifest(out, rows)
+    return out
+
+
+def _stratified(labels: np.ndarray, count: int | None, rng: np.random.Generator) -> np.ndarray:
+    """``count`` indices (all when None), drawn per class in proportion, in ascending order."""
+    if count is None or count >= labels.size:
+        return np.arange(labels.size)
+    picked = []
+    for value in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == value))
+        picked.append(members[: max(1, round(count * members.size / labels.size))])
+    return np.sort(np.concatenate(picked))
+
+
+# ---- models and predictions ------------------------------------------------------------------------------------
+
+
+def train_run(bench: Benchmark, config: Config, data: Path) -> Path:
+    """The run folder of ``config`` trained with the benchmark's seed (reused when finished)."""
+    run(config, data, bench.work / "runs", bench.seed)
+    return bench.work / "runs" / f"{config.name}-seed{bench.seed}"
+
+
+def test_set(run_dir: Path, data: Path, split: str = "test") -> tuple[torch.nn.Module, Any]:
+    """The run's model and the ``split`` of ``data`` with the run's preprocessing."""
+    model, config = load(run_dir)
+    return model, load_dataset(data, split=split, transform=preprocessing_transform(config["preprocessing"]))
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, dataset: Any, batch: int = 64) -> np.ndarray:
+    """``(N, K)`` class logits of every item of ``dataset``."""
+    logits = []
+    for start in range(0, len(dataset), batch):
+        images = torch.stack([dataset[i].image for i in range(start, min(start + batch, len(dataset)))])
+        logits.append(model(images).double())
+    return torch.cat(logits).numpy()
+
+
+def bootstrap_statistic(statistic: Callable[..., float], *arrays: np.ndarray, seed: int) -> Interval:
+    """``statistic(*arrays)`` and its 95 % percentile-bootstrap interval over the rows (paired resampling).
+
+    Resamples where the statistic is undefined (NaN, e.g. a class missing) are left out of the percentiles.
+    """
+    n = len(arrays[0])
+    rng = np.random.default_rng(seed)
+    draws = [statistic(*(a[index] for a in arrays)) for index in rng.integers(0, n, size=(RESAMPLES, n))]
+    low, high = np.nanpercentile(np.asarray(draws, dtype=np.float64), [2.5, 97.5])
+    return float(statistic(*arrays)), float(low), float(high)
+
+
+# ---- explanations ----------------------------------------------------------------------------------------------
+
+
+def explain(
+    bench: Benchmark, row: Row, run_dir: Path, dataset: Any, target: Any = "predicted", data: Path | None = None
+) -> tuple[StoredExplanations, float]:
+    """Maps of ``row.method`` for every item of ``dataset`` in a fresh folder; returns them and seconds per image."""
+    out = bench.work / "explanations" / row.name
+    if out.exists():
+        shutil.rmtree(out)  # timing needs a fresh run, never the skipped items of an earlier one
+    model, _ = load(run_dir)
+    header = {"model": str(run_dir), "data": str(data or dataset.source), "split": dataset.split}
+    torch.manual_seed(bench.seed)
+    started = time.perf_counter()
+    explain_dataset(model, dataset, build_explainers([row.method]), out, header, target=target, progress=False)
+    return load_explanations(out), (time.perf_counter() - started) / len(dataset)
+
+
+def score(
+    bench: Benchmark, stored: StoredExplanations, dataset: Any, metrics: Sequence[str], *, run_dir: Path | None = None,
+    mask: str | None = None, custom: Mapping[str, Callable[..., torch.Tensor]] | None = None,
+) -> tuple[dict[str, Interval], dict[str, int]]:  # fmt: skip
+    """Mean and bootstrap interval over test images of each metric.
+
+    ``metrics`` are registered names scored by ``medexplain.metrics.evaluate`` with their defaults; ``custom`` maps
+    a column name to a library metric function with other options, ``fn(maps (1, *s), mask (1, *s)) -> (1,)``.
+    Also returns, per metric, how many maps it refused (e.g. relevance mass of an all-zero Grad-CAM map); those
+    are scored NaN and left out of the mean, never silently dropped from the count.
+    """
+    model = load(run_dir)[0] if run_dir is not None else None
+    rows, refused = [], {}
+    for metric in metrics:
+        metric_rows, refused[metric] = _score_metric(stored, dataset, metric, model, mask)
+        rows += metric_rows
+    summary = summary_rows(rows, resamples=RESAMPLES, seed=bench.seed)
+    result = {str(s["metric"]): (float(s["mean"]), float(s["ci_low"]), float(s["ci_high"])) for s in summary}
+    for name, function in (custom or {}).items():
+        values, refused[name] = mask_scores(stored, dataset, function, mask)
+        result[name] = mean_interval(values, bench.seed)
+    return result, refused
+
+
+def mask_scores(
+    stored: StoredExplanations, dataset: Any, function: Callable[..., torch.Tensor], mask: str | None
+) -> tuple[list[float], int]:
+    """``function(map, mask)`` for every stored map (each explained target) of one method; NaN where refused."""
+    values, refused = [], 0
+    for item in stored.items:
+        truth = dataset[item.index].masks[mask][0][None] if mask else None
+        for method in item.maps:
+            for one in stored.load(item, method):
+                try:
+                    values.append(float(function(one[None], truth) if truth is not None else function(one[None])))
+                except MedexplainError:
+                    refused += 1
+                    values.append(math.nan)
+    return values, refused
+
+
+def _score_metric(
+    stored: StoredExplanations, dataset: Any, metric: str, model: torch.nn.Module | None, mask: str | None
+) -> tuple[list[dict[str, Any]], int]:
+    """Per-map rows of one metric; when a batch is refused, item by item with NaN for the refused maps."""
+    try:
+        return evaluate_explanations(stored, dataset, [metric], model=model, mask_name=mask, progress=False)[0], 0
+    except MedexplainError:
+        rows, refused = [], 0
+        for item in stored.items:
+            try:
+                rows += evaluate_explanations(
+                    replace(stored, items=(item,)), dataset, [metric], model=model, mask_name=mask, progress=False
+                )[0]
+            except MedexplainError:
+                refused += 1
+                rows += [{"method": m, "metric": metric, "score": math.nan} for m in item.maps]
+        return rows, refused
+
+
+def mean_interval(values: Sequence[float], seed: int) -> Interval:
+    """Mean and bootstrap interval of per-image values (NaN left out)."""
+    return bootstrap_interval([v for v in values if not math.isnan(v)], resamples=RESAMPLES, seed=seed)
+
+
+# ---- tables ----------------------------------------------------------------------------------------------------
+
+
+def cell(value: Interval | float | str | None, digits: int = 3) -> str:
+    """``0.712 [0.650, 0.771]`` for an interval, the number for a number, ``-`` for nothing."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, tuple):
+        estimate, low, high = value
+        if math.isnan(estimate):
+            return "n/a"
+        return f"{estimate:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def markdown_table(bench: Benchmark, columns: Sequence[str], results: Sequence[Mapping[str, Any]]) -> str:
+    """One line per row result (``{"row", "label", "values"}``) with the seed and the exact command."""
+    lines = ["| row | seed | " + " | ".join(columns) + " | command |", "|---" * (len(columns) + 3) + "|"]
+    for result in results:
+        cells = [cell(result["values"].get(c)) for c in columns]
+        lines.append(f"| {result['label']} | {bench.seed} | " + " | ".join(cells) + f" | `{result['command']}` |")
+    return "\n".join(lines)
+
+
+def finish(bench: Benchmark, title: str, columns: Sequence[str], results: list[dict[str, Any]], notes: str) -> str:
+    """Write ``headline.json`` and ``table.md`` in the work folder and, when due, the RESULTS.md section."""
+    minutes = (time.perf_counter() - bench.started) / 60
+    table = markdown_table(bench, columns, results)
+    sides = f"{bench.size.side} px" if bench.size.side else "native size"
+    header = (
+        f"### {title}\n\n"
+        f"Size `{bench.size_name}` ({sides}, {bench.size.epochs} epochs, images per split: "
+        f"{dict(bench.size.per_split) if bench.size.per_split else 'all'}), seed {bench.seed}, "
+        f"{minutes:.1f} min wall-clock on {torch.get_num_threads()} CPU thread(s) "
+        f"(this run; models reused from the work folder are not retrained). "
+        f"Intervals: 95 % bootstrap over test images ({RESAMPLES} resamples, seed {bench.seed})."
+    )
+    refused = [
+        f"{r['label']}: " + ", ".join(f"{metric} {count}" for metric, count in r["refused"].items())
+        for r in results
+        if r.get("refused")
+    ]
+    if refused:
+        notes += "\nMaps a metric refused (e.g. an all-zero map has no relevance mass; scored NaN, left out): "
+        notes += "; ".join(refused) + "."
+    text = f"{header}\n\n{table}\n\n{notes.strip()}\n"
+    payload = {"benchmark": bench.name, "seed": bench.seed, "size": bench.size_name, "rows": results}
+    write_text(bench.work / "headline.json", json.dumps(payload, indent=1, default=_jsonable) + "\n")
+    write_text(bench.work / "table.md", text)
+    if bench.results is not None:
+        write_section(bench.results, f"headline:{bench.name}", text)
+    print(text)
+    return text
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_section(path: Path, key: str, text: str) -> None:
+    """Replace (or append) the ``<!-- key --> ... <!-- /key -->`` section of ``path``, atomically."""
+    start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+    block = f"{start}\n{text.rstrip()}\n{end}"
+    old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmark results\n"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
+    new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block + "\n"
+    write_text(path, new)
+
+
+def row_result(
+    bench: Benchmark, row: Row, values: Mapping[str, Any], refused: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """The record of one computed row (``refused``: maps a metric could not score, by metric)."""
+    refused = {metric: count for metric, count in (refused or {}).items() if count}
+    return {"row": row.name, "label": row.label, "command": bench.command(row), "values": dict(values),
+            "refused": refused}  # fmt: skip
+
+
+def progress_rows(bench: Benchmark) -> tuple[Progress, Any]:
+    """A progress bar over the rows of ``bench`` (start it with ``with``)."""
+    bar = Progress(transient=False)
+    return bar, bar.add_task(bench.name, total=len(bench.rows))
