@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.explain.models import DenseNetLike, ResNetLike, plain_cnn, without_batchnorm_eps
+from tests.explain.models import DenseNetLike, ResNetLike, plain_cnn, randomize_batchnorm, without_batchnorm_eps
 from tests.explain.reference import zennit_composite, zennit_relevance
 from torch import nn
 
@@ -154,3 +154,20 @@ def test_box_rule_needs_first_layer_on_the_input() -> None:
     with pytest.raises(MedexplainError, match="model input directly"):
         create_explainer("lrp-epsilon-gamma-box")(model, torch.randn(1, 2, 8, 8))
     assert hook_count(model) == 0
+
+
+@pytest.mark.parametrize("name", ["lrp-epsilon", "lrp-epsilon-plus", "lrp-alpha2-beta1"])
+def test_pass_rule_through_activations_and_unfolded_batchnorm_equals_zennit(name: str) -> None:
+    """A BatchNorm after an activation cannot be folded: relevance passes through it unchanged, as through
+    SiLU / LeakyReLU (Zennit's Pass rule). Equal wherever the BatchNorm input is non-zero, as here; an input
+    that is exactly zero (e.g. a dead ReLU unit before a shifted BatchNorm) has no relevance in our engine,
+    while Zennit passes the BatchNorm's bias share on to it."""
+    model = without_batchnorm_eps(randomize_batchnorm(nn.Sequential(
+        nn.Conv2d(2, 6, 3, padding=1), nn.SiLU(), nn.BatchNorm2d(6), nn.Conv2d(6, 6, 3, padding=1),
+        nn.LeakyReLU(0.1), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, 3),
+    ).double()))
+    x = torch.randn(2, 2, 6, 6, dtype=torch.float64)
+    target = torch.tensor([2, 1])
+    ours = _explainer(name, 1e-9)(model, x, target).maps[:, 0]
+    reference = zennit_relevance(model, x, target, zennit_composite(name, 1e-9, 1e-9)).sum(dim=1)
+    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-6 * reference.abs().max().item())

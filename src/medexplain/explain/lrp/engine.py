@@ -7,6 +7,15 @@ exactly the output of such a layer is folded into it on the fly (canonisation wi
 Everything else propagates the modified gradient ``c`` with its ordinary gradient (see
 :mod:`medexplain.explain.lrp.rules`), so residual additions split relevance in proportion to the summands and
 concatenations split it by channel, in any plain-torch model, without a graph tracer.
+
+What Zennit needs canonizers for, this engine does from the data flow: BatchNorm folding wherever a BatchNorm
+consumes a convolution's output (Zennit: only in registration order), residual additions written as ``a + b``
+(Zennit: only through its ``Sum`` module), functional pooling such as ``x.mean((2, 3))`` (Zennit: plain
+gradient, an even split), and modules called more than once per forward pass (Zennit keeps one state per
+module). Known differences, by design: relevance is ``t * c`` for every tensor ``t``, so an exactly zero
+input of an unfolded BatchNorm receives none (Zennit passes the BatchNorm's bias share on to it); and
+element-wise activations written as functions (``F.silu``) propagate their gradient, not the pass rule
+(modules such as ``nn.SiLU`` get the pass rule; ReLU, in any form, is exact either way).
 """
 
 from __future__ import annotations
