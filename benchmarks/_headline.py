@@ -18,6 +18,7 @@ import math
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ from medexplain.errors import MedexplainError
 from medexplain.explain.run import build_explainers, explain_dataset
 from medexplain.explain.store import StoredExplanations, load_explanations
 from medexplain.files import write_text
+from medexplain.metrics.classification import auroc, balanced_accuracy
 from medexplain.metrics.evaluate import evaluate_explanations, summary_rows
 from medexplain.metrics.summary import bootstrap_interval
 from medexplain.models import load
@@ -85,9 +87,10 @@ class Benchmark:
         return f"medexplain benchmark {self.name}{size} --seed {self.seed} --row {row.name}"
 
 
-def parse(name: str, description: str, sizes: Mapping[str, Size], rows: Sequence[Row]) -> Benchmark:
+def parse(name: str, description: str, sizes: Mapping[str, Size], make_rows: Callable[[Size], list[Row]]) -> Benchmark:
     """The common command line: ``--seed``, ``--full``/``--smoke``, ``--row`` (repeatable), ``--work``,
-    ``--results``."""
+    ``--results``; ``make_rows(size)`` gives the table's rows at a size (same names at every size)."""
+    rows = make_rows(sizes["default"])
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seed", type=int, default=0, help="seed of subsets, training, explanations, bootstrap")
     group = parser.add_mutually_exclusive_group()
@@ -99,7 +102,7 @@ def parse(name: str, description: str, sizes: Mapping[str, Size], rows: Sequence
                         "a complete default or --full table)")  # fmt: skip
     args = parser.parse_args()
     size_name = "full" if args.full else "smoke" if args.smoke else "default"
-    chosen = [r for r in rows if not args.row or r.name in args.row]
+    chosen = [r for r in make_rows(sizes[size_name]) if not args.row or r.name in args.row]
     work = args.work or ROOT / "runs" / "headline" / f"{name}-{size_name}-seed{args.seed}"
     results = args.results
     if results is None and not args.row and size_name != "smoke":
@@ -119,11 +122,13 @@ def write_subset(
     *,
     masks: Sequence[str] = (),
     extra_columns: Sequence[str] = (),
+    decorate: Callable[[Path, Any, dict[str, object]], None] | None = None,
 ) -> Path:
     """A resized (``size.side`` square) copy of ``source`` with at most ``size.per_split`` images per split.
 
     Images are chosen per split and class by a seeded permutation (class proportions kept); 8-bit PNGs and 0/255
     masks are written with a ``manifest.csv`` that ``load_dataset`` reads. Reused when already complete.
+    ``decorate(out, sample, row)`` may write more files and add their columns to the manifest row.
     """
     if (out / "manifest.csv").is_file():
         return out
@@ -145,6 +150,8 @@ def write_subset(
                 array = sample.masks[mask][0].numpy() > 0.5
                 row[f"mask_{mask}"] = write_file(out, f"masks/{mask}/{item}.png", png_bytes(array))
             row.update({column: sample.meta.get(column, "") for column in extra_columns})
+            if decorate is not None:
+                decorate(out, sample, row)
             rows.append(row)
     write_manifest(out, rows)
     return out
@@ -186,6 +193,18 @@ def predict(model: torch.nn.Module, dataset: Any, batch: int = 64) -> np.ndarray
     return torch.cat(logits).numpy()
 
 
+def classification_values(bench: Benchmark, model: torch.nn.Module, dataset: Any) -> dict[str, Interval]:
+    """Balanced accuracy and (one-vs-rest macro) AUROC of a single-label model on ``dataset``, with intervals."""
+    labels = dataset.labels.numpy()
+    probabilities = torch.from_numpy(predict(model, dataset)).softmax(1).numpy()
+    return {
+        "balanced accuracy": bootstrap_statistic(
+            lambda y, p: balanced_accuracy(y, p.argmax(1)), labels, probabilities, seed=bench.seed
+        ),
+        "AUROC": bootstrap_statistic(auroc, labels, probabilities, seed=bench.seed),
+    }
+
+
 def bootstrap_statistic(statistic: Callable[..., float], *arrays: np.ndarray, seed: int) -> Interval:
     """``statistic(*arrays)`` and its 95 % percentile-bootstrap interval over the rows (paired resampling).
 
@@ -193,8 +212,10 @@ def bootstrap_statistic(statistic: Callable[..., float], *arrays: np.ndarray, se
     """
     n = len(arrays[0])
     rng = np.random.default_rng(seed)
-    draws = [statistic(*(a[index] for a in arrays)) for index in rng.integers(0, n, size=(RESAMPLES, n))]
-    low, high = np.nanpercentile(np.asarray(draws, dtype=np.float64), [2.5, 97.5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # resamples with an undefined statistic are NaN, left out
+        draws = [statistic(*(a[index] for a in arrays)) for index in rng.integers(0, n, size=(RESAMPLES, n))]
+        low, high = np.nanpercentile(np.asarray(draws, dtype=np.float64), [2.5, 97.5])
     return float(statistic(*arrays)), float(low), float(high)
 
 
@@ -307,10 +328,16 @@ def markdown_table(bench: Benchmark, columns: Sequence[str], results: Sequence[M
     return "\n".join(lines)
 
 
-def finish(bench: Benchmark, title: str, columns: Sequence[str], results: list[dict[str, Any]], notes: str) -> str:
-    """Write ``headline.json`` and ``table.md`` in the work folder and, when due, the RESULTS.md section."""
+def finish(
+    bench: Benchmark, title: str, tables: Sequence[tuple[Sequence[str], list[dict[str, Any]]]], notes: str
+) -> str:
+    """Write ``headline.json`` and ``table.md`` in the work folder and, when due, the RESULTS.md section.
+
+    ``tables``: ``(columns, row results)`` pairs, each printed as one markdown table.
+    """
     minutes = (time.perf_counter() - bench.started) / 60
-    table = markdown_table(bench, columns, results)
+    results = [r for _, rows in tables for r in rows]
+    text_tables = "\n\n".join(markdown_table(bench, columns, rows) for columns, rows in tables if rows)
     sides = f"{bench.size.side} px" if bench.size.side else "native size"
     header = (
         f"### {title}\n\n"
@@ -328,7 +355,7 @@ def finish(bench: Benchmark, title: str, columns: Sequence[str], results: list[d
     if refused:
         notes += "\nMaps a metric refused (e.g. an all-zero map has no relevance mass; scored NaN, left out): "
         notes += "; ".join(refused) + "."
-    text = f"{header}\n\n{table}\n\n{notes.strip()}\n"
+    text = f"{header}\n\n{text_tables}\n\n{notes.strip()}\n"
     payload = {"benchmark": bench.name, "seed": bench.seed, "size": bench.size_name, "rows": results}
     write_text(bench.work / "headline.json", json.dumps(payload, indent=1, default=_jsonable) + "\n")
     write_text(bench.work / "table.md", text)
@@ -363,7 +390,12 @@ def row_result(
             "refused": refused}  # fmt: skip
 
 
-def progress_rows(bench: Benchmark) -> tuple[Progress, Any]:
-    """A progress bar over the rows of ``bench`` (start it with ``with``)."""
-    bar = Progress(transient=False)
-    return bar, bar.add_task(bench.name, total=len(bench.rows))
+def compute_rows(bench: Benchmark, compute: Callable[[Row], Any]) -> list[Any]:
+    """``compute(row)`` for every chosen row, behind a progress bar."""
+    results = []
+    with Progress(transient=False) as bar:
+        task = bar.add_task(bench.name, total=len(bench.rows))
+        for row in bench.rows:
+            results.append(compute(row))
+            bar.advance(task)
+    return results

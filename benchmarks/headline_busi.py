@@ -14,29 +14,32 @@ AUC: class probability while the most relevant pixels are set to 0 (lower is bet
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 
 from _bagnet_runs import Config
 from _headline import (
     DATA,
+    ROOT,
     Benchmark,
     Row,
     Size,
-    bootstrap_statistic,
+    classification_values,
+    compute_rows,
     explain,
     finish,
     parse,
-    predict,
-    progress_rows,
     row_result,
     score,
     test_set,
     train_run,
     write_subset,
 )
+from medexplain.data import load_dataset
+from medexplain.explain.store import load_explanations
+from medexplain.files import atomic_file
 from medexplain.metrics import relevance_mass
-from medexplain.metrics.classification import auroc, balanced_accuracy
 
 SIZES = {
     "smoke": Size({"train": 24, "val": 12, "test": 12}, 32, 1),
@@ -68,8 +71,9 @@ def configs(epochs: int) -> dict[str, Config]:
     }  # fmt: skip
 
 
-def rows(epochs: int) -> list[Row]:
-    models = configs(epochs)
+def rows(size: Size) -> list[Row]:
+    """The table's rows at ``size``."""
+    models = configs(size.epochs)
     return [
         Row("resnet18-gradcam", "ResNet-18 + Grad-CAM", models["resnet18"], "gradcam"),
         Row("resnet18-lrp", "ResNet-18 + LRP (epsilon-plus-flat)", models["resnet18"], "lrp-epsilon-plus-flat"),
@@ -80,19 +84,10 @@ def rows(epochs: int) -> list[Row]:
     ]
 
 
-def compute_row(bench: Benchmark, row: Row, data) -> dict:
+def compute_row(bench: Benchmark, row: Row, data: Path) -> dict:
     run_dir = train_run(bench, row.config, data)
     model, dataset = test_set(run_dir, data)
-    labels = dataset.labels.numpy()
-    logits = predict(model, dataset)
-    probabilities = np.exp(logits - logits.max(1, keepdims=True))
-    probabilities /= probabilities.sum(1, keepdims=True)
-    values = {
-        "balanced accuracy": bootstrap_statistic(
-            lambda y, p: balanced_accuracy(y, p.argmax(1)), labels, probabilities, seed=bench.seed
-        ),
-        "AUROC": bootstrap_statistic(auroc, labels, probabilities, seed=bench.seed),
-    }
+    values = classification_values(bench, model, dataset)
     stored, seconds = explain(bench, row, run_dir, dataset, data=data)
     scores, refused = score(bench, stored, dataset, list(METRICS), run_dir=run_dir, mask="lesion", custom=CUSTOM)
     values.update({column: scores[metric] for metric, column in METRICS.items()})
@@ -101,18 +96,57 @@ def compute_row(bench: Benchmark, row: Row, data) -> dict:
     return row_result(bench, row, values, refused)
 
 
+def gallery(bench: Benchmark, data: Path, per_class: int = 2) -> Path:
+    """``benchmarks/figures/busi_gallery.png``: benign and malignant test images (lesion outlined), every row's map.
+
+    Images are drawn with the benchmark's seed; each map is scaled to its own maximum |value|, signed maps in a
+    diverging colour map, so the picture compares where, not how much.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = rows(bench.size)
+    stored = {row.name: load_explanations(bench.work / "explanations" / row.name) for row in table}
+    _, dataset = test_set(bench.work / "runs" / f"{table[0].config.name}-seed{bench.seed}", data)
+    raw = load_dataset(data, split="test")
+    rng = np.random.default_rng(bench.seed)
+    labels = dataset.labels.numpy()
+    chosen = [int(i) for k in (1, 2) for i in rng.permutation(np.flatnonzero(labels == k))[:per_class]]
+    figure, axes = plt.subplots(len(chosen), len(table) + 1, figsize=(1.25 * (len(table) + 1), 1.35 * len(chosen)))
+    for r, index in enumerate(chosen):
+        sample = raw[index]
+        axes[r, 0].imshow(sample.image[0], cmap="gray")
+        axes[r, 0].contour(sample.masks["lesion"][0], levels=[0.5], colors="lime", linewidths=0.8)
+        axes[r, 0].set_ylabel(sample.meta.get("class_name", str(sample.label)), fontsize=7)
+        for c, row in enumerate(table, start=1):
+            item = next(i for i in stored[row.name].items if i.index == index)
+            heat = stored[row.name].load(item, row.method)[0].numpy()
+            limit = float(np.abs(heat).max()) or 1.0
+            signed = bool((heat < 0).any())
+            axes[r, c].imshow(heat, cmap="bwr" if signed else "inferno", vmin=-limit if signed else 0, vmax=limit)
+            axes[r, c].contour(sample.masks["lesion"][0], levels=[0.5], colors="lime", linewidths=0.5)
+            if r == 0:
+                axes[r, c].set_title(row.label.replace(" + ", "\n").replace(" evidence", "\nevidence"), fontsize=5.5)
+    axes[0, 0].set_title("image, lesion", fontsize=6)
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.tight_layout(pad=0.3)
+    out = ROOT / "benchmarks" / "figures" / "busi_gallery.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
+    return out
+
+
 def main() -> None:
-    sizes_rows = rows(SIZES["default"].epochs)
-    bench = parse("busi", __doc__.splitlines()[0], SIZES, sizes_rows)
-    bench.rows = [r for r in rows(bench.size.epochs) if r.name in {s.name for s in bench.rows}]
+    bench = parse("busi", __doc__.splitlines()[0], SIZES, rows)
     data = write_subset(DATA / "busi", bench.work / f"data-{bench.size.side}px", bench.size, bench.seed,
                         masks=["lesion"])  # fmt: skip
-    bar, task = progress_rows(bench)
-    results = []
-    with bar:
-        for row in bench.rows:
-            results.append(compute_row(bench, row, data))
-            bar.advance(task)
+    results = compute_rows(bench, lambda row: compute_row(bench, row, data))
     notes = """
 Test split of BUSI as shipped (27 normal, 87 benign, 42 malignant). Localisation columns are over the benign and
 malignant test images only (normal ones have no lesion); relevance mass is the share of |relevance| inside the
@@ -121,7 +155,9 @@ maxima falls in the lesion (an all-zero map "hits" whenever a lesion exists); HD
 image size. Higher is better except HD95 and deletion AUC. "s / image" is wall-clock time to explain one test
 image on one CPU thread (including writing the map), a single measurement, not bootstrapped.
 """
-    finish(bench, "busi: breast ultrasound, 3 classes, lesion masks", COLUMNS, results, notes)
+    finish(bench, "busi: breast ultrasound, 3 classes, lesion masks", [(COLUMNS, results)], notes)
+    if bench.size_name != "smoke" and len(results) == len(rows(bench.size)):
+        gallery(bench, data)
 
 
 if __name__ == "__main__":
