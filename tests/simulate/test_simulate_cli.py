@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import shutil
 
+import nibabel
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from medexplain.cli import main
+from medexplain.data import load_dataset
 from medexplain.data.synth import write_deformation
-from medexplain.simulate import folding_rate, jacobian_determinant, warp
+from medexplain.data.transforms import ScaleIntensity
+from medexplain.simulate import Simulator, SimulatorConfig, folding_rate, jacobian_determinant, warp
+from medexplain.simulate.apply import apply_simulator
 from medexplain.simulate.checkpoint import load_simulator
 from medexplain.simulate.runs import load_classifier, open_data
 from medexplain.train import train
@@ -106,11 +111,35 @@ def test_mismatched_simulator_config_is_a_one_line_error(simulator_dir, atrophy_
     assert "simulator.json: no such file" in one_line_error(capsys, argv)
 
 
-def test_data_of_another_dimensionality_is_a_one_line_error(simulator_dir, tmp_path, capsys) -> None:
-    volumes = write_deformation(tmp_path / "volumes", 4, 3, 24, seed=1, show_progress=False)
+@pytest.fixture(scope="module")
+def volumes(tmp_path_factory):
+    return write_deformation(tmp_path_factory.mktemp("volumes") / "data", 4, 3, 24, seed=1, show_progress=False)
+
+
+def test_data_of_another_dimensionality_is_a_one_line_error(simulator_dir, volumes, tmp_path, capsys) -> None:
     message = one_line_error(capsys, ["simulate", "apply", "--simulator", str(simulator_dir), "--data", str(volumes),
                                       "--direction", "inject", "--out", str(tmp_path / "z")])
     assert "3D images" in message and "2D" in message
     message = one_line_error(capsys, ["simulate", "apply", "--simulator", str(simulator_dir), "--data", str(volumes),
                                       "--direction", "inject", "--format", "nifti", "--out", str(tmp_path / "z")])
     assert "3D" in message
+
+
+def test_3d_outputs_as_nifti_equal_the_npy_outputs(volumes, tmp_path) -> None:
+    simulator = Simulator(SimulatorConfig(spatial_dims=3, in_channels=1, channels=(4, 8)))
+    with torch.no_grad():
+        simulator.head.weight.normal_(0, 0.05)  # a non-trivial, non-uniform field
+    classifier = nn.Sequential(nn.Flatten(), nn.Linear(24**3, 2))
+    dataset = load_dataset(volumes, transform=ScaleIntensity((0, 255)))
+    npy = apply_simulator(simulator, classifier, dataset, "remove", tmp_path / "npy", progress=False)
+    nifti = apply_simulator(simulator, classifier, dataset, "remove", tmp_path / "nifti", file_format="nifti",
+                            progress=False)
+    assert npy == nifti
+    items = json.loads((tmp_path / "nifti" / "index.json").read_text())["items"]
+    for kind in ("images", "displacements", "jacobians"):
+        assert items[0][kind].endswith(".nii.gz")
+        volume = np.asarray(nibabel.load(tmp_path / "nifti" / items[0][kind]).dataobj)
+        array = np.load(tmp_path / "npy" / items[0][kind].replace(".nii.gz", ".npy"))
+        expected = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+        np.testing.assert_array_equal(volume, expected)
+    assert np.abs(np.load(tmp_path / "npy" / items[0]["jacobians"].replace(".nii.gz", ".npy")) - 1).max() > 1e-3

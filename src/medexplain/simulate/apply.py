@@ -77,7 +77,7 @@ class ItemResult:
     smoothness: float
     folding_rate: float
     mean_displacement: float
-    localisation_auroc: dict[str, float] = field(default_factory=dict)
+    localisation_auroc: dict[str, float | None] = field(default_factory=dict)  # None: empty or full mask
 
 
 def simulate_batch(
@@ -118,40 +118,44 @@ def item_results(
             smoothness=float(smoothness_loss(simulation.displacement[i : i + 1])),
             folding_rate=float(folding[i]),
             mean_displacement=float(simulation.displacement[i].norm(dim=0).mean()),
-            localisation_auroc={name: float(values[i]) for name, values in aurocs.items()},
+            localisation_auroc={
+                name: None if math.isnan(float(values[i])) else float(values[i]) for name, values in aurocs.items()
+            },
         )
         for i in range(len(ids))
     ]
 
 
-def _mean(values: Iterable[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else float("nan")
+def _mean(values: Iterable[float | None]) -> float | None:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else None
 
 
-def summarise(items: list[ItemResult], direction: int) -> dict[str, float | int | str]:
+def summarise(items: list[ItemResult], direction: int) -> dict[str, float | int | str | None]:
     """Flip rate among the images predicted on the other side, mean logit shift, smoothness, folding, AUROC.
 
     ``flip_rate``: injecting, the share of images predicted healthy before that are predicted diseased after;
     removing, the reverse. ``logit_shift``: mean ``F(x') - F(x)`` of the disease log-odds over all images.
+    ``auroc_<mask>``: mean per-image AUROC of ``-d log det J`` against the mask (images with an empty or full
+    mask left out). Undefined values (no eligible image, no usable mask) are ``None``.
     """
     eligible = [item for item in items if item.diseased_before != (direction > 0)]
     flipped = [item for item in eligible if item.diseased_after == (direction > 0)]
-    summary: dict[str, float | int | str] = {
+    summary: dict[str, float | int | str | None] = {
         "direction": "inject" if direction > 0 else "remove",
         "images": len(items),
         "eligible": len(eligible),
         "flipped": len(flipped),
-        "flip_rate": len(flipped) / len(eligible) if eligible else float("nan"),
+        "flip_rate": len(flipped) / len(eligible) if eligible else None,
         "logit_shift": _mean(item.logit_after - item.logit_before for item in items),
         "smoothness": _mean(item.smoothness for item in items),
         "folding_rate": _mean(item.folding_rate for item in items),
         "mean_displacement": _mean(item.mean_displacement for item in items),
     }
     for name in sorted({name for item in items for name in item.localisation_auroc}):
-        values = [item.localisation_auroc.get(name, float("nan")) for item in items]
+        values = [item.localisation_auroc.get(name) for item in items]
         summary[f"auroc_{name}"] = _mean(values)
-        summary[f"auroc_{name}_images"] = sum(not math.isnan(v) for v in values)
+        summary[f"auroc_{name}_images"] = sum(v is not None for v in values)
     return summary
 
 
@@ -209,7 +213,7 @@ def apply_simulator(
     device: str | torch.device = "cpu",
     progress: bool = True,
     source: str = "data",
-) -> dict[str, float | int | str]:
+) -> dict[str, float | int | str | None]:
     """Simulate every ``Sample`` of ``dataset`` in ``direction`` (``"inject"``/``"remove"``) and write ``out``.
 
     Returns the summary (also written to ``summary.json``/``summary.csv``).
@@ -251,9 +255,8 @@ def apply_simulator(
             bar.update(task, advance=len(results))
         summary = summarise(items, sign)
         (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        (folder / "summary.csv").write_text(
-            "metric,value\n" + "".join(f"{key},{value}\n" for key, value in summary.items()), encoding="utf-8"
-        )
+        rows = "".join(f"{key},{'' if value is None else value}\n" for key, value in summary.items())
+        (folder / "summary.csv").write_text("metric,value\n" + rows, encoding="utf-8")
         (folder / "items.csv").write_text(_items_csv(entries), encoding="utf-8")
         index = {"format": FORMAT, "direction": direction, "file_format": file_format, "summary": summary,
                  "items": entries}
@@ -269,6 +272,7 @@ def _items_csv(entries: list[dict]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for entry in entries:
-        row = {**entry, **{f"auroc_{n}": entry["localisation_auroc"].get(n, "") for n in mask_names}}
+        aurocs = entry["localisation_auroc"]
+        row = {**entry, **{f"auroc_{n}": "" if aurocs.get(n) is None else aurocs[n] for n in mask_names}}
         writer.writerow([row[key] for key in header])
     return buffer.getvalue()
