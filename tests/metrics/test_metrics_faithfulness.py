@@ -74,6 +74,16 @@ def test_region_perturbation_equals_quantus(quantus, order) -> None:
     )
 
 
+def test_pixel_flipping_curve_equals_quantus(quantus) -> None:
+    model = tiny_classifier(2)
+    g = torch.Generator().manual_seed(2)
+    x, maps, y = torch.rand(3, 1, 12, 12, generator=g), torch.randn(3, 12, 12, generator=g), torch.tensor([1, 0, 2])
+    metric = quantus.PixelFlipping(features_in_step=18, perturb_baseline=0.0, normalise=False, disable_warnings=True)
+    expected = _quantus_call(metric, model, x, maps, y, softmax=True)  # after each of the 144 / 18 = 8 steps
+    ours = pixel_flipping_curve(model, x, maps, y, steps=8, baseline=0.0)
+    np.testing.assert_allclose(ours[:, 1:].numpy(), expected, atol=1e-6)
+
+
 def test_faithfulness_correlation_equals_quantus_on_the_same_subsets(quantus) -> None:
     """Quantus draws subsets with numpy's global RNG; we replay its draws and feed the same indices."""
     model = tiny_classifier(2)
