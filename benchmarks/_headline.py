@@ -249,12 +249,8 @@ def score(
     are scored NaN and left out of the mean, never silently dropped from the count.
     """
     model = load(run_dir)[0] if run_dir is not None else None
-    rows, refused = [], {}
-    for metric in metrics:
-        metric_rows, refused[metric] = _score_metric(stored, dataset, metric, model, mask)
-        rows += metric_rows
-    summary = summary_rows(rows, resamples=RESAMPLES, seed=bench.seed)
-    result = {str(s["metric"]): (float(s["mean"]), float(s["ci_low"]), float(s["ci_high"])) for s in summary}
+    rows, refused = metric_rows(stored, dataset, metrics, model, mask)
+    result = summarise_rows(bench, rows)
     for name, function in (custom or {}).items():
         values, refused[name] = mask_scores(stored, dataset, function, mask)
         result[name] = mean_interval(values, bench.seed)
@@ -276,6 +272,23 @@ def mask_scores(
                     refused += 1
                     values.append(math.nan)
     return values, refused
+
+
+def metric_rows(
+    stored: StoredExplanations, dataset: Any, metrics: Sequence[str], model: torch.nn.Module | None, mask: str | None
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Per-map rows of registered metrics (``medexplain.metrics.evaluate``) and the maps each refused."""
+    rows, refused = [], {}
+    for metric in metrics:
+        one, refused[metric] = _score_metric(stored, dataset, metric, model, mask)
+        rows += one
+    return rows, refused
+
+
+def summarise_rows(bench: Benchmark, rows: list[dict[str, Any]]) -> dict[str, Interval]:
+    """Metric -> mean and bootstrap interval of per-map rows (``summary_rows``, the benchmark's seed)."""
+    summary = summary_rows(rows, resamples=RESAMPLES, seed=bench.seed)
+    return {str(s["metric"]): (float(s["mean"]), float(s["ci_low"]), float(s["ci_high"])) for s in summary}
 
 
 def _score_metric(
