@@ -69,6 +69,13 @@ def test_noise_ssim_and_sensitivity_of_a_real_explainer() -> None:
     scores = max_sensitivity(None, model=model, x=x, explainer=counting, samples=3)
     assert scores.shape == (2,) and torch.isfinite(scores).all() and (scores > 0).all()
     assert sum(calls) == 2 * forward_passes("max-sensitivity", samples=3, with_maps=False)
+    calls.clear()
+    bounded = max_sensitivity(None, model=model, x=x, explainer=counting, samples=3, max_batch=1)
+    assert max(calls) == 1 and sum(calls) == 8
+    torch.testing.assert_close(bounded, scores)  # chunking does not change the result
+    calls.clear()
+    model_randomisation(None, model=model, x=x, explainer=counting, layers=2, max_batch=1)
+    assert max(calls) == 1 and sum(calls) == 2 * forward_passes("model-randomisation", layers=2, with_maps=False)
 
 
 def test_cascading_randomisation_is_top_down_and_leaves_the_model_alone() -> None:

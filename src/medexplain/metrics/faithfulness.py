@@ -66,7 +66,7 @@ class _Scorer:
             raise MedexplainError(f"max_batch must be positive, got {max_batch}")
         self.model, self.output, self.max_batch = model, output, max_batch
         with torch.no_grad():
-            logits = model(x)
+            logits = torch.cat([model(part) for part in x.split(max_batch)])
         resolved = resolve_target(logits, target)
         if resolved.score_fn is not None or resolved.indices.shape[1] != 1:
             raise MedexplainError("faithfulness metrics need one class index per sample as target")

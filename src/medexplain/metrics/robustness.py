@@ -29,24 +29,34 @@ NOISE = ("uniform", "gaussian")
 SIGMAS = (0.005, 0.01, 0.05, 0.1)
 
 
-def explain_maps(explainer: ExplainerFn, model: nn.Module, x: Tensor, classes: Tensor) -> Tensor:
-    """Maps ``(N, *spatial)`` of ``explainer`` on ``x`` (N, C, *spatial) for one class per sample."""
+def explain_maps(
+    explainer: ExplainerFn, model: nn.Module, x: Tensor, classes: Tensor, max_batch: int | None = None
+) -> Tensor:
+    """Maps ``(N, *spatial)`` of ``explainer`` on ``x`` (N, C, *spatial) for one class per sample.
+
+    With ``max_batch``, the explainer sees at most that many inputs at a time.
+    """
+    if max_batch is not None and len(x) > max_batch:
+        parts = zip(x.split(max_batch), classes.split(max_batch), strict=True)
+        return torch.cat([explain_maps(explainer, model, xs, cs) for xs, cs in parts])
     out = explainer(model, x, classes)
     maps = out.maps if isinstance(out, Explanation) else out
     return drop_channel(as_float(maps.detach(), "explainer maps"), tuple(x.shape[2:]), "explainer maps")
 
 
-def clean_maps(maps: Tensor | None, explainer: ExplainerFn, model: nn.Module, x: Tensor, classes: Tensor) -> Tensor:
+def clean_maps(
+    maps: Tensor | None, explainer: ExplainerFn, model: nn.Module, x: Tensor, classes: Tensor, max_batch: int
+) -> Tensor:
     """The clean explanations ``(B, *spatial)``: ``maps`` validated, or computed by ``explainer`` when None."""
     if maps is None:
-        return explain_maps(explainer, model, x, classes)
+        return explain_maps(explainer, model, x, classes, max_batch)
     return drop_channel(as_float(maps), tuple(x.shape[2:]), "maps").to(x.device)
 
 
-def target_classes(model: nn.Module, x: Tensor, target: Target) -> Tensor:
+def target_classes(model: nn.Module, x: Tensor, target: Target, max_batch: int) -> Tensor:
     """``(B,)`` class index per sample resolved on the clean input (``None`` = predicted class)."""
     with torch.no_grad():
-        resolved = resolve_target(model(x), target)
+        resolved = resolve_target(torch.cat([model(part) for part in x.split(max_batch)]), target)
     if resolved.score_fn is not None or resolved.indices.shape[1] != 1:
         raise MedexplainError("robustness and sanity metrics need one class index per sample as target")
     return resolved.indices[:, 0]
@@ -112,8 +122,8 @@ def sensitivity(
     """
     if norm not in ("l2", "linf"):
         raise MedexplainError(f"unknown norm {norm!r}; use 'l2' or 'linf'")
-    classes = target_classes(model, x, target)
-    clean = clean_maps(maps, explainer, model, x, classes).flatten(1)
+    classes = target_classes(model, x, target, max_batch)
+    clean = clean_maps(maps, explainer, model, x, classes, max_batch).flatten(1)
     order = 2 if norm == "l2" else float("inf")
     scale = torch.linalg.vector_norm(clean, ord=order, dim=1)
     if bool((scale == 0).any()):
@@ -230,8 +240,8 @@ def noise_ssim(
 ) -> Tensor:
     """Mean SSIM between the clean map and maps of ``x`` + Gaussian noise (std ``sigma``), both min-max
     normalised; (B,), 1 = unchanged. ``samples`` explainer calls per image (one more when ``maps`` is None)."""
-    classes = target_classes(model, x, target)
-    clean = clean_maps(maps, explainer, model, x, classes)
+    classes = target_classes(model, x, target, max_batch)
+    clean = clean_maps(maps, explainer, model, x, classes, max_batch)
     scores = noisy_explanations(
         explainer,
         model,

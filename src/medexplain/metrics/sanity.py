@@ -59,6 +59,7 @@ def cascading_randomisation(
     similarity: str = "spearman",
     seed: int = 0,
     layers: int | None = None,
+    max_batch: int = 64,
 ) -> tuple[list[str], Tensor]:
     """Similarity between the original maps and the maps after each cumulative randomisation step.
 
@@ -70,14 +71,15 @@ def cascading_randomisation(
         similarity: ``"spearman"`` (rank correlation of ``|maps|``, Quantus's ``MPRT`` default) or ``"ssim"``
             (of min-max normalised ``|maps|``).
         layers: randomise only the first ``layers`` parameter layers from the top (all when ``None``).
+        max_batch: inputs per explainer call.
 
     Returns:
         the randomised layer names in order, and similarities ``(B, L)``. One explainer call per layer.
     """
     if similarity not in SIMILARITIES:
         raise MedexplainError(f"unknown similarity {similarity!r}; use one of {', '.join(SIMILARITIES)}")
-    classes = target_classes(model, x, target)
-    original = clean_maps(maps, explainer, model, x, classes)
+    classes = target_classes(model, x, target, max_batch)
+    original = clean_maps(maps, explainer, model, x, classes, max_batch)
     randomised = copy.deepcopy(model)
     modules = dict(randomised.named_modules())
     names = parameter_layers(randomised)[:layers]
@@ -86,7 +88,7 @@ def cascading_randomisation(
     scores = []
     for step, name in enumerate(names):
         _randomise(modules[name], seed + step)
-        scores.append(_similarity(original, explain_maps(explainer, randomised, x, classes), similarity))
+        scores.append(_similarity(original, explain_maps(explainer, randomised, x, classes, max_batch), similarity))
     return names, torch.stack(scores, 1)
 
 
@@ -101,11 +103,20 @@ def model_randomisation(
     similarity: str = "spearman",
     seed: int = 0,
     layers: int | None = None,
+    max_batch: int = 64,
 ) -> Tensor:
     """Mean similarity of the maps to the trained model's over the cascading randomisation steps; (B,).
 
     Low is good (the explanation depends on the weights). See :func:`cascading_randomisation`.
     """
     return cascading_randomisation(
-        maps, model=model, x=x, explainer=explainer, target=target, similarity=similarity, seed=seed, layers=layers
+        maps,
+        model=model,
+        x=x,
+        explainer=explainer,
+        target=target,
+        similarity=similarity,
+        seed=seed,
+        layers=layers,
+        max_batch=max_batch,
     )[1].mean(1)
