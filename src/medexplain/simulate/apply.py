@@ -90,11 +90,14 @@ def simulate_batch(
 
 
 def item_results(
-    simulation: Simulation, before: Tensor, after: Tensor, direction: int, disease_class: int,
+    simulation: Simulation, jacobian: Tensor, before: Tensor, after: Tensor, direction: int, disease_class: int,
     ids: list[str], labels: list[int], masks: dict[str, Tensor],
 ) -> list[ItemResult]:
-    """Per-image numbers of one simulated batch; ``masks`` are ``{name: (B, 1, *spatial)}`` (may be empty)."""
-    jacobian = simulation.jacobian()
+    """Per-image numbers of one simulated batch.
+
+    ``jacobian``: ``simulation.jacobian()``, ``(B, 1, *spatial)``; ``before``/``after``: classifier outputs
+    ``(B, K)``; ``masks``: ``{name: (B, 1, *spatial)}`` (may be empty).
+    """
     score = localisation_score(jacobian, torch.full((jacobian.shape[0],), float(direction), device=jacobian.device))
     aurocs = {}
     for name, mask in masks.items():
@@ -216,7 +219,8 @@ def apply_simulator(
 ) -> dict[str, float | int | str | None]:
     """Simulate every ``Sample`` of ``dataset`` in ``direction`` (``"inject"``/``"remove"``) and write ``out``.
 
-    Returns the summary (also written to ``summary.json``/``summary.csv``).
+    ``simulator`` and ``classifier`` must already be on ``device``; neither is modified. Returns the summary
+    (also written to ``summary.json``/``summary.csv``).
     """
     sign = parse_direction(direction)
     if file_format not in FILE_FORMATS:
@@ -226,8 +230,6 @@ def apply_simulator(
     check_compatible(simulator, dataset, source)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate)
     suffix = FILE_FORMATS[file_format]
-    simulator = simulator.to(device).eval()
-    classifier = classifier.to(device)
     items: list[ItemResult] = []
     entries: list[dict] = []
     used: set[str] = set()
@@ -242,8 +244,9 @@ def apply_simulator(
             )
             ids = [identifier or str(len(items) + i) for i, identifier in enumerate(batch["id"])]
             masks = {name: mask.to(device) for name, mask in batch["masks"].items()}
-            results = item_results(simulation, before, after, sign, disease_class, ids, batch["label"], masks)
-            jacobian = simulation.jacobian().cpu().numpy()
+            jacobian = simulation.jacobian()
+            results = item_results(simulation, jacobian, before, after, sign, disease_class, ids, batch["label"], masks)
+            jacobian = jacobian.cpu().numpy()
             for i, result in enumerate(results):
                 name = _safe_name(result.id, used)
                 paths = {sub: f"{sub}/{name}{suffix}" for sub in ("images", "displacements", "jacobians")}
