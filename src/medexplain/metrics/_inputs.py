@@ -127,10 +127,14 @@ def _sorted_with_labels(scores: Tensor, positive: Tensor) -> tuple[Tensor, Tenso
     (``-0.0`` first turned into ``+0.0``), shifted left with the label in the free bit. Otherwise an argsort.
     """
     if scores.device.type == "cpu" and scores.dtype == torch.float32:
-        bits = (scores + 0.0).numpy().view(np.int32).astype(np.int64)
-        keys = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits) * 2 + positive.numpy()
+        bits = (scores + 0.0).numpy().view(np.int32)
+        keys = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits).astype(np.int64)
+        keys <<= 1
+        keys |= positive.numpy()
         keys.sort(axis=1)
-        return torch.from_numpy(keys >> 1), torch.from_numpy((keys & 1).astype(bool))
+        labels = (keys & 1).astype(bool)
+        keys >>= 1
+        return torch.from_numpy(keys), torch.from_numpy(labels)
     ordered, order = sort_rows(scores)
     return ordered, positive.gather(1, order)
 
@@ -145,10 +149,9 @@ def rank_auroc(scores: Tensor, positive: Tensor) -> Tensor:
     n_pos = labels.sum(-1).to(torch.float64)
     n_neg = labels.shape[-1] - n_pos
     if bool((ordered[:, 1:] == ordered[:, :-1]).any()):
-        ranks = _tied_ranks(ordered)
-    else:
-        ranks = torch.arange(1, ordered.shape[1] + 1, device=ordered.device, dtype=torch.float64).expand_as(ordered)
-    rank_sum = (ranks * labels).sum(-1)
+        rank_sum = (_tied_ranks(ordered) * labels).sum(-1)
+    else:  # no ties: the ranks are the sorted positions
+        rank_sum = labels.to(torch.float64) @ torch.arange(1, labels.shape[1] + 1, device=labels.device).double()
     auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     return auc.masked_fill((n_pos == 0) | (n_neg == 0), float("nan"))
 

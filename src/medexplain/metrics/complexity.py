@@ -28,9 +28,10 @@ def gini(maps: Tensor) -> Tensor:
     """
     flat = as_float(maps).flatten(1).abs()
     n = flat.shape[1]
-    ordered = sorted_values(flat).to(torch.float64) + GINI_EPS  # sorting in the map's dtype keeps the order
+    ordered = sorted_values(flat).to(torch.float64)  # sorting in the map's dtype keeps the order
     weights = 2 * torch.arange(1, n + 1, device=flat.device, dtype=torch.float64) - n - 1
-    return ((ordered * weights).sum(1) / (n * ordered.sum(1))).to(flat.dtype)
+    # the offset drops out of the numerator (the weights sum to zero) and adds n * eps to the total
+    return ((ordered @ weights) / (n * (ordered.sum(1) + n * GINI_EPS))).to(flat.dtype)
 
 
 @register_metric("entropy", category="complexity", higher_is_better=False)
