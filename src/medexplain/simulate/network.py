@@ -15,7 +15,7 @@ interpretable map: ``det < 1`` tissue shrinks (atrophy), ``> 1`` tissue grows.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +63,6 @@ class Simulation:
     displacement: Tensor
     deformation: Tensor
     velocity: Tensor
-    extras: dict[str, Tensor] = field(default_factory=dict)
 
     def jacobian(self) -> Tensor:
         """``det J`` of the tissue deformation, ``(B, 1, *spatial)``: < 1 shrinkage, > 1 growth, <= 0 folding."""
