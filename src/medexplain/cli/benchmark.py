@@ -22,9 +22,9 @@ BENCHMARKS = {
 }
 
 
-def benchmarks_folder() -> Path:
-    """The checkout's ``benchmarks/`` folder (``src/medexplain/../../benchmarks``)."""
-    folder = Path(__file__).resolve().parents[3] / "benchmarks"
+def benchmarks_folder(module: Path = Path(__file__)) -> Path:
+    """The checkout's ``benchmarks/`` folder (``src/medexplain/cli/benchmark.py`` -> ``benchmarks/``)."""
+    folder = module.resolve().parents[3] / "benchmarks"
     if not (folder / BENCHMARKS["busi"]).is_file():
         raise MedexplainError(
             f"{folder}: no benchmark scripts here; benchmarks live in the source checkout "
