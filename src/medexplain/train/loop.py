@@ -77,8 +77,9 @@ def train(
             default ``"ce+sparsity"`` for models registered with a ``sparsity_lambda`` (``sparse-*``), else ``"ce"``.
         sparsity_lambda: weight of mean |evidence| (see :mod:`medexplain.train.losses` for the paper's scale).
         sparsity_on: ``"evidence"`` (the map, as published) or ``"local"`` (the map minus the class bias).
-        sparsity_warmup: ramp lambda linearly from 0 over this many epochs (features first, then sparsity);
-            only epochs after the warm-up can be chosen as the best epoch.
+        sparsity_warmup: ``W`` > 0 ramps lambda linearly, ``lambda * min(1, e / W)`` in epoch ``e = 0, 1, ...``
+            (features first, then sparsity); epochs ``e >= W - 1`` (lambda at least ``(W - 1) / W`` of its value)
+            can be chosen as the best epoch, earlier ones only stand in until then.
         class_weights: ``"balanced"`` or one weight per class, for the cross-entropy.
         size: resize every image to ``size`` along each spatial axis.
         patience: stop after this many epochs without improvement of ``monitor`` on the validation split.
