@@ -171,3 +171,19 @@ def test_pass_rule_through_activations_and_unfolded_batchnorm_equals_zennit(name
     ours = _explainer(name, 1e-9)(model, x, target).maps[:, 0]
     reference = zennit_relevance(model, x, target, zennit_composite(name, 1e-9, 1e-9)).sum(dim=1)
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-6 * reference.abs().max().item())
+
+
+@pytest.mark.parametrize("name", COMPOSITES)
+def test_in_place_activations_give_the_same_relevance(name: str) -> None:
+    """Pre-activation order (BatchNorm -> in-place ReLU -> conv, as in DenseNet) and conv -> in-place ReLU."""
+
+    def build(inplace: bool) -> nn.Module:
+        torch.manual_seed(3)
+        return randomize_batchnorm(nn.Sequential(
+            nn.Conv2d(2, 6, 3, padding=1), nn.ReLU(inplace=inplace), nn.BatchNorm2d(6), nn.ReLU(inplace=inplace),
+            nn.Conv2d(6, 4, 3, padding=1), nn.ReLU(inplace=inplace), nn.Flatten(), nn.Linear(4 * 36, 3),
+        ).double())
+
+    x = torch.randn(2, 2, 6, 6, dtype=torch.float64)
+    explainer = _explainer(name, 1e-9)
+    torch.testing.assert_close(explainer(build(True), x, "all").maps, explainer(build(False), x, "all").maps)

@@ -68,12 +68,16 @@ class _RuleNode(torch.autograd.Function):
 
 
 class _PassNode(torch.autograd.Function):
-    """Relevance unchanged through an element-wise module: ``c_in = c * y / stab(x)``."""
+    """Relevance unchanged through an element-wise module: ``c_in = c * y / stab(x)``.
+
+    The output travels inside a list rather than as an argument, so that autograd does not treat it as an input
+    returned as-is (a view that a following in-place ReLU could not modify).
+    """
 
     @staticmethod
-    def forward(ctx, inputs: Tensor, output: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.inputs, ctx.output = inputs.detach(), output
-        return output
+    def forward(ctx, inputs: Tensor, holder: list[Tensor]) -> Tensor:  # type: ignore[override]
+        ctx.inputs, ctx.output = inputs.detach(), holder[0]
+        return holder[0]
 
     @staticmethod
     def backward(ctx, c: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
@@ -110,10 +114,10 @@ class _Tracker:
         if source is not None and source[0] is args[0] and foldable(source[1].layer, module):
             step = source[1]
             return self.apply_rule(step.rule, step.layer.fold(module), step.inputs, output)
-        return _PassNode.apply(args[0], output.detach())
+        return _PassNode.apply(args[0], [output.detach()])
 
     def pass_hook(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-        return _PassNode.apply(args[0], output.detach())
+        return _PassNode.apply(args[0], [output.detach()])
 
 
 def lrp_relevance(
