@@ -66,7 +66,6 @@ class Row:
     label: str
     config: Config
     method: str | None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -356,7 +355,8 @@ def finish(
         f"### {title}\n\n"
         f"Size `{bench.size_name}` ({sides}, {bench.size.epochs} epochs, images per split: "
         f"{dict(bench.size.per_split) if bench.size.per_split else 'all'}), seed {bench.seed}, "
-        f"{minutes:.1f} min wall-clock on {torch.get_num_threads()} CPU thread(s) "
+        f"{minutes:.1f} min wall-clock, {time.process_time() / 60:.1f} min CPU time on {torch.get_num_threads()} "
+        f"torch thread(s) "
         f"(this run; models reused from the work folder are not retrained). "
         f"Intervals: 95 % bootstrap over test images ({RESAMPLES} resamples, seed {bench.seed})."
     )

@@ -46,6 +46,7 @@ SIZES = {
     "default": Size(None, 64, 10),
     "full": Size(None, 128, 40),
 }
+CLASS_NAMES = ("normal", "benign", "malignant")
 COLUMNS = (
     "balanced accuracy", "AUROC", "pointing game", "relevance mass", "Dice", "HD95 (px)", "deletion AUC", "Gini",
     "s / image",
@@ -119,7 +120,7 @@ def gallery(bench: Benchmark, data: Path, per_class: int = 2) -> Path:
         sample = raw[index]
         axes[r, 0].imshow(sample.image[0], cmap="gray")
         axes[r, 0].contour(sample.masks["lesion"][0], levels=[0.5], colors="lime", linewidths=0.8)
-        axes[r, 0].set_ylabel(sample.meta.get("class_name", str(sample.label)), fontsize=7)
+        axes[r, 0].set_ylabel(CLASS_NAMES[sample.label], fontsize=7)
         for c, row in enumerate(table, start=1):
             item = next(i for i in stored[row.name].items if i.index == index)
             heat = stored[row.name].load(item, row.method)[0].numpy()
