@@ -36,11 +36,9 @@ SUMMARY_FIELDS = ("method", "metric", "category", "higher_is_better", "n", "excl
 
 @dataclass(frozen=True)
 class Unit:
-    """One stored map to score: item ``id``/``index``/``label``, the ``method``, the explained ``target``."""
+    """One stored map to score: the ``item``, its ``method``, and the ``k``-th explained ``target``."""
 
-    id: str
-    index: int
-    label: int
+    item: Any  # medexplain.explain.store.StoredItem
     method: str
     target: int
     k: int
@@ -83,7 +81,7 @@ def _units(stored: Any) -> list[Unit]:
     for item in stored.items:
         for method in item.maps:
             for k, target in enumerate(item.targets or (-1,)):
-                units.append(Unit(item.id, item.index, item.label, method, int(target), k))
+                units.append(Unit(item, method, int(target), k))
     return units
 
 
@@ -151,9 +149,9 @@ def evaluate_explanations(
                 empty += int(torch.isnan(scores).sum())
                 rows.extend(
                     {
-                        "id": u.id,
-                        "index": u.index,
-                        "label": u.label,
+                        "id": u.item.id,
+                        "index": u.item.index,
+                        "label": u.item.label,
                         "method": u.method,
                         "target": u.target,
                         "metric": name,
@@ -183,18 +181,18 @@ def _context(
     model: nn.Module | None,
     device: str | torch.device,
 ) -> dict[str, Any]:
-    items = {item.id: item for item in stored.items}
     images, masks, maps = [], [], []
     for unit in batch:
-        if not 0 <= unit.index < len(dataset):
-            raise MedexplainError(f"item {unit.id!r}: index {unit.index} is outside the dataset ({len(dataset)} items)")
-        sample = dataset[unit.index]
-        if str(sample.meta.get("id")) != unit.id:
+        item = unit.item
+        if not 0 <= item.index < len(dataset):
+            raise MedexplainError(f"item {item.id!r}: index {item.index} is outside the dataset ({len(dataset)} items)")
+        sample = dataset[item.index]
+        if str(sample.meta.get("id")) != item.id:
             raise MedexplainError(
-                f"item {unit.id!r}: dataset item {unit.index} has id {sample.meta.get('id')!r} "
+                f"item {item.id!r}: dataset item {item.index} has id {sample.meta.get('id')!r} "
                 "(evaluate on the dataset and split that were explained)"
             )
-        stack = stored.load(items[unit.id], unit.method)
+        stack = stored.load(item, unit.method)
         maps.append(stack[unit.k])
         images.append(sample.image)
         if mask_name is not None:
