@@ -89,7 +89,7 @@ class _Tracker:
     """Forward-pass bookkeeping: which tensors are outputs of rule layers (for BatchNorm folding)."""
 
     inputs: Tensor
-    produced: dict[int, tuple[Tensor, _Step]] = field(default_factory=dict)
+    produced: dict[int, tuple[Tensor, _Step, int]] = field(default_factory=dict)
     sink: list[Tensor] = field(default_factory=list)
 
     def apply_rule(self, rule: Rule, layer: Affine, inputs: Tensor, output: Tensor) -> Tensor:
@@ -100,7 +100,7 @@ class _Tracker:
             )
         step = _Step(rule, layer, inputs, output.detach(), self.sink)
         result = _RuleNode.apply(inputs, step)
-        self.produced[id(result)] = (result, step)
+        self.produced[id(result)] = (result, step, result._version)
         return result
 
     def rule_hook(self, rule: Rule):
@@ -111,7 +111,9 @@ class _Tracker:
 
     def batchnorm_hook(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
         source = self.produced.get(id(args[0]))
-        if source is not None and source[0] is args[0] and foldable(source[1].layer, module):
+        # the very tensor a rule layer produced, not modified in place since (e.g. by ReLU(inplace=True))
+        unchanged = source is not None and source[0] is args[0] and source[2] == args[0]._version
+        if unchanged and foldable(source[1].layer, module):
             step = source[1]
             return self.apply_rule(step.rule, step.layer.fold(module), step.inputs, output)
         return _PassNode.apply(args[0], [output.detach()])
