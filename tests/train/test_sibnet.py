@@ -160,7 +160,7 @@ def test_each_term_is_scaled_by_its_first_value() -> None:
     first, second = torch.randn(4, 1, 10, 10), torch.randn(4, 1, 10, 10)
     penalty, _, parts = loss(model, first)
     assert float(parts["distinctiveness"]) > 0 and float(parts["coherence"]) > 0
-    assert float(penalty) == pytest.approx(1.2 + 0.9)
+    assert float(penalty.detach()) == pytest.approx(1.2 + 0.9)
     penalty, logits, parts = loss(model, second)
     maps, _ = class_saliency(model, second)
     cd, sc = class_distinctiveness(maps), spatial_coherence(maps)

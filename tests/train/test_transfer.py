@@ -38,7 +38,7 @@ def test_decoder_learns_masks_over_a_frozen_encoder(spatial_dims: int, side: int
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BatchNorm statistics untouched
     assert encoder.training and not any(p.requires_grad for p in encoder.parameters())
     dice = segmentation_dice(segmenter, test_images, test_masks)
-    everywhere = (2 * test_masks.flatten(1).mean(1) / (1 + test_masks.flatten(1).mean(1)))  # Dice of all-foreground
+    everywhere = 2 * test_masks.flatten(1).mean(1) / (1 + test_masks.flatten(1).mean(1))  # Dice of all-foreground
     assert float(dice.mean()) > 0.75 and float(dice.median()) > 0.8 and (dice > everywhere).float().mean() >= 0.75
     again = train_decoder(encoder, images, masks, **settings)
     torch.testing.assert_close(again(test_images), segmenter(test_images))  # deterministic under the seed
