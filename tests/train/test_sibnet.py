@@ -159,7 +159,7 @@ def test_each_term_is_scaled_by_its_first_value() -> None:
     loss = SIBnetLoss()
     first, second = torch.randn(4, 1, 10, 10), torch.randn(4, 1, 10, 10)
     penalty, _, parts = loss(model, first)
-    assert float(parts["distinctiveness"]) > 0 and float(parts["coherence"]) > 0
+    assert float(parts["distinctiveness"].detach()) > 0 and float(parts["coherence"].detach()) > 0
     assert float(penalty.detach()) == pytest.approx(1.2 + 0.9)
     penalty, logits, parts = loss(model, second)
     maps, _ = class_saliency(model, second)
