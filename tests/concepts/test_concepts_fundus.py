@@ -47,6 +47,9 @@ def test_concepts_cli_recovers_lesions_and_dismisses_dust(fundus_run, tmp_path):
         rows = {r["class_name"]: r for r in influence if r["concept"] == lesion}
         assert rows["proliferative"]["derivative_mean"] > rows["proliferative"]["random_derivative_mean"]
         assert rows["none"]["derivative_mean"] < rows["none"]["random_derivative_mean"]
+    # the test has power: lesions significantly lower the "none" grade (Holm-corrected over the 4 concepts)
+    lowering_none = [r for r in influence if r["class_name"] == "none" and r["concept"] in LESIONS and r["significant"]]
+    assert len(lowering_none) >= 2 and all(r["derivative_mean"] < 0 for r in lowering_none)
     table = json.loads((out / "concept_class_table.json").read_text())
     assert set(table["dust"].values()) == {0}
     assert all(table[lesion]["none"] == -1 for lesion in LESIONS)
