@@ -198,7 +198,7 @@ def _evaluate(
     progress: bool,
 ) -> None:  # fmt: skip
     from medexplain.explain.store import load_explanations
-    from medexplain.metrics.evaluate import evaluate_explanations, summary_rows, write_results
+    from medexplain.metrics.evaluate import evaluate_explanations, mean_curves, summary_rows, write_results
 
     network, dataset = _run_dataset(run_dir, data_dir, "test")
     stored = load_explanations(maps_dir)
@@ -209,7 +209,8 @@ def _evaluate(
     shares = [float(m.mean()) for m in (dataset[i.index].masks[mask] for i in stored.items) if m.any()] if mask else []
     # Chance level of the pointing game: the mean share of the image a lesion covers, over the scored images.
     chance = {"pointing-game": sum(shares) / len(shares)} if shares else {}
-    write_results(scores_dir, rows, summary_rows(rows, seed=settings.seed), {"chance": chance}, overwrite=True)
+    extra = {"chance": chance, "curves": mean_curves(stored, dataset, network, metrics, batch_size=16)}
+    write_results(scores_dir, rows, summary_rows(rows, seed=settings.seed), extra, overwrite=True)
 
 
 def _concepts(run_dir: Path, data_dir: Path, concepts_dir: Path, settings: DemoSettings, progress: bool) -> None:

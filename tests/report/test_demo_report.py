@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import itertools
 import json
 import re
 import shutil
@@ -120,3 +121,16 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     with pytest.raises(MedexplainError, match="not a medexplain run folder"):
         build_report(tmp_path)
     assert not (tmp_path / "report.html").exists()
+
+
+def test_mean_curves_integrate_to_the_mean_scores(demo: Path, page: str) -> None:
+    """The area under each stored mean curve equals the mean of the per-image AUC scores (trapezoids are linear)."""
+    assert "Deletion and insertion curves" in page
+    for model in ("sparse-bagnet9-light", "resnet18"):
+        curves = json.loads((demo / "evaluation" / model / "summary.json").read_text())["curves"]
+        rows = _rows(demo / "evaluation" / model / "per_sample.csv")
+        for method, per_mode in curves.items():
+            for mode, curve in per_mode.items():
+                scores = [float(r["score"]) for r in rows if r["method"] == method and r["metric"] == f"{mode}-auc"]
+                area = sum((a + b) / 2 for a, b in itertools.pairwise(curve)) / (len(curve) - 1)
+                assert area == pytest.approx(sum(scores) / len(scores), abs=1e-6), (model, method, mode)  # float32 model

@@ -32,7 +32,14 @@ def evaluate_command(
     """Score every stored map with the chosen metrics; write per-sample scores and mean with 95 % bootstrap CI."""
     from medexplain.data import load_dataset
     from medexplain.explain.store import load_explanations
-    from medexplain.metrics.evaluate import evaluate_explanations, select_metrics, summary_rows, write_results
+    from medexplain.metrics.evaluate import (
+        CURVE_METRICS,
+        evaluate_explanations,
+        mean_curves,
+        select_metrics,
+        summary_rows,
+        write_results,
+    )
 
     stored = load_explanations(explanations)
     network, transform = None, None
@@ -57,6 +64,8 @@ def evaluate_command(
         progress=progress,
     )
     extra = {"noise_auroc": _noise_auroc(network, dataset, batch_size, device)} if noise_auroc and network else {}
+    if network is not None and CURVE_METRICS.keys() & set(names):
+        extra["curves"] = mean_curves(stored, dataset, network, names, batch_size=batch_size, device=device)
     write_results(out, rows, summary_rows(rows, resamples=resamples, seed=seed), extra, overwrite=overwrite)
     if empty:
         typer.echo(f"{empty} scores are NaN (empty masks): excluded from the summary, counted in 'excluded'", err=True)

@@ -17,6 +17,7 @@ from medexplain.errors import MedexplainError
 from medexplain.report.discover import Component
 from medexplain.report.figures import (
     confusion_matrix_png,
+    curves_png,
     histograms_png,
     line_png,
     overlay,
@@ -149,6 +150,24 @@ def evaluation_section(page: Page, component: Component) -> None:
             "image: a pointing-game score clearly above this level means the maps find lesions."
         )
         section.table(["metric", "chance level"], [[name, value] for name, value in chance.items()])
+    curves = document.get("curves", {})
+    modes = sorted({mode for per_method in curves.values() for mode in per_method})
+    if modes:
+        section.heading("Deletion and insertion curves")
+        section.figures(
+            [
+                (
+                    curves_png(
+                        {method: np.array([c[mode]]) for method, c in curves.items() if mode in c},
+                        "fraction of pixels perturbed (most relevant first)",
+                        "target probability",
+                        mode,
+                    ),
+                    f"Mean {mode} curve per method",
+                )
+                for mode in modes
+            ]
+        )
     per_sample = read_csv(component.path / "per_sample.csv")
     figures = []
     for metric in sorted({row["metric"] for row in per_sample}):
