@@ -1,7 +1,8 @@
 """Shared by the BagNet benchmarks: train run folders with ``medexplain.train`` and tabulate test metrics.
 
 Each configuration is trained once per seed into ``WORK/<name>-seed<k>`` (kept, so a second invocation with the
-same folder reuses finished runs and resumes interrupted ones); the table reports mean +- sd over the seeds.
+same folder reuses finished runs and resumes interrupted ones; the CPU seconds of a run are kept beside it in
+``<name>-seed<k>.cpu-seconds``); the table reports mean +- sd over the seeds.
 """
 
 from __future__ import annotations
@@ -33,13 +34,15 @@ class Config:
 def run(config: Config, data: str | Path, work: Path, seed: int) -> dict[str, Any]:
     """Train (or finish, or reuse) one seed of ``config``; returns its test metrics and CPU seconds."""
     out = work / f"{config.name}-seed{seed}"
-    started = time.process_time()
+    cpu_file = work / f"{config.name}-seed{seed}.cpu-seconds"
     if (out / "config.json").is_file() and read_resume_info(out / RESUME_FILE).get("done"):
         result = json.loads((out / "config.json").read_text())
     else:
+        started = time.process_time()
         result = train(config.model, data, out, seed=seed, resume=(out / RESUME_FILE).is_file(), **config.settings)
+        cpu_file.write_text(f"{time.process_time() - started:.1f}\n")
     metrics = dict(result["metrics"]["test"])
-    metrics["cpu_seconds"] = time.process_time() - started
+    metrics["cpu_seconds"] = float(cpu_file.read_text()) if cpu_file.is_file() else float("nan")
     return metrics
 
 
@@ -60,7 +63,8 @@ def table(rows: dict[str, list[dict[str, Any]]], references: list[tuple[str, dic
             else:
                 cells.append(f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f}")
         seconds = statistics.mean(r["cpu_seconds"] for r in results)
-        lines.append(f"| {name} | {len(results)} | " + " | ".join(cells) + f" | {seconds:.0f} |")
+        shown = "-" if seconds != seconds else f"{seconds:.0f}"  # NaN: run trained before CPU time was recorded
+        lines.append(f"| {name} | {len(results)} | " + " | ".join(cells) + f" | {shown} |")
     for name, values in references:
         cells = [f"{values[c]:.3f}" if c in values else "-" for c in COLUMNS]
         lines.append(f"| {name} (published) | - | " + " | ".join(cells) + " | - |")
