@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from torch import nn
+from torch import Tensor, nn
 
 from medexplain.data import collate
 from medexplain.errors import MedexplainError
@@ -37,6 +37,33 @@ def parse_target(text: str) -> Target:
         return int(text)
     except ValueError:
         raise MedexplainError(f"--target: expected 'predicted', 'all' or a class index, got {text!r}") from None
+
+
+def explain_batch(
+    model: nn.Module,
+    dataset: Any,
+    indices: Sequence[int],
+    explainers: Mapping[str, Explainer],
+    target: Target,
+    device: str | torch.device,
+    done: Callable[[str, str], bool],
+) -> Iterator[tuple[str, int, int, list[int], str, Tensor]]:
+    """Explain the items ``indices`` of ``dataset`` as one batch per method, skipping ``done(item_id, method)``.
+
+    Yields ``(item_id, index, label, targets, method, maps (K, *spatial))``, the arguments of
+    :meth:`ExplanationWriter.write`; the single-process loop and the Ray workers share it, so their batches agree.
+    """
+    samples = [dataset[i] for i in indices]
+    ids = [str(sample.meta["id"]) for sample in samples]
+    for name, explainer in explainers.items():
+        todo = [j for j, item_id in enumerate(ids) if not done(item_id, name)]
+        if not todo:
+            continue
+        batch = collate([samples[j] for j in todo])
+        explanation = explainer(model, batch.image.to(device), target)
+        maps = explanation.maps.detach().cpu()
+        for row, j in enumerate(todo):
+            yield ids[j], indices[j], samples[j].label, explanation.targets[row].tolist(), name, maps[row]
 
 
 def explain_dataset(
@@ -68,19 +95,8 @@ def explain_dataset(
         task = bar.add_task("explaining", total=len(dataset))
         for start in range(0, len(dataset), batch_size):
             indices = range(start, min(start + batch_size, len(dataset)))
-            samples = [dataset[i] for i in indices]
-            ids = [str(sample.meta["id"]) for sample in samples]
-            for name, explainer in explainers.items():
-                todo = [j for j, item_id in enumerate(ids) if not writer.has(item_id, name)]
-                if not todo:
-                    continue
-                batch = collate([samples[j] for j in todo])
-                explanation = explainer(model, batch.image.to(device), target)
-                maps = explanation.maps.detach().cpu()
-                for row, j in enumerate(todo):
-                    writer.write(
-                        ids[j], indices[j], samples[j].label, explanation.targets[row].tolist(), name, maps[row]
-                    )
+            for record in explain_batch(model, dataset, indices, explainers, target, device, writer.has):
+                writer.write(*record)
             writer.flush()
             bar.advance(task, len(indices))
     return Path(out)
