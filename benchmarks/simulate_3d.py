@@ -52,8 +52,7 @@ def small_cnn(dims: int, size: int) -> nn.Module:
     )
 
 
-def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
+def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: int) -> nn.Module:
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(epochs):
         model.train()
@@ -110,11 +109,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--margin", type=float, default=5.0)
+    parser.add_argument("--max-displacement", type=float, default=1.5, help="magnitude bound (voxels)")
     parser.add_argument("--channels", default="8,16,32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     timings = {}
 
@@ -127,7 +128,7 @@ def main() -> None:
         scale = ScaleIntensity((0, 255))
         train, test = load_dataset(data, "train", transform=scale), load_dataset(data, "test", transform=scale)
         images = torch.stack([train[i].image for i in range(len(train))])
-        classifier = fit(small_cnn(args.dims, args.size), images, train.labels, args.classifier_epochs, args.seed)
+        classifier = fit(small_cnn(args.dims, args.size), images, train.labels, args.classifier_epochs)
     else:
         from medexplain.train import train as train_model
 
@@ -145,7 +146,7 @@ def main() -> None:
     start = time.perf_counter()
     config = SimulatorConfig(args.dims, 1, channels=tuple(int(c) for c in args.channels.split(",")))
     settings = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                              margin=args.margin, seed=args.seed)
+                              margin=args.margin, magnitude_bound=args.max_displacement, seed=args.seed)
     simulator, history = train_simulator(classifier, TensorDataset(images), config, settings)
     timings["simulator"] = time.perf_counter() - start
 

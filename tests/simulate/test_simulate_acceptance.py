@@ -61,7 +61,7 @@ def test_simulator_flips_predictions_and_its_jacobians_localise_the_atrophy(atro
     weights = {name: value.clone() for name, value in classifier.state_dict().items()}
 
     config = SimulatorConfig(spatial_dims=2, in_channels=1, channels=(8, 16, 32))
-    settings = TrainingConfig(epochs=5, batch_size=16, learning_rate=1e-3, margin=5.0)
+    settings = TrainingConfig(epochs=5, batch_size=16, learning_rate=1e-3, margin=5.0, magnitude_bound=1.5)
     simulator, history = train_simulator(classifier, TensorDataset(images), config, settings, progress=False)
     assert history[-1]["hinge"] < history[0]["hinge"]
     for name, value in classifier.state_dict().items():  # the user's classifier is never modified
