@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -23,25 +24,45 @@ def explain_command(
     map_format: str = typer.Option("npy", "--format", help="npy (float16) or nifti (.nii.gz, 3D maps)."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    engine: str = typer.Option("local", help="local (this process) or ray (shards over Ray workers)."),
+    address: str | None = typer.Option(None, help="Ray cluster to join (host:port or auto; default: a local one)."),
+    workers: int | None = typer.Option(None, help="Ray workers (default: one per CPU, or per GPU with cuda)."),
 ) -> None:
     """Write OUT/maps/<method>/<id>.npy and OUT/index.json; items already written are skipped."""
-    from medexplain.data import load_dataset
     from medexplain.explain.run import build_explainers, explain_dataset, parse_target
+    from medexplain.scale import check_engine, ray_engine
+
+    check_engine(engine)
+    methods = [m.strip() for m in method.split(",") if m.strip()]
+    explainers = build_explainers(methods, layer)
+    parsed_target = parse_target(target)
+    header = {"model": str(model), "data": str(data), "split": split or None}
+    if engine == "ray":
+        inputs = partial(_inputs, model, data, split or None, device)
+        dataset = inputs(load_model=False)[1]
+        ray_engine().explain_with_ray(
+            inputs, len(dataset), methods, out, header, layer=layer, target=parsed_target, batch_size=batch_size,
+            map_format=map_format, device=device, address=address, workers=workers, progress=progress,
+        )  # fmt: skip
+    else:
+        network, dataset = _inputs(model, data, split or None, device)
+        explain_dataset(
+            network, dataset, explainers, out, header, target=parsed_target, batch_size=batch_size,
+            map_format=map_format, device=device, progress=progress,
+        )  # fmt: skip
+    typer.echo(f"{out}: {len(dataset)} items x {len(explainers)} methods")
+
+
+def _inputs(model: Path, data: Path, split: str | None, device: str, *, load_model: bool = True) -> tuple:
+    """The run's model (``None`` unless ``load_model``) and the dataset with its preprocessing; Ray workers call it."""
+    from medexplain.data import load_dataset
     from medexplain.models import load
+    from medexplain.models.checkpoint import read_config
     from medexplain.train import preprocessing_transform
 
-    explainers = build_explainers([m.strip() for m in method.split(",") if m.strip()], layer)
-    parsed_target = parse_target(target)
-    network, config = load(model, device=device)
+    network, config = load(model, device=device) if load_model else (None, read_config(model))
     preprocessing = config.get("preprocessing")
-    transform = preprocessing_transform(preprocessing) if preprocessing else None
-    dataset = load_dataset(data, split or None, transform)
-    header = {"model": str(model), "data": str(data), "split": split or None}
-    explain_dataset(
-        network, dataset, explainers, out, header, target=parsed_target, batch_size=batch_size,
-        map_format=map_format, device=device, progress=progress,
-    )
-    typer.echo(f"{out}: {len(dataset)} items x {len(explainers)} methods")
+    return network, load_dataset(data, split, preprocessing_transform(preprocessing) if preprocessing else None)
 
 
 def register(app: typer.Typer) -> None:

@@ -179,28 +179,18 @@ def _threads() -> None:
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
 
 
-def _load_model(model: str | os.PathLike[str], device: str) -> tuple[torch.nn.Module, Any]:
-    """The model of a run folder and its preprocessing transform (``None`` without one)."""
-    from medexplain.models import load
-    from medexplain.train import preprocessing_transform
-
-    network, config = load(model, device=device)
-    preprocessing = config.get("preprocessing")
-    return network, (preprocessing_transform(preprocessing) if preprocessing else None)
+Inputs = Callable[[], tuple[Any, Any]]  # picklable; returns (model or None, dataset) as the caller loads them
 
 
 class ExplainWorker:
     """A Ray actor holding the model, dataset and explainers, explaining shards of dataset indices."""
 
-    def __init__(self, model: str, data: str, split: str | None, methods: list[str], layer: str | None,
-                 device: str) -> None:  # fmt: skip
-        from medexplain.data import load_dataset
+    def __init__(self, inputs: Inputs, methods: list[str], layer: str | None, device: str) -> None:
         from medexplain.explain.run import build_explainers
 
         _threads()
         self.device = device
-        self.model, transform = _load_model(model, device)
-        self.dataset = load_dataset(data, split, transform)
+        self.model, self.dataset = inputs()
         self.explainers = build_explainers(methods, layer)
 
     def explain(self, batches: list[list[int]], done: dict[str, list[str]], target: Any) -> list[tuple]:
@@ -218,9 +208,8 @@ class ExplainWorker:
 
 
 def explain_with_ray(
-    model: str | os.PathLike[str],
-    data: str | os.PathLike[str],
-    split: str | None,
+    inputs: Inputs,
+    size: int,
     methods: Sequence[str],
     out: str | os.PathLike[str],
     header: Mapping[str, Any],
@@ -237,12 +226,12 @@ def explain_with_ray(
     progress: bool = True,
     on_dispatch: Callable[[Any, int], None] | None = None,
 ) -> PoolReport:
-    """``explain_dataset`` on a Ray cluster: same arguments, same ``out`` folder, byte for byte.
+    """``explain_dataset`` on a Ray cluster: same ``out`` folder, byte for byte.
 
-    The dataset's index range is cut into shards of whole batches (batch starts at multiples of ``batch_size``,
-    as in the single-process run); the driver writes every returned map and rewrites the index after each shard.
+    ``inputs()`` (run once by each worker) returns the model and the dataset of ``size`` items. The index range
+    is cut into shards of ``shard_batches`` whole batches (batch starts at multiples of ``batch_size``, as in the
+    single-process run); the driver writes every returned map and rewrites the index after each shard.
     """
-    from medexplain.data import load_dataset
     from medexplain.explain.base import explainer_params
     from medexplain.explain.run import build_explainers
     from medexplain.explain.store import ExplanationWriter
@@ -252,7 +241,6 @@ def explain_with_ray(
     explainers = build_explainers(list(methods), layer)
     writer = ExplanationWriter(out, header, {n: explainer_params(e) for n, e in explainers.items()}, map_format)
     writer.flush()
-    size = len(load_dataset(data, split))
     done = {item_id: [m for m in explainers if writer.has(item_id, m)] for item_id in writer.items}
     complete = {writer.items[i]["index"] for i, finished in done.items() if len(finished) == len(explainers)}
     batches = [list(range(s, min(s + batch_size, size))) for s in range(0, size, batch_size)]
@@ -261,7 +249,7 @@ def explain_with_ray(
         count = _worker_count(workers, gpus_per_worker or 0.0)
         shards = _chunks(batches, shard_batches)
         worker = _actor_class(ExplainWorker, device, gpus_per_worker)
-        arguments = (str(model), str(data), split, list(methods), layer, device)
+        arguments = (inputs, list(methods), layer, device)
         with _progress(progress) as bar:
             task = bar.add_task("explaining", total=size, completed=size - sum(map(len, batches)))
 
@@ -292,16 +280,15 @@ def _chunks(values: list[Any], size: int) -> list[list[Any]]:
 class EvaluateWorker:
     """A Ray actor holding the stored explanations, dataset and model, scoring shards of stored maps."""
 
-    def __init__(self, explanations: str, data: str, split: str | None, model: str | None, device: str,
-                 metric_names: list[str], mask_name: str | None, batch_size: int,
-                 make_explainers: Callable[[dict, list[str]], dict]) -> None:  # fmt: skip
-        from medexplain.data import load_dataset
+    def __init__(
+        self, explanations: str, inputs: Inputs, device: str, metric_names: list[str], mask_name: str | None,
+        batch_size: int, make_explainers: Callable[[dict, list[str]], dict],
+    ) -> None:  # fmt: skip
         from medexplain.explain.store import load_explanations
 
         _threads()
         self.stored = load_explanations(explanations)
-        self.model, transform = _load_model(model, device) if model else (None, None)
-        self.dataset = load_dataset(data, split, transform)
+        self.model, self.dataset = inputs()
         self.explainers = make_explainers(dict(self.stored.methods), metric_names)
         self.settings = {"metric_names": metric_names, "mask_name": mask_name, "batch_size": batch_size,
                          "device": device}  # fmt: skip
@@ -337,12 +324,11 @@ class Evaluation:
 
 def evaluate_with_ray(
     explanations: str | os.PathLike[str],
-    data: str | os.PathLike[str],
-    split: str | None,
+    inputs: Inputs,
     out: str | os.PathLike[str],
     metric_names: Sequence[str],
+    fingerprint: Mapping[str, Any],
     *,
-    model: str | os.PathLike[str] | None = None,
     make_explainers: Callable[[dict, list[str]], dict],
     mask_name: str | None = None,
     batch_size: int = 16,
@@ -356,6 +342,9 @@ def evaluate_with_ray(
     on_dispatch: Callable[[Any, int], None] | None = None,
 ) -> Evaluation:
     """``evaluate_explanations`` (+ ``mean_curves``) on a Ray cluster, gathered by the driver.
+
+    ``inputs()`` (run once by each worker) returns the model (or ``None``) and the dataset that was explained;
+    ``fingerprint`` (e.g. model, data, split) identifies them in the names of the kept shards.
 
     Shards are runs of whole batches of one method, cut at item boundaries, so every map is scored in the same
     batch as in the single-process run and the rows come back identical and in the same order. Each finished
@@ -384,9 +373,8 @@ def evaluate_with_ray(
         positions.extend(p for p in dict.fromkeys(position[u.item.id] for u in batch) if positions[-1:] != [p])
         in_shard += 1
     fingerprint = {
-        "index": hashlib.sha256((Path(explanations) / INDEX).read_bytes()).hexdigest(),
-        "data": str(data), "split": split, "model": str(model), "metrics": list(metric_names), "mask": mask_name,
-        "batch_size": batch_size,
+        **fingerprint, "index": hashlib.sha256((Path(explanations) / INDEX).read_bytes()).hexdigest(),
+        "metrics": list(metric_names), "mask": mask_name, "batch_size": batch_size,
     }  # fmt: skip
     cache = shard_folder(out)
     paths = [cache / f"{_digest({**fingerprint, 'shard': shard})}.json" for shard in shards]
@@ -395,8 +383,7 @@ def evaluate_with_ray(
     with cluster(address, workers):
         count = _worker_count(workers, gpus_per_worker or 0.0)
         worker = _actor_class(EvaluateWorker, device, gpus_per_worker)
-        arguments = (str(explanations), str(data), split, str(model) if model else None, device, list(metric_names),
-                     mask_name, batch_size, make_explainers)  # fmt: skip
+        arguments = (str(explanations), inputs, device, list(metric_names), mask_name, batch_size, make_explainers)
         with _progress(progress) as bar:
             task = bar.add_task("evaluating", total=len(shards), completed=len(shards) - len(todo))
 
