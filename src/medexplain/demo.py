@@ -22,6 +22,7 @@ from typing import Any
 from medexplain.concepts.analysis import ConceptSettings
 from medexplain.errors import MedexplainError
 from medexplain.files import write_text
+from medexplain.runs import load_run
 
 
 @dataclass(frozen=True)
@@ -168,18 +169,6 @@ def _train(model: DemoModel, data_dir: Path, run_dir: Path, settings: DemoSettin
     )
 
 
-def _run_dataset(run_dir: Path, data_dir: Path, split: str):
-    """The trained model of ``run_dir`` and ``split`` of the data with that run's preprocessing."""
-    from medexplain.data import load_dataset
-    from medexplain.models import load
-    from medexplain.train import preprocessing_transform
-
-    network, config = load(run_dir)
-    preprocessing = config.get("preprocessing")
-    dataset = load_dataset(data_dir, split, preprocessing_transform(preprocessing) if preprocessing else None)
-    return network.eval(), dataset
-
-
 def _explain(
     model: DemoModel, run_dir: Path, data_dir: Path, maps_dir: Path, settings: DemoSettings, progress: bool
 ) -> None:
@@ -187,7 +176,8 @@ def _explain(
 
     from medexplain.explain.run import build_explainers, explain_dataset
 
-    network, dataset = _run_dataset(run_dir, data_dir, "test")
+    network, _config, dataset = load_run(run_dir, data_dir, "test")
+    network.eval()
     subset = Subset(dataset, range(min(settings.explain_items, len(dataset))))
     header = {"model": str(run_dir), "data": str(data_dir), "split": "test"}
     explain_dataset(network, subset, build_explainers(model.methods), maps_dir, header, batch_size=8, progress=progress)
@@ -200,7 +190,8 @@ def _evaluate(
     from medexplain.explain.store import load_explanations
     from medexplain.metrics.evaluate import evaluate_explanations, mean_curves, summary_rows, write_results
 
-    network, dataset = _run_dataset(run_dir, data_dir, "test")
+    network, _config, dataset = load_run(run_dir, data_dir, "test")
+    network.eval()
     stored = load_explanations(maps_dir)
     metrics = [m for m in settings.metrics if mask is not None or m in ("deletion-auc", "insertion-auc", "gini")]
     rows, _empty = evaluate_explanations(

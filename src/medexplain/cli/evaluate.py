@@ -30,7 +30,6 @@ def evaluate_command(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Score every stored map with the chosen metrics; write per-sample scores and mean with 95 % bootstrap CI."""
-    from medexplain.data import load_dataset
     from medexplain.explain.store import load_explanations
     from medexplain.metrics.evaluate import (
         CURVE_METRICS,
@@ -40,17 +39,15 @@ def evaluate_command(
         summary_rows,
         write_results,
     )
+    from medexplain.runs import load_run, run_dataset
 
     stored = load_explanations(explanations)
-    network, transform = None, None
+    split = split if split is not None else stored.header.get("split")
+    network = None
     if model is not None:
-        from medexplain.models import load
-        from medexplain.train import preprocessing_transform
-
-        network, config = load(model, device=device)
-        preprocessing = config.get("preprocessing")
-        transform = preprocessing_transform(preprocessing) if preprocessing else None
-    dataset = load_dataset(data, split if split is not None else stored.header.get("split"), transform)
+        network, _config, dataset = load_run(model, data, split, device=device)
+    else:  # model-free metrics: the maps still live on the inputs the explained model saw
+        dataset = run_dataset(_explained_config(stored.header.get("model")) or {}, data, split)
     names = select_metrics(metrics, has_model=network is not None, has_mask=bool(dataset.mask_names))
     rows, empty = evaluate_explanations(
         stored,
@@ -70,6 +67,19 @@ def evaluate_command(
     if empty:
         typer.echo(f"{empty} scores are NaN (empty masks): excluded from the summary, counted in 'excluded'", err=True)
     typer.echo(f"{out}: {len(rows)} scores, {len(names)} metrics x {len(stored.methods)} methods")
+
+
+def _explained_config(run_dir: str | None) -> dict | None:
+    """The config of the run the maps were computed with, when its folder is still readable here."""
+    from medexplain.errors import MedexplainError
+    from medexplain.models.checkpoint import read_config
+
+    if not run_dir:
+        return None
+    try:
+        return read_config(run_dir)
+    except MedexplainError:
+        return None
 
 
 def _explainers(methods: dict, names: list[str]) -> dict:

@@ -26,15 +26,10 @@ def analyse_run(
     Probes and CAVs are fit on ``train_split``; everything else is reported on ``held_out_split``. ``table`` is
     a concept-class table (or a CSV/JSON path to one); by default it is learned from the training annotations.
     """
-    from medexplain.data import load_dataset
-    from medexplain.models import load
-    from medexplain.train import preprocessing_transform
+    from medexplain.runs import load_run, run_dataset
 
-    model, config = load(run_dir, device=device)
-    preprocessing = config.get("preprocessing")
-    transform = preprocessing_transform(preprocessing) if preprocessing else None
-    train = load_dataset(data, train_split, transform)
-    held_out = load_dataset(data, held_out_split, transform)
+    model, config, train = load_run(run_dir, data, train_split, device=device)
+    held_out = run_dataset(config, data, held_out_split)
     class_names = config.get("class_names") or train.class_names
     if table is not None and not isinstance(table, ConceptClassTable):
         table = read_table(table)

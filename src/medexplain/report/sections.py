@@ -309,14 +309,11 @@ def _dataset_images(stored) -> Callable[[int], tuple[np.ndarray, np.ndarray | No
 
     The mask is the ``lesion`` mask when the dataset has one, else the union of all its masks.
     """
-    from medexplain.data import load_dataset
     from medexplain.models.checkpoint import read_config
-    from medexplain.train import preprocessing_transform
+    from medexplain.runs import run_dataset
 
     try:
-        preprocessing = read_config(stored.header["model"]).get("preprocessing")
-        transform = preprocessing_transform(preprocessing) if preprocessing else None
-        dataset = load_dataset(stored.header["data"], stored.header.get("split"), transform)
+        dataset = run_dataset(read_config(stored.header["model"]), stored.header["data"], stored.header.get("split"))
     except (MedexplainError, KeyError, TypeError):
         return None
 
