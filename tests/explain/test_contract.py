@@ -14,6 +14,8 @@ from medexplain.explain import EXPLAINERS, Explanation, available, create_explai
 from medexplain.explain.hooks import hook_count
 
 NAMES = available()
+LIGHT = {"integrated-gradients": {"steps": 8}, "smoothgrad": {"samples": 4}}
+"""Fewer path points / noise draws than the defaults keep the contract tests fast; the contract is the same."""
 
 
 def _applicable(name: str, model_name: str) -> bool:
@@ -32,7 +34,7 @@ def _input(dims: int, batch: int = 3) -> Tensor:
 def test_explainer_contract(name: str, model_name: str, dims: int) -> None:
     model = MODELS[model_name](dims).double().eval()
     x = _input(dims)
-    explainer = create_explainer(name)
+    explainer = create_explainer(name, **LIGHT.get(name, {}))
     first = explainer(model, x, [0, 2, 1])
     assert isinstance(first, Explanation)
     assert first.maps.shape == (3, 1, *x.shape[2:])
