@@ -182,7 +182,12 @@ class SIBnetLoss(nn.Module):
     """The SIBnet guidance term ``w_cd * L_cd / L_cd(first) + w_sc * L_sc / L_sc(first)`` on Grad-CAM maps.
 
     Each term is divided by its value at the first call where it is positive (kept in a buffer, so the scale
-    follows ``.to(device)`` and ``state_dict``); until then a term is zero and stays unscaled.
+    follows ``.to(device)`` and ``state_dict``); until then a term is zero and stays unscaled. ``train`` does not
+    checkpoint this module: a resumed run takes the scales again from its first batch.
+
+    Known behaviour: both terms are minimised trivially by Grad-CAM maps that are zero everywhere (a negative
+    class-weighted activation sum is cut by Grad-CAM's ReLU), which the logits still allow; on BUSI training drives
+    most maps there within two epochs (``benchmarks/RESULTS.md``). Watch ``train_distinctiveness`` in metrics.csv.
 
     Args:
         w_cd: weight of class distinctiveness (1.2 as published).
