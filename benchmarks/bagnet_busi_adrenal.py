@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--resnet-width", type=int, default=16, help="ResNet-18 width (64 as published)")
+    parser.add_argument("--bagnet-width", type=int, default=None, help="BagNet width (default: the light layout's)")
     parser.add_argument("--lambda", dest="sparsity_lambda", type=float, default=0.1)
     parser.add_argument("--sparsity-on", default="local")
     parser.add_argument("--evidence-activation", default="relu")
@@ -47,7 +48,10 @@ def main() -> None:
         size = args.busi_size if task == "busi" else args.adrenal_size
         common = {"epochs": args.epochs, "batch_size": 16, "size": size, "optimizer": "adamw", "lr": 1e-3}
         common.update(progress=False, class_weights="balanced" if task == "busi" else None)
-        bagnet_settings = {**common, "model_args": {"evidence_activation": args.evidence_activation}}
+        bagnet_args = {"evidence_activation": args.evidence_activation}
+        if args.bagnet_width:
+            bagnet_args["width"] = args.bagnet_width
+        bagnet_settings = {**common, "model_args": bagnet_args}
         bagnet_settings.update(
             loss="ce+sparsity",
             sparsity_lambda=args.sparsity_lambda,
@@ -56,11 +60,14 @@ def main() -> None:
         )
         resnet_settings = {**common, "model_args": {"width": args.resnet_width}}
         bagnet_label = f"{task}-{bagnet_name}-{args.evidence_activation}-lambda{args.sparsity_lambda:g}"
+        if args.bagnet_width:
+            bagnet_label += f"-w{args.bagnet_width}"
         configs = [
             Config(f"{task}-resnet18_w{args.resnet_width}", "resnet18", resnet_settings),
             Config(bagnet_label, bagnet_name, bagnet_settings),
         ]
-        rows = {c.name: [run(c, data, args.work / task, seed) for seed in args.seeds] for c in configs}
+        work = args.work / f"{task}-{size}px-{args.epochs}ep"
+        rows = {c.name: [run(c, data, work, seed) for seed in args.seeds] for c in configs}
         print(f"\n{task}: test split, {size} px, {args.epochs} epochs, seeds {args.seeds}")
         print(table(rows, references))
 

@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--sparsity-on", default="local")
     parser.add_argument("--sparsity-warmup", type=int, default=3)
     parser.add_argument("--evidence-activation", default="relu")
+    parser.add_argument("--only", choices=["resnet18", "bagnet"], help="train one of the two rows (parallel runs)")
     parser.add_argument("--curve", action="store_true", help="also sweep lambda (seed 0) for the sparsity curve")
     parser.add_argument("--curve-lambdas", type=float, nargs="+", default=[0.0, 0.03, 0.3, 1.0])
     args = parser.parse_args()
@@ -65,6 +66,8 @@ def main() -> None:
         ),
         bagnet(args.sparsity_lambda, args.sparsity_on, args.evidence_activation),
     ]
+    if args.only:
+        configs = [configs[0] if args.only == "resnet18" else configs[1]]
     rows = {c.name: [run(c, DATA, args.work, seed) for seed in args.seeds] for c in configs}
     print(f"RetinaMNIST test split, {args.size} px, {args.epochs} epochs, seeds {args.seeds}")
     print(table(rows, REFERENCES))
