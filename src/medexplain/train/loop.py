@@ -3,7 +3,8 @@
 A run folder holds ``config.json`` (model, arguments, data, class/label names, preprocessing, training
 settings, metrics), ``model.safetensors`` (weights of the best validation epoch), ``metrics.csv`` (one row per
 epoch) and ``resume.safetensors`` (the state after the last completed epoch). Every file is replaced
-atomically, so Ctrl-C or a kill leaves a consistent folder that ``resume=True`` continues from.
+atomically, so Ctrl-C or a kill leaves a consistent folder that ``resume=True`` continues from. The cosine
+learning rate is a function of the epoch number, so the schedule needs no state of its own.
 """
 
 from __future__ import annotations
