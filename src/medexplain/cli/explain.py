@@ -30,7 +30,7 @@ def explain_command(
 ) -> None:
     """Write OUT/maps/<method>/<id>.npy and OUT/index.json; items already written are skipped."""
     from medexplain.explain.run import build_explainers, explain_dataset, parse_target
-    from medexplain.scale import check_engine, ray_engine
+    from medexplain.scale import check_engine, load_ray_engine
 
     check_engine(engine)
     methods = [m.strip() for m in method.split(",") if m.strip()]
@@ -40,7 +40,7 @@ def explain_command(
     if engine == "ray":
         inputs = partial(_inputs, model, data, split or None, device)
         dataset = inputs(load_model=False)[1]
-        ray_engine().explain_with_ray(
+        load_ray_engine().explain_with_ray(
             inputs, len(dataset), methods, out, header, layer=layer, target=parsed_target, batch_size=batch_size,
             map_format=map_format, device=device, address=address, workers=workers, progress=progress,
         )  # fmt: skip

@@ -21,7 +21,7 @@ def check_engine(engine: str) -> None:
         raise MedexplainError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
 
 
-def ray_engine() -> ModuleType:
+def load_ray_engine() -> ModuleType:
     """:mod:`medexplain.scale.ray_engine`, or one clear error naming the extra when Ray is not installed."""
     try:
         importlib.import_module("ray")

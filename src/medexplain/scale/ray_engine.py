@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -61,11 +62,11 @@ def _probe(address: str) -> None:
 @contextmanager
 def cluster(address: str | None = None, workers: int | None = None) -> Iterator[None]:
     """Join (or start) a Ray cluster for the duration of the block; one started here is shut down afterwards."""
+    if address:
+        _probe(address)
     if ray.is_initialized():
         yield
         return
-    if address:
-        _probe(address)
     try:
         ray.init(
             address=address or None,
@@ -142,6 +143,9 @@ def run_shards(
             try:
                 result = ray.get(ref)
             except _LOST as error:
+                if getattr(error, "actor_init_failed", False):  # the worker's set-up failed: it would fail again
+                    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+                    raise MedexplainError(f"a Ray worker could not start: {lines[-1]}") from None
                 if attempts[number] >= SHARD_ATTEMPTS:
                     raise MedexplainError(f"shard {number} failed {attempts[number]} times: {error}") from None
                 report.resubmitted += 1
@@ -219,7 +223,7 @@ def explain_with_ray(
     batch_size: int = 16,
     map_format: str = "npy",
     device: str = "cpu",
-    shard_batches: int = 4,
+    shard_batches: int | None = None,
     address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float | None = None,
@@ -247,7 +251,7 @@ def explain_with_ray(
     batches = [b for b in batches if not complete.issuperset(b)]
     with cluster(address, workers):
         count = _worker_count(workers, gpus_per_worker or 0.0)
-        shards = _chunks(batches, shard_batches)
+        shards = _chunks(batches, shard_batches or _shard_batches(len(batches), count))
         worker = _actor_class(ExplainWorker, device, gpus_per_worker)
         arguments = (inputs, list(methods), layer, device)
         with _progress(progress) as bar:
@@ -270,6 +274,11 @@ def _done_in(shard: list[list[int]], done: Mapping[str, list[str]], writer: Any)
     """The finished methods of the items of ``shard`` (sent along so a resumed shard skips them)."""
     indices = {i for batch in shard for i in batch}
     return {item_id: methods for item_id, methods in done.items() if writer.items[item_id]["index"] in indices}
+
+
+def _shard_batches(batches: int, workers: int) -> int:
+    """Batches per shard: about four shards per worker, so a slow or restarted worker does not hold up the end."""
+    return max(1, math.ceil(batches / (4 * workers)))
 
 
 def _chunks(values: list[Any], size: int) -> list[list[Any]]:
@@ -334,7 +343,7 @@ def evaluate_with_ray(
     batch_size: int = 16,
     device: str = "cpu",
     overwrite: bool = False,
-    shard_batches: int = 4,
+    shard_batches: int | None = None,
     address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float | None = None,
@@ -361,27 +370,31 @@ def evaluate_with_ray(
     if batch_size < 1:
         raise MedexplainError(f"--batch-size must be positive, got {batch_size}")
     stored = load_explanations(explanations)
-    position = {item.id: p for p, item in enumerate(stored.items)}
-    shards: list[tuple[str, list[int]]] = []
-    in_shard = 0
-    for batch in _batches(_units(stored), batch_size):
-        method = batch[0].method
-        if not shards or shards[-1][0] != method or (batch[0].k == 0 and in_shard >= shard_batches):
-            shards.append((method, []))
-            in_shard = 0
-        positions = shards[-1][1]
-        positions.extend(p for p in dict.fromkeys(position[u.item.id] for u in batch) if positions[-1:] != [p])
-        in_shard += 1
     fingerprint = {
         **fingerprint, "index": hashlib.sha256((Path(explanations) / INDEX).read_bytes()).hexdigest(),
         "metrics": list(metric_names), "mask": mask_name, "batch_size": batch_size,
     }  # fmt: skip
-    cache = shard_folder(out)
-    paths = [cache / f"{_digest({**fingerprint, 'shard': shard})}.json" for shard in shards]
-    results: dict[int, dict[str, Any]] = {n: _read_json(p) for n, p in enumerate(paths) if p.is_file()}
-    todo = [n for n in range(len(shards)) if n not in results]
+    batches = list(_batches(_units(stored), batch_size))
+    position = {item.id: p for p, item in enumerate(stored.items)}
     with cluster(address, workers):
         count = _worker_count(workers, gpus_per_worker or 0.0)
+        per_shard = shard_batches or _shard_batches(len(batches), count)
+        shards: list[tuple[str, list[int]]] = []
+        in_shard = 0
+        for batch in batches:
+            method = batch[0].method
+            if not shards or shards[-1][0] != method or (batch[0].k == 0 and in_shard >= per_shard):
+                shards.append((method, []))
+                in_shard = 0
+            positions = shards[-1][1]
+            for unit in batch:  # an item whose targets span two batches is listed once
+                if positions[-1:] != [position[unit.item.id]]:
+                    positions.append(position[unit.item.id])
+            in_shard += 1
+        cache = shard_folder(out)
+        paths = [cache / f"{_digest({**fingerprint, 'shard': shard})}.json" for shard in shards]
+        results: dict[int, dict[str, Any]] = {n: _read_json(p) for n, p in enumerate(paths) if p.is_file()}
+        todo = [n for n in range(len(shards)) if n not in results]
         worker = _actor_class(EvaluateWorker, device, gpus_per_worker)
         arguments = (str(explanations), inputs, device, list(metric_names), mask_name, batch_size, make_explainers)
         with _progress(progress) as bar:
@@ -399,7 +412,7 @@ def evaluate_with_ray(
     rows = [row for n in range(len(shards)) for row in results[n]["rows"]]
     sums: dict[str, dict[str, list[float]]] = {}
     units: dict[str, int] = {}
-    for (method, _), n in zip(shards, range(len(shards)), strict=True):
+    for n, (method, _) in enumerate(shards):
         units[method] = units.get(method, 0) + results[n]["units"]
         for mode, curve in results[n]["curves"].items():
             total = sums.setdefault(method, {}).get(mode)
