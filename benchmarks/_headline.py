@@ -36,6 +36,7 @@ from medexplain.errors import MedexplainError
 from medexplain.explain.run import build_explainers, explain_dataset
 from medexplain.explain.store import StoredExplanations, load_explanations
 from medexplain.files import write_text
+from medexplain.metrics import pointing_game
 from medexplain.metrics.classification import auroc, balanced_accuracy
 from medexplain.metrics.evaluate import evaluate_explanations, summary_rows
 from medexplain.metrics.summary import bootstrap_interval
@@ -254,6 +255,15 @@ def score(
         values, refused[name] = mask_scores(stored, dataset, function, mask)
         result[name] = mean_interval(values, bench.seed)
     return result, refused
+
+
+def strict_pointing_game(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The registered pointing game, refusing a constant map (e.g. an all-zero Grad-CAM), whose every position ties
+    for the maximum and would count as a hit whenever the mask is not empty. ``(1, *spatial)`` -> ``(1,)``."""
+    flat = maps.flatten(1)
+    if bool((flat.amax(1) == flat.amin(1)).any()):
+        raise MedexplainError("pointing game: a constant map has no maximum to point with")
+    return pointing_game(maps, mask)
 
 
 def mask_scores(

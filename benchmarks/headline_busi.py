@@ -32,6 +32,7 @@ from _headline import (
     parse,
     row_result,
     score,
+    strict_pointing_game,
     test_set,
     train_run,
     write_subset,
@@ -51,9 +52,11 @@ COLUMNS = (
     "balanced accuracy", "AUROC", "pointing game", "relevance mass", "Dice", "HD95 (px)", "deletion AUC", "Gini",
     "s / image",
 )  # fmt: skip
-METRICS = {"pointing-game": "pointing game", "dice": "Dice", "hd95": "HD95 (px)", "deletion-auc": "deletion AUC",
-           "gini": "Gini"}  # fmt: skip
-CUSTOM = {"relevance mass": partial(relevance_mass, absolute=True)}  # share of |relevance|: signed maps comparable
+METRICS = {"dice": "Dice", "hd95": "HD95 (px)", "deletion-auc": "deletion AUC", "gini": "Gini"}
+CUSTOM = {  # share of |relevance| (signed maps comparable); constant maps refused by both
+    "relevance mass": partial(relevance_mass, absolute=True),
+    "pointing game": strict_pointing_game,
+}
 
 
 def configs(epochs: int) -> dict[str, Config]:
@@ -92,7 +95,7 @@ def compute_row(bench: Benchmark, row: Row, data: Path) -> dict:
     stored, seconds = explain(bench, row, run_dir, dataset, data=data)
     scores, refused = score(bench, stored, dataset, list(METRICS), run_dir=run_dir, mask="lesion", custom=CUSTOM)
     values.update({column: scores[metric] for metric, column in METRICS.items()})
-    values["relevance mass"] = scores["relevance mass"]
+    values.update({column: scores[column] for column in CUSTOM})
     values["s / image"] = seconds
     return row_result(bench, row, values, refused)
 
@@ -150,11 +153,12 @@ def main() -> None:
     results = compute_rows(bench, lambda row: compute_row(bench, row, data))
     notes = """
 Test split of BUSI as shipped (27 normal, 87 benign, 42 malignant). Localisation columns are over the benign and
-malignant test images only (normal ones have no lesion); relevance mass is the share of |relevance| inside the
-lesion (so signed maps compare with non-negative ones); pointing game counts a hit when any of several tied
-maxima falls in the lesion (an all-zero map "hits" whenever a lesion exists); HD95 is in pixels at the table's
-image size. Higher is better except HD95 and deletion AUC. "s / image" is wall-clock time to explain one test
-image on one CPU thread (including writing the map), a single measurement, not bootstrapped.
+malignant test images only (normal ones have no lesion). Relevance mass is the share of |relevance| inside the
+lesion (so signed maps compare with non-negative ones). Pointing game and relevance mass refuse constant maps (an
+all-zero Grad-CAM has no mass and no maximum): they are counted below and left out of those two columns, while
+Dice / HD95 / deletion AUC / Gini score them as they are (an empty binarised map has Dice 0). HD95 is in pixels at
+the table's image size. Higher is better except HD95 and deletion AUC. "s / image" is wall-clock time to explain
+one test image on one CPU thread (including writing the map), a single measurement, not bootstrapped.
 """
     finish(bench, "busi: breast ultrasound, 3 classes, lesion masks", [(COLUMNS, results)], notes)
     if bench.size_name != "smoke" and len(results) == len(rows(bench.size)):
