@@ -31,6 +31,7 @@ from medexplain.metrics.classification import classification_summary, multilabel
 from medexplain.metrics.complexity import gini
 from medexplain.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_weights, save_weights
 from medexplain.models.registry import MODELS, create_model
+from medexplain.train import distributed
 from medexplain.train.augment import Augment
 from medexplain.train.data import Split, check_labels, dataset_info, read_split, standardisation, standardise
 from medexplain.train.losses import Objective, balanced_class_weights, local_part
@@ -103,8 +104,9 @@ def train(
     _check_out(out, resume, settings)
     info = dataset_info(data)
     run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ctx, run_device = distributed.context(run_device)  # torchrun: one rank of a data-parallel job
 
-    with _progress(progress) as bar, _deterministic(), torch.random.fork_rng(devices=[]):
+    with _progress(progress and ctx.is_main) as bar, _deterministic(), torch.random.fork_rng(devices=[]):
         splits = {"train": read_split(data, "train", size=size, task=task, progress=bar)}
         splits["val"] = read_split(data, "val", size=size, task=task, progress=bar)
         try:
@@ -124,7 +126,7 @@ def train(
             "spatial_dims": train_split.images.ndim - 2,
         }
         torch.manual_seed(seed)
-        net = create_model(model, **args).to(run_device)
+        net = ctx.prepare(create_model(model, **args).to(run_device))
         weights = _class_weights(class_weights, train_split, num_classes, task)
         objective = Objective.parse(
             loss, sparsity_lambda=sparsity_lambda, class_weights=weights, sparsity_on=sparsity_on
@@ -152,13 +154,16 @@ def train(
             torch.set_rng_state(generators["torch"])
             config["metrics"] = state.get("metrics", {})
         if not state["done"]:
-            _fit(net, opt, objective, splits, config, state, generator, out, run_device, augment, bar, on_epoch_end)
+            fitting = (net, opt, objective, splits, config, state, generator, out, run_device, augment, bar)
+            _fit(*fitting, on_epoch_end, ctx)
+        ctx.barrier()  # rank 0 has written the weights
         load_weights(net, out / WEIGHTS_FILE)
         config["metrics"] = {
             "best_epoch": state["best_epoch"],
             **{name: _evaluate(net, split, objective, run_device) for name, split in splits.items() if name != "train"},
         }
-        write_text(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        if ctx.is_main:
+            write_text(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return config
 
 
@@ -175,8 +180,10 @@ def _fit(
     augment: bool,
     bar: Progress,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None,
+    ctx: distributed.Context,
 ) -> None:
     settings = config["training"]
+    step = ctx.wrap(net)
     train_split = splits["train"]
     epochs, batch_size = settings["epochs"], settings["batch_size"]
     augmentation = Augment() if augment else None
@@ -200,14 +207,16 @@ def _fit(
             x = train_split.images[chosen].to(device)
             if augmentation is not None:
                 x = augmentation(x, generator)
-            loss, _, parts = epoch_objective(net, x, train_split.targets[chosen].to(device))
+            part, share = ctx.part(len(chosen))  # this rank's part of the global batch
+            loss, _, parts = step(epoch_objective, x[part], train_split.targets[chosen][part].to(device))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share * ctx.world).backward()  # DDP averages over ranks: the gradient of the global mean
             opt.step()
             for name, value in {"loss": loss, **parts}.items():
-                totals[name] = totals.get(name, 0.0) + float(value.detach()) / batches
+                totals[name] = totals.get(name, 0.0) + float(value.detach()) * share / batches
             bar.advance(batch_task)
         bar.remove_task(batch_task)
+        totals = ctx.sum(totals)
         val = _evaluate(net, splits["val"], objective, device)
         row = {"epoch": epoch + 1, "lr": lr, "sparsity_lambda": epoch_objective.sparsity_lambda}
         row.update({f"train_{k}": v for k, v in totals.items()})
@@ -218,7 +227,8 @@ def _fit(
         improved = best is None or (not math.isnan(score) and (math.isnan(best) or score > best))
         if warming or improved:  # during the sparsity warm-up the latest epoch stands in for the best
             state.update(best=None if warming else score, best_epoch=epoch + 1, since_best=0)
-            save_weights(net, out / WEIGHTS_FILE)
+            if ctx.is_main:
+                save_weights(net, out / WEIGHTS_FILE)
         else:
             state["since_best"] += 1
         state["epoch"] = epoch + 1
@@ -227,16 +237,17 @@ def _fit(
         state["done"] = state["epoch"] == epochs or (patience is not None and state["since_best"] >= patience)
         config["metrics"] = {"best_epoch": state["best_epoch"], "val": _best_val(state)}
         state["metrics"] = config["metrics"]
-        write_text(out / METRICS_FILE, _csv(state["history"]))
-        write_text(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
         state["training"] = settings
-        save_resume(
-            out / RESUME_FILE,
-            model=net,
-            optimizer=opt,
-            generators={"shuffle": generator.get_state(), "torch": torch.get_rng_state()},
-            info=state,
-        )
+        if ctx.is_main:
+            write_text(out / METRICS_FILE, _csv(state["history"]))
+            write_text(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+            save_resume(
+                out / RESUME_FILE,
+                model=net,
+                optimizer=opt,
+                generators={"shuffle": generator.get_state(), "torch": torch.get_rng_state()},
+                info=state,
+            )
         bar.update(epoch_task, completed=epoch + 1)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
