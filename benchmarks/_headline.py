@@ -258,10 +258,10 @@ def score(
 
 
 def strict_pointing_game(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The registered pointing game, refusing a constant map (e.g. an all-zero Grad-CAM), whose every position ties
-    for the maximum and would count as a hit whenever the mask is not empty. ``(1, *spatial)`` -> ``(1,)``."""
+    """The registered pointing game, refusing a constant map (e.g. an all-zero Grad-CAM) against a non-empty mask:
+    every position ties for the maximum, so it would count as a hit. ``(1, *spatial)`` -> ``(1,)``."""
     flat = maps.flatten(1)
-    if bool((flat.amax(1) == flat.amin(1)).any()):
+    if bool((flat.amax(1) == flat.amin(1)).any()) and bool(mask.any()):
         raise MedexplainError("pointing game: a constant map has no maximum to point with")
     return pointing_game(maps, mask)
 
