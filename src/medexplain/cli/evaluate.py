@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -28,6 +29,9 @@ def evaluate_command(
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    engine: str = typer.Option("local", help="local (this process) or ray (shards over Ray workers)."),
+    address: str | None = typer.Option(None, help="Ray cluster to join (host:port or auto; default: a local one)."),
+    workers: int | None = typer.Option(None, help="Ray workers (default: one per CPU, or per GPU with cuda)."),
 ) -> None:
     """Score every stored map with the chosen metrics; write per-sample scores and mean with 95 % bootstrap CI."""
     from medexplain.explain.store import load_explanations
@@ -39,34 +43,57 @@ def evaluate_command(
         summary_rows,
         write_results,
     )
-    from medexplain.runs import load_run, run_dataset
+    from medexplain.scale import check_engine, load_ray_engine
 
+    check_engine(engine)
+    scale_out = load_ray_engine() if engine == "ray" else None
     stored = load_explanations(explanations)
     split = split if split is not None else stored.header.get("split")
-    network = None
-    if model is not None:
-        network, _config, dataset = load_run(model, data, split, device=device)
-    else:  # model-free metrics: the maps still live on the inputs the explained model saw
-        dataset = run_dataset(_explained_config(stored.header.get("model")) or {}, data, split)
-    names = select_metrics(metrics, has_model=network is not None, has_mask=bool(dataset.mask_names))
-    rows, empty = evaluate_explanations(
-        stored,
-        dataset,
-        names,
-        model=network,
-        explainers=_explainers(stored.methods, names),
-        mask_name=mask,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-    )
+    inputs = partial(_inputs, model, data, split, device, stored.header.get("model"))
+    network, dataset = inputs(load_model=scale_out is None or noise_auroc)
+    names = select_metrics(metrics, has_model=model is not None, has_mask=bool(dataset.mask_names))
+    wants_curves = model is not None and bool(CURVE_METRICS.keys() & set(names))
+    if scale_out is not None:
+        fingerprint = {"model": str(model), "data": str(data), "split": split, "device": device}
+        result = scale_out.evaluate_with_ray(
+            explanations, inputs, out, names, fingerprint, make_explainers=_explainers, mask_name=mask,
+            batch_size=batch_size, device=device, overwrite=overwrite, address=address, workers=workers,
+            progress=progress,
+        )  # fmt: skip
+        rows, empty, curves = result.rows, result.empty, result.curves
+    else:
+        explainers = _explainers(stored.methods, names)
+        rows, empty = evaluate_explanations(
+            stored, dataset, names, model=network, explainers=explainers, mask_name=mask, batch_size=batch_size,
+            device=device, progress=progress,
+        )  # fmt: skip
+        curves = {}
+        if wants_curves:
+            curves = mean_curves(stored, dataset, network, names, batch_size=batch_size, device=device)
     extra = {"noise_auroc": _noise_auroc(network, dataset, batch_size, device)} if noise_auroc and network else {}
-    if network is not None and CURVE_METRICS.keys() & set(names):
-        extra["curves"] = mean_curves(stored, dataset, network, names, batch_size=batch_size, device=device)
+    if wants_curves:
+        extra["curves"] = curves
     write_results(out, rows, summary_rows(rows, resamples=resamples, seed=seed), extra, overwrite=overwrite)
+    if scale_out is not None:
+        scale_out.forget_shards(out)
     if empty:
         typer.echo(f"{empty} scores are NaN (empty masks): excluded from the summary, counted in 'excluded'", err=True)
     typer.echo(f"{out}: {len(rows)} scores, {len(names)} metrics x {len(stored.methods)} methods")
+
+
+def _inputs(
+    model: Path | None, data: Path, split: str | None, device: str, explained: str | None, *, load_model: bool = True
+) -> tuple:
+    """The run's model (``None`` without ``--model`` or ``load_model``) and the dataset as the explained model saw
+    it (Ray workers call this too)."""
+    from medexplain.models.checkpoint import read_config
+    from medexplain.runs import load_run, run_dataset
+
+    if model is not None and load_model:
+        network, _config, dataset = load_run(model, data, split, device=device)
+        return network, dataset
+    config = read_config(model) if model is not None else _explained_config(explained)
+    return None, run_dataset(config or {}, data, split)  # model-free metrics still see the explained model's inputs
 
 
 def _explained_config(run_dir: str | None) -> dict | None:

@@ -33,14 +33,15 @@ def explain_command(
     from medexplain.scale import check_engine, load_ray_engine
 
     check_engine(engine)
+    scale_out = load_ray_engine() if engine == "ray" else None
     methods = [m.strip() for m in method.split(",") if m.strip()]
     explainers = build_explainers(methods, layer)
     parsed_target = parse_target(target)
     header = {"model": str(model), "data": str(data), "split": split or None}
-    if engine == "ray":
+    if scale_out is not None:
         inputs = partial(_inputs, model, data, split or None, device)
         dataset = inputs(load_model=False)[1]
-        load_ray_engine().explain_with_ray(
+        scale_out.explain_with_ray(
             inputs, len(dataset), methods, out, header, layer=layer, target=parsed_target, batch_size=batch_size,
             map_format=map_format, device=device, address=address, workers=workers, progress=progress,
         )  # fmt: skip
@@ -54,15 +55,14 @@ def explain_command(
 
 
 def _inputs(model: Path, data: Path, split: str | None, device: str, *, load_model: bool = True) -> tuple:
-    """The run's model (``None`` unless ``load_model``) and the dataset with its preprocessing; Ray workers call it."""
-    from medexplain.data import load_dataset
-    from medexplain.models import load
+    """The run's model (``None`` unless ``load_model``) and the dataset as it sees it; Ray workers call it too."""
     from medexplain.models.checkpoint import read_config
-    from medexplain.train import preprocessing_transform
+    from medexplain.runs import load_run, run_dataset
 
-    network, config = load(model, device=device) if load_model else (None, read_config(model))
-    preprocessing = config.get("preprocessing")
-    return network, load_dataset(data, split, preprocessing_transform(preprocessing) if preprocessing else None)
+    if not load_model:
+        return None, run_dataset(read_config(model), data, split)
+    network, _config, dataset = load_run(model, data, split, device=device)
+    return network, dataset
 
 
 def register(app: typer.Typer) -> None:

@@ -243,13 +243,13 @@ def explain_with_ray(
     if batch_size < 1:
         raise MedexplainError(f"--batch-size must be positive, got {batch_size}")
     explainers = build_explainers(list(methods), layer)
-    writer = ExplanationWriter(out, header, {n: explainer_params(e) for n, e in explainers.items()}, map_format)
-    writer.flush()
-    done = {item_id: [m for m in explainers if writer.has(item_id, m)] for item_id in writer.items}
-    complete = {writer.items[i]["index"] for i, finished in done.items() if len(finished) == len(explainers)}
-    batches = [list(range(s, min(s + batch_size, size))) for s in range(0, size, batch_size)]
-    batches = [b for b in batches if not complete.issuperset(b)]
     with cluster(address, workers):
+        writer = ExplanationWriter(out, header, {n: explainer_params(e) for n, e in explainers.items()}, map_format)
+        writer.flush()
+        done = {item_id: [m for m in explainers if writer.has(item_id, m)] for item_id in writer.items}
+        complete = {writer.items[i]["index"] for i, finished in done.items() if len(finished) == len(explainers)}
+        batches = [list(range(s, min(s + batch_size, size))) for s in range(0, size, batch_size)]
+        batches = [b for b in batches if not complete.issuperset(b)]
         count = _worker_count(workers, gpus_per_worker or 0.0)
         shards = _chunks(batches, shard_batches or _shard_batches(len(batches), count))
         worker = _actor_class(ExplainWorker, device, gpus_per_worker)
