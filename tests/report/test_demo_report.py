@@ -133,4 +133,4 @@ def test_mean_curves_integrate_to_the_mean_scores(demo: Path, page: str) -> None
             for mode, curve in per_mode.items():
                 scores = [float(r["score"]) for r in rows if r["method"] == method and r["metric"] == f"{mode}-auc"]
                 area = sum((a + b) / 2 for a, b in itertools.pairwise(curve)) / (len(curve) - 1)
-                assert area == pytest.approx(sum(scores) / len(scores), abs=1e-6), (model, method, mode)  # float32 model
+                assert area == pytest.approx(sum(scores) / len(scores), abs=1e-6), (model, method, mode)
