@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from medexplain.errors import MedexplainError
 from medexplain.explain.base import create_explainer, explainer_params, register_explainer
 from medexplain.explain.explanation import Explanation
-from medexplain.explain.targets import ResolvedTarget, Target, resolve_target
+from medexplain.explain.targets import ResolvedTarget, Target, explicit_indices, resolve_target
 
 
 def target_gradients(
@@ -88,7 +88,8 @@ class SmoothGrad:
 
     Noise is Gaussian with standard deviation ``noise_level * (max(x) - min(x))`` per sample; the ``samples``
     noise draws come from ``seed`` and are the same for every sample, so a sample's map does not depend on the
-    rest of its batch. Targets are resolved once on the clean input. ``batch_size`` bounds how many noisy
+    rest of its batch. Targets that depend on the output are resolved once on the clean input (then ``logits``
+    holds its output; explicit class indices need no clean pass). ``batch_size`` bounds how many noisy
     samples go through the model at once. Maps ``(B, K, *spatial)``.
     """
 
@@ -108,10 +109,15 @@ class SmoothGrad:
     def __call__(self, model: nn.Module, x: Tensor, target: Target = None) -> Explanation:
         inner = create_explainer(self.method)
         x = x.detach()
-        with torch.no_grad():
-            logits = model(x)
-        resolved = resolve_target(logits, target)
         b = x.shape[0]
+        logits = None
+        indices = explicit_indices(target, b, x.device)
+        if indices is None:  # the targets depend on the clean output (predicted class, all classes, callable)
+            with torch.no_grad():
+                logits = model(x)
+            resolved = resolve_target(logits, target)
+        else:
+            resolved = ResolvedTarget(indices)
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
         noise = torch.randn((self.samples, 1, *x.shape[1:]), generator=generator, dtype=x.dtype).to(x.device)
         flat = x.reshape(b, -1)

@@ -62,12 +62,14 @@ def resolve_target(output: Tensor, target: Target) -> ResolvedTarget:
     if isinstance(target, ResolvedTarget):
         if target.indices.shape[0] != batch:
             raise MedexplainError(f"resolved targets for {target.indices.shape[0]} samples, batch has {batch}")
-        return target
-    if callable(target):
+        if target.score_fn is not None:
+            return target
+        indices = target.indices
+    elif callable(target):
         probe = target(output.detach())
         k = 1 if probe.ndim == 1 else int(probe.shape[1])
         return ResolvedTarget(torch.full((batch, k), -1, dtype=torch.long, device=output.device), target)
-    if target is None or target == "predicted":
+    elif target is None or target == "predicted":
         indices = output.detach().argmax(dim=1, keepdim=True)
     elif target == "all":
         indices = torch.arange(num_classes, device=output.device).expand(batch, num_classes)
@@ -79,6 +81,14 @@ def resolve_target(output: Tensor, target: Target) -> ResolvedTarget:
         bad = int(indices.max()) if int(indices.max()) >= num_classes else int(indices.min())
         raise MedexplainError(f"target class {bad} is out of range for a model with {num_classes} outputs")
     return ResolvedTarget(indices.contiguous())
+
+
+def explicit_indices(target: Target, batch: int, device: torch.device | str = "cpu") -> Tensor | None:
+    """``(B, K)`` class indices when ``target`` names them without needing the model output, else ``None``
+    (``"predicted"``, ``"all"``, callables). The range is checked later by :func:`resolve_target`."""
+    if target is None or isinstance(target, str | ResolvedTarget) or callable(target):
+        return None
+    return _as_index_tensor(target, batch, torch.device(device))
 
 
 def _as_index_tensor(target: int | Sequence | Tensor, batch: int, device: torch.device) -> Tensor:
