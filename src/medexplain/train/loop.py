@@ -97,9 +97,29 @@ def train(
     if "sparsity" in loss and sparsity_lambda is None:
         sparsity_lambda = entry.metadata.get("sparsity_lambda")
     task = loss.partition("+")[0]
-    settings = _settings(
-        model, data, model_args or {}, epochs, batch_size, lr, optimizer, weight_decay, loss, sparsity_lambda,
-        sparsity_on, sparsity_warmup, class_weights, size, seed, patience, monitor, augment,
+    sparse = "sparsity" in loss
+    settings = _checked_settings(
+        {
+            "model": model,
+            "model_args": dict(model_args or {}),
+            "data": str(Path(data).resolve()),
+            "loss": loss,
+            "sparsity_lambda": sparsity_lambda if sparse else None,
+            "sparsity_on": sparsity_on if sparse else None,
+            "sparsity_warmup": int(sparsity_warmup) if sparse else 0,
+            "class_weights": class_weights if class_weights is None or isinstance(class_weights, str)
+            else [float(w) for w in class_weights],
+            "optimizer": optimizer,
+            "lr": float(lr if lr is not None else (1e-2 if optimizer == "sgd" else 1e-3)),
+            "weight_decay": float(weight_decay if weight_decay is not None else (5e-4 if optimizer == "sgd" else 1e-2)),
+            "epochs": int(epochs),
+            "batch_size": int(batch_size),
+            "size": size,
+            "seed": int(seed),
+            "patience": patience,
+            "monitor": monitor,
+            "augment": bool(augment),
+        }
     )  # fmt: skip
     _check_out(out, resume, settings)
     info = dataset_info(data)
@@ -289,44 +309,21 @@ def _evaluate(net: nn.Module, split: Split, objective: Objective, device: torch.
     return result
 
 
-def _settings(
-    model, data, model_args, epochs, batch_size, lr, optimizer, weight_decay, loss, sparsity_lambda,
-    sparsity_on, sparsity_warmup, class_weights, size, seed, patience, monitor, augment,
-) -> dict[str, Any]:  # fmt: skip
-    """The run's identity: every setting that changes the result (checked again on resume)."""
-    if optimizer not in OPTIMIZERS:
-        raise MedexplainError(f"unknown optimizer {optimizer!r}; available: {', '.join(OPTIMIZERS)}")
-    if monitor not in MONITORS:
-        raise MedexplainError(f"unknown monitor {monitor!r}; available: {', '.join(MONITORS)}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if int(value) < 1:
-            raise MedexplainError(f"{name} must be at least 1, got {value}")
-    reserved = sorted({"in_channels", "spatial_dims"} & set(model_args))
+def _checked_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The run's identity (every setting that changes the result, checked again on resume), validated."""
+    if settings["optimizer"] not in OPTIMIZERS:
+        raise MedexplainError(f"unknown optimizer {settings['optimizer']!r}; available: {', '.join(OPTIMIZERS)}")
+    if settings["monitor"] not in MONITORS:
+        raise MedexplainError(f"unknown monitor {settings['monitor']!r}; available: {', '.join(MONITORS)}")
+    for name in ("epochs", "batch_size"):
+        if settings[name] < 1:
+            raise MedexplainError(f"{name} must be at least 1, got {settings[name]}")
+    reserved = sorted({"in_channels", "spatial_dims"} & set(settings["model_args"]))
     if reserved:
         raise MedexplainError(f"model argument {reserved[0]!r} is taken from the data, do not give it")
-    if isinstance(class_weights, str) and class_weights != "balanced":
-        raise MedexplainError(f"class weights must be 'balanced' or numbers, got {class_weights!r}")
-    return {
-        "model": model,
-        "model_args": dict(model_args),
-        "data": str(Path(data).resolve()),
-        "loss": loss,
-        "sparsity_lambda": sparsity_lambda if "sparsity" in loss else None,
-        "sparsity_on": sparsity_on if "sparsity" in loss else None,
-        "sparsity_warmup": int(sparsity_warmup) if "sparsity" in loss else 0,
-        "class_weights": class_weights if class_weights is None or isinstance(class_weights, str)
-        else [float(w) for w in class_weights],
-        "optimizer": optimizer,
-        "lr": float(lr if lr is not None else (1e-2 if optimizer == "sgd" else 1e-3)),
-        "weight_decay": float(weight_decay if weight_decay is not None else (5e-4 if optimizer == "sgd" else 1e-2)),
-        "epochs": int(epochs),
-        "batch_size": int(batch_size),
-        "size": size,
-        "seed": int(seed),
-        "patience": patience,
-        "monitor": monitor,
-        "augment": bool(augment),
-    }  # fmt: skip
+    if isinstance(settings["class_weights"], str) and settings["class_weights"] != "balanced":
+        raise MedexplainError(f"class weights must be 'balanced' or numbers, got {settings['class_weights']!r}")
+    return settings
 
 
 def _check_out(out: Path, resume: bool, settings: dict[str, Any]) -> None:
