@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -13,12 +14,12 @@ import torch
 from medexplain.cli import main
 from medexplain.cli.evaluate import _explainers
 from medexplain.cli.explain import _inputs
-from medexplain.data import load_dataset
 from medexplain.data.synth import write_fundus
 from medexplain.explain.store import ExplanationWriter, load_explanations
-from medexplain.metrics.evaluate import evaluate_explanations, mean_curves, summary_rows, write_results
+from medexplain.metrics.evaluate import evaluate_explanations
 from medexplain.models import create_model, save_weights
-from medexplain.scale.ray_engine import evaluate_with_ray, explain_with_ray, forget_shards, shard_folder
+from medexplain.scale import ray_engine
+from medexplain.scale.ray_engine import evaluate_with_ray, shard_folder
 
 METHODS = ["gradcam", "saliency"]
 METRICS = ["deletion-auc", "entropy", "gini"]
@@ -52,65 +53,79 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_cli_ray_engine_writes_the_same_bytes_as_the_local_engine(setup, tmp_path: Path) -> None:
+def test_cli_ray_engine_resumes_survives_a_killed_worker_and_writes_the_local_bytes_once(
+    setup, tmp_path, monkeypatch
+) -> None:
     out = tmp_path / "ray"
+    shutil.copytree(setup["local"], out)  # an interrupted earlier run: some maps are missing
+    stored = load_explanations(out)
+    missing = {(item.id, method) for item in stored.items for method in METHODS if item.index >= 3}
+    missing.add((stored.items[0].id, "gradcam"))
+    for item in stored.items:
+        for method in METHODS:
+            if (item.id, method) in missing:
+                item.maps[method].unlink()
+
+    writes: dict[tuple[str, str], int] = {}
+    original_write = ExplanationWriter.write
+
+    def counting_write(self, item_id, index, label, targets, method, maps):
+        writes[item_id, method] = writes.get((item_id, method), 0) + 1
+        original_write(self, item_id, index, label, targets, method, maps)
+
+    killed = []
+
+    def kill_on_second_shard(actor, shard_number: int) -> None:
+        if shard_number == 1 and not killed:  # its shard is in flight: the actor is lost for good
+            ray.kill(actor, no_restart=True)
+            killed.append(actor)
+
+    reports = []
+    original_run_shards = ray_engine.run_shards
+
+    def run_shards_with_fault(*args, **kwargs):
+        reports.append(original_run_shards(*args, **{**kwargs, "on_dispatch": kill_on_second_shard}))
+        return reports[-1]
+
+    monkeypatch.setattr(ExplanationWriter, "write", counting_write)
+    monkeypatch.setattr(ray_engine, "run_shards", run_shards_with_fault)
     assert main([*setup["args"], "--out", str(out), "--engine", "ray", "--workers", "2"]) == 0
+    assert killed and reports[0].resubmitted >= 1
+    assert reports[0].shards == 4  # batches (0, 1) (2, 3) (4, 5) (6), each with a missing map
+    assert writes == dict.fromkeys(missing, 1)  # only the missing maps, each written once
     local = _files(setup["local"])
     assert len(local) == 1 + 7 * len(METHODS)  # index.json + one map per item and method
     assert _files(out) == local  # maps and index.json, byte for byte
 
 
-def test_killed_worker_shard_is_resubmitted_and_every_map_written_once(setup, tmp_path, monkeypatch) -> None:
-    writes: dict[tuple[str, str], int] = {}
-    original = ExplanationWriter.write
-
-    def counting(self, item_id, index, label, targets, method, maps):
-        writes[item_id, method] = writes.get((item_id, method), 0) + 1
-        original(self, item_id, index, label, targets, method, maps)
-
-    monkeypatch.setattr(ExplanationWriter, "write", counting)
-    killed = []
-
-    def kill_second_shard_worker(actor, shard_number: int) -> None:
-        if shard_number == 1 and not killed:  # its shard is in flight: the actor is lost for good
-            ray.kill(actor, no_restart=True)
-            killed.append(actor)
-
-    out = tmp_path / "ray"
-    dataset = load_dataset(setup["data"])
-    report = explain_with_ray(
-        partial(_inputs, setup["run"], setup["data"], None, "cpu"), len(dataset), METHODS, out,
-        {"model": str(setup["run"]), "data": str(setup["data"]), "split": None}, batch_size=2, workers=2,
-        shard_batches=1, progress=False, on_dispatch=kill_second_shard_worker,
-    )  # fmt: skip
-    assert killed and report.resubmitted >= 1 and report.shards == 4
-    assert writes == {(str(dataset[i].meta["id"]), m): 1 for i in range(7) for m in METHODS}
-    assert _files(out) == _files(setup["local"])
-
-
-def test_ray_evaluation_rows_equal_the_single_process_rows_and_rerun_skips_shards(setup, tmp_path) -> None:
+def test_ray_evaluation_writes_the_same_tables_as_the_local_engine_and_rerun_skips_shards(
+    setup, tmp_path, monkeypatch
+) -> None:
     model, dataset = _inputs(setup["run"], setup["data"], None, "cpu")
-    stored = load_explanations(setup["local"])
-    rows, empty = evaluate_explanations(stored, dataset, METRICS, model=model, batch_size=3, progress=False)
-    curves = mean_curves(stored, dataset, model, METRICS, batch_size=3)
-    write_results(tmp_path / "local", rows, summary_rows(rows, resamples=50), {"curves": curves})
-
+    rows, _ = evaluate_explanations(load_explanations(setup["local"]), dataset, METRICS, model=model, batch_size=3,
+                                    progress=False)  # fmt: skip
     out = tmp_path / "ray"
-    run = partial(
-        evaluate_with_ray, setup["local"], partial(_inputs, setup["run"], setup["data"], None, "cpu"), out, METRICS,
-        {"model": str(setup["run"])}, make_explainers=_explainers, batch_size=3, workers=2, shard_batches=1,
-        progress=False,
-    )  # fmt: skip
-    result = run()
-    assert result.report.shards == 6  # 7 items = 3 batches of 3 per method, one shard each
-    assert result.rows == rows and result.empty == empty
-    for method, by_mode in curves.items():
-        torch.testing.assert_close(torch.tensor(result.curves[method]["deletion"]), torch.tensor(by_mode["deletion"]),
-                                   rtol=0, atol=1e-12)  # fmt: skip
-    write_results(out, result.rows, summary_rows(result.rows, resamples=50), {"curves": curves})
-    for name in ("per_sample.csv", "summary.csv"):
+    inputs = partial(_inputs, setup["run"], setup["data"], None, "cpu")
+    fingerprint = {"model": str(setup["run"]), "data": str(setup["data"]), "split": None, "device": "cpu"}
+    first = evaluate_with_ray(setup["local"], inputs, out, METRICS, fingerprint, make_explainers=_explainers,
+                              batch_size=3, workers=2, progress=False)  # fmt: skip
+    assert first.report.shards == 6 and first.rows == rows  # 7 items = 3 batches of 3 per method, one shard each
+    assert len(list(shard_folder(out).iterdir())) == 6
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a kept shard was computed again")
+
+    monkeypatch.setattr(ray_engine, "run_shards", no_work)  # the CLI re-run below must find every shard kept
+    args = ["evaluate", "--explanations", str(setup["local"]), "--data", str(setup["data"]), "--model",
+            str(setup["run"]), "--metrics", ",".join(METRICS), "--batch-size", "3", "--resamples", "50",
+            "--no-progress"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "local")]) == 0
+    assert main([*args, "--out", str(out), "--engine", "ray", "--workers", "2"]) == 0
+    for name in ("per_sample.csv", "summary.csv"):  # per-sample rows and the bootstrap summary, byte for byte
         assert (out / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
-    again = run(overwrite=True)
-    assert again.report.shards == 0 and again.rows == rows  # every shard was kept: nothing is recomputed
-    forget_shards(out)
-    assert not shard_folder(out).exists()
+    local, scaled = (json.loads((folder / "summary.json").read_text()) for folder in (tmp_path / "local", out))
+    assert scaled["summary"] == local["summary"] and scaled["curves"].keys() == local["curves"].keys() == set(METHODS)
+    for method, curves in local["curves"].items():  # mean curves: summed per shard, equal up to rounding
+        torch.testing.assert_close(torch.tensor(scaled["curves"][method]["deletion"]),
+                                   torch.tensor(curves["deletion"]), rtol=0, atol=1e-12)  # fmt: skip
+    assert not shard_folder(out).exists()  # kept shards are removed once the output is complete
