@@ -167,7 +167,7 @@ def test_each_term_is_scaled_by_its_first_value() -> None:
     torch.testing.assert_close(parts["distinctiveness"], cd)
     expected = 1.2 * cd / loss.cd_scale + 0.9 * sc / loss.sc_scale
     torch.testing.assert_close(penalty, expected)
-    assert float(loss.cd_scale) != pytest.approx(float(cd))  # the scale is the first batch's, not this one's
+    assert float(loss.cd_scale) != pytest.approx(float(cd.detach()))  # the scale is the first batch's, not this one's
     torch.testing.assert_close(logits, model(second))
 
 
