@@ -36,7 +36,7 @@ from medexplain.errors import MedexplainError
 from medexplain.explain.run import build_explainers, explain_dataset
 from medexplain.explain.store import StoredExplanations, load_explanations
 from medexplain.files import write_text
-from medexplain.metrics import pointing_game
+from medexplain.metrics import EmptyMaskWarning, pointing_game
 from medexplain.metrics.classification import auroc, balanced_accuracy
 from medexplain.metrics.evaluate import evaluate_explanations, summary_rows
 from medexplain.metrics.summary import bootstrap_interval
@@ -271,15 +271,17 @@ def mask_scores(
 ) -> tuple[list[float], int]:
     """``function(map, mask)`` for every stored map (each explained target) of one method; NaN where refused."""
     values, refused = [], 0
-    for item in stored.items:
-        truth = dataset[item.index].masks[mask][0][None] if mask else None
-        for method in item.maps:
-            for one in stored.load(item, method):
-                try:
-                    values.append(float(function(one[None], truth) if truth is not None else function(one[None])))
-                except MedexplainError:
-                    refused += 1
-                    values.append(math.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EmptyMaskWarning)  # images without a mask score NaN, left out of the mean
+        for item in stored.items:
+            truth = dataset[item.index].masks[mask][0][None] if mask else None
+            for method in item.maps:
+                for one in stored.load(item, method):
+                    try:
+                        values.append(float(function(one[None], truth) if truth is not None else function(one[None])))
+                    except MedexplainError:
+                        refused += 1
+                        values.append(math.nan)
     return values, refused
 
 
