@@ -26,14 +26,13 @@ import math
 import shlex
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from _bagnet_runs import Config, run, single_thread
+from _headline import bootstrap_statistic, cell, mean_interval
 from medexplain.data import collate, load_dataset
 from medexplain.data.transforms import Resize
 from medexplain.explain.cam import cam_maps
@@ -42,16 +41,13 @@ from medexplain.metrics.classification import auroc, balanced_accuracy
 from medexplain.metrics.localisation import pointing_game, relevance_mass
 from medexplain.metrics.overlap import dice, hd95, ssim
 from medexplain.metrics.robustness import auroc_under_noise
-from medexplain.metrics.summary import bootstrap_interval
 from medexplain.models import load
 from medexplain.train.data import preprocessing_transform
 from medexplain.train.transfer import segmentation_dice, train_decoder
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi"
 SIGMAS = (0.005, 0.01, 0.05, 0.1)
-RESAMPLES = 1000
 PEAK = 255.0  # BUSI is 8-bit: [0, 1] images are the stored values / 255
-Interval = tuple[float, float, float]
 
 
 class UnitInput(nn.Module):
@@ -65,20 +61,6 @@ class UnitInput(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model((PEAK * x - self.mean) / self.std)
-
-
-def paired_bootstrap(statistic: Callable[..., float], *arrays: np.ndarray, seed: int) -> Interval:
-    """``statistic(*arrays)`` with its 95 % percentile-bootstrap interval, rows resampled together."""
-    rng = np.random.default_rng(seed)
-    n = len(arrays[0])
-    draws = [statistic(*(a[i] for a in arrays)) for i in rng.integers(0, n, size=(RESAMPLES, n))]
-    low, high = np.nanpercentile(np.asarray(draws, dtype=np.float64), [2.5, 97.5])
-    return float(statistic(*arrays)), float(low), float(high)
-
-
-def mean_interval(values: Tensor, seed: int) -> Interval:
-    finite = [float(v) for v in values if not math.isnan(float(v))]
-    return bootstrap_interval(finite, resamples=RESAMPLES, seed=seed)
 
 
 def split_tensors(data: Path, split: str, transform) -> tuple[Tensor, Tensor, Tensor]:
@@ -103,7 +85,7 @@ def localisation(model: nn.Module, images: Tensor, labels: Tensor, masks: Tensor
     }
     scores["pointing"][nonzero] = pointing_game(maps[nonzero], m[nonzero])
     scores["mass"][nonzero] = relevance_mass(maps[nonzero], m[nonzero]).float()
-    result: dict[str, object] = {name: mean_interval(values, seed) for name, values in scores.items()}
+    result: dict[str, object] = {name: mean_interval(values.tolist(), seed) for name, values in scores.items()}
     result["zero_maps"] = int((~nonzero).sum())
     result["lesion_images"] = len(maps)
     return result
@@ -119,10 +101,10 @@ def evaluate_run(run_dir: Path, data: Path, seed: int, decoder_epochs: int) -> d
         probabilities = torch.cat([model(chunk).softmax(1) for chunk in images.split(64)]).double().numpy()
     y = labels.numpy()
     result: dict[str, object] = {
-        "balanced_accuracy": paired_bootstrap(
+        "balanced_accuracy": bootstrap_statistic(
             lambda t, p: balanced_accuracy(t, p.argmax(1)), y, probabilities, seed=seed
         ),
-        "auroc": paired_bootstrap(auroc, y, probabilities, seed=seed),
+        "auroc": bootstrap_statistic(auroc, y, probabilities, seed=seed),
     }
     raw, _, _ = split_tensors(data, "test", Resize(preprocessing["size"]))
     if float(raw.max()) > PEAK:
@@ -135,15 +117,9 @@ def evaluate_run(run_dir: Path, data: Path, seed: int, decoder_epochs: int) -> d
     train_images, _, train_masks = split_tensors(data, "train", standardised)
     segmenter = train_decoder(model, train_images, train_masks, epochs=decoder_epochs, seed=seed)
     has_lesion = masks.flatten(1).any(1)
-    result["transfer_dice"] = mean_interval(segmentation_dice(segmenter, images[has_lesion], masks[has_lesion]), seed)
+    transfer = segmentation_dice(segmenter, images[has_lesion], masks[has_lesion])
+    result["transfer_dice"] = mean_interval(transfer.tolist(), seed)
     return result
-
-
-def cell(value: object, digits: int = 3) -> str:
-    if isinstance(value, (tuple, list)):
-        estimate, low, high = value
-        return "n/a" if math.isnan(estimate) else f"{estimate:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def table(results: dict[str, dict[str, object]]) -> str:
@@ -190,6 +166,7 @@ def main() -> None:
     }  # fmt: skip
     saved = args.work / "results.json"
     results: dict[str, dict[str, object]] = json.loads(saved.read_text()) if saved.is_file() else {}
+    results = {key: {k: tuple(v) if isinstance(v, list) else v for k, v in r.items()} for key, r in results.items()}
     for seed in args.seeds:
         for row in args.rows:
             name = f"{row} seed {seed}"
