@@ -102,14 +102,15 @@ class AlphaBeta(Rule):
             raise ValueError(f"alpha-beta rule needs alpha - beta = 1 and both >= 0, got {self.alpha}, {self.beta}")
 
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
-        w_pos, w_neg = layer.weight_pos, layer.weight_neg
+        w_pos = layer.weight_pos
         relevance = c * y
-        if _nonnegative(x):  # then positive >= 0 >= negative = y - positive
+        if _nonnegative(x):  # then positive >= 0 >= negative = y - positive, and W- = W - W+
             positive = layer.forward(x, w_pos, _pos(layer.bias))
-            negative = torch.sub(y, positive).sub_(self.stabilizer).div_(-self.beta)
+            negative = torch.sub(y, positive).sub_(self.stabilizer).div_(self.beta)
             gp = relevance / positive.add_(self.stabilizer).div_(self.alpha)
             gn = relevance.div_(negative)
-            return layer.transpose_sum([(gp, w_pos), (gn, w_neg)], x)
+            return layer.transpose_sum([(gp.add_(gn), w_pos), (gn.neg_(), layer.weight)], x)
+        w_neg = layer.weight_neg
         x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
         positive = layer.forward(x_pos, w_pos, _pos(layer.bias)) + layer.forward(x_neg, w_neg)
         negative = layer.forward(x_pos, w_neg, _neg(layer.bias)) + layer.forward(x_neg, w_pos)
@@ -135,16 +136,19 @@ class Gamma(Rule):
 
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
         b, gamma = layer.bias, self.gamma
-        w_up = layer.derived(f"gamma+{gamma}", lambda w: torch.add(w, layer.weight_pos, alpha=gamma))
-        w_down = layer.derived(f"gamma-{gamma}", lambda w: torch.add(w, layer.weight_neg, alpha=gamma))
-        if _nonnegative(x):  # then up > 0 where y > 0 and down < 0 where y < 0
+        if _nonnegative(x):  # then up > 0 where y > 0, down < 0 where y < 0; W- = W - W+ needs only W+
             raising = layer.forward(x, layer.weight_pos, _pos(b))
             relevance = c * y
             g_up = relevance / torch.add(y, raising, alpha=gamma).add_(self.stabilizer)
             g_down = relevance / (y - raising).mul_(gamma).add_(y).sub_(self.stabilizer)
             g_up.masked_fill_(y <= 0, 0.0)
             g_down.masked_fill_(y >= 0, 0.0)
-            return layer.transpose_sum([(g_up, w_up), (g_down, w_down)], x)
+            # Wu^T gu + Wd^T gd = W^T (gu + (1 + gamma) gd) + gamma W+^T (gu - gd)
+            through_w = torch.add(g_up, g_down, alpha=1 + gamma)
+            through_pos = g_up.sub_(g_down).mul_(gamma)
+            return layer.transpose_sum([(through_w, layer.weight), (through_pos, layer.weight_pos)], x)
+        w_up = layer.derived(f"gamma+{gamma}", lambda w: torch.add(w, layer.weight_pos, alpha=gamma))
+        w_down = layer.derived(f"gamma-{gamma}", lambda w: torch.add(w, layer.weight_neg, alpha=gamma))
         x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
         b_up = None if b is None else b + gamma * b.clamp(min=0)
         b_down = None if b is None else b + gamma * b.clamp(max=0)
