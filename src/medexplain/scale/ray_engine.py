@@ -84,6 +84,11 @@ def cluster(address: str | None = None, workers: int | None = None) -> Iterator[
         ray.shutdown()
 
 
+def _gpus(device: str, gpus_per_worker: float | None) -> float:
+    """GPUs per worker: as given, else one per worker when the device is CUDA (Ray sets CUDA_VISIBLE_DEVICES)."""
+    return gpus_per_worker if gpus_per_worker is not None else (1.0 if device.startswith("cuda") else 0.0)
+
+
 def _worker_count(workers: int | None, gpus_per_worker: float) -> int:
     if workers is not None:
         if workers < 1:
@@ -167,7 +172,7 @@ def run_shards(
 
 
 def _actor_class(cls: type, device: str, gpus_per_worker: float | None) -> Any:
-    gpus = gpus_per_worker if gpus_per_worker is not None else (1.0 if device.startswith("cuda") else 0.0)
+    gpus = _gpus(device, gpus_per_worker)
     return ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)(cls)
 
 
@@ -250,7 +255,7 @@ def explain_with_ray(
         complete = {writer.items[i]["index"] for i, finished in done.items() if len(finished) == len(explainers)}
         batches = [list(range(s, min(s + batch_size, size))) for s in range(0, size, batch_size)]
         batches = [b for b in batches if not complete.issuperset(b)]
-        count = _worker_count(workers, gpus_per_worker or 0.0)
+        count = _worker_count(workers, _gpus(device, gpus_per_worker))
         shards = _chunks(batches, shard_batches or _shard_batches(len(batches), count))
         worker = _actor_class(ExplainWorker, device, gpus_per_worker)
         arguments = (inputs, list(methods), layer, device)
@@ -377,7 +382,7 @@ def evaluate_with_ray(
     batches = list(_batches(_units(stored), batch_size))
     position = {item.id: p for p, item in enumerate(stored.items)}
     with cluster(address, workers):
-        count = _worker_count(workers, gpus_per_worker or 0.0)
+        count = _worker_count(workers, _gpus(device, gpus_per_worker))
         per_shard = shard_batches or _shard_batches(len(batches), count)
         shards: list[tuple[str, list[int]]] = []
         in_shard = 0
