@@ -35,12 +35,14 @@ from _headline import (
     parse,
     predict,
     row_result,
+    strict_pointing_game,
     test_set,
     train_run,
     write_subset,
 )
 from medexplain.data.synth._common import png_bytes, write_file
-from medexplain.metrics import binarise, entropy, pointing_game, relevance_mass, top_k_mass
+from medexplain.errors import MedexplainError
+from medexplain.metrics import binarise, entropy, relevance_mass, top_k_mass
 from medexplain.metrics.classification import binary_auroc
 
 SOURCE = DATA / "nih_cxr1000"
@@ -132,22 +134,27 @@ def map_row(bench: Benchmark, row: Row, data: Path) -> dict:
     stored, seconds = explain(bench, row, run_dir, dataset, target="all", data=data)
     granularity: dict[str, list[float]] = {"entropy (nats)": [], "top-1 % mass": [], "blobs": []}
     located: dict[str, list[float]] = {"box: pointing game": [], "box: abs. relevance in box": []}
+    refused = {"constant maps of present findings": 0, "box: constant maps": 0}
     for item in stored.items:
         sample = dataset[item.index]
         maps = stored.load(item, row.method)
         for k in torch.nonzero(sample.labels > 0.5).flatten().tolist():
             one = maps[item.targets.index(k)][None]
+            refused["constant maps of present findings"] += int(one.max() == one.min())
             granularity["entropy (nats)"].append(float(entropy(one)))
             granularity["top-1 % mass"].append(float(top_k_mass(one, fraction=0.01)))
             granularity["blobs"].append(blobs(one[0]))
         finding = sample.meta.get("box_finding", "")
         if finding:
             one, box = maps[item.targets.index(dataset.label_names.index(finding))][None], sample.masks["box"]
-            located["box: pointing game"].append(float(pointing_game(one, box)))
-            located["box: abs. relevance in box"].append(float(relevance_mass(one, box, absolute=True)))
+            try:
+                located["box: pointing game"].append(float(strict_pointing_game(one, box)))
+                located["box: abs. relevance in box"].append(float(relevance_mass(one, box, absolute=True)))
+            except MedexplainError:  # a constant (all-zero) map: no maximum, no mass
+                refused["box: constant maps"] += 1
     values: dict[str, Any] = {name: mean_interval(v, bench.seed) for name, v in {**granularity, **located}.items()}
     values["s / image"] = seconds
-    return row_result(bench, row, values)
+    return row_result(bench, row, values, refused)
 
 
 def main() -> None:
@@ -163,10 +170,11 @@ def main() -> None:
     notes = """
 Test split of nih_cxr1000 as shipped (268 images, grouped by patient). Granularity is over the maps of the
 findings present in each test image (n = positive image-label pairs); a lower entropy, a higher top-1 % mass and
-fewer blobs mean a more concentrated map. Box localisation uses the test images with a box in boxes_64px.csv (7,
-findings Atelectasis, Infiltration, Pneumonia; "Infiltrate" boxes are matched to the Infiltration label) and the
-map of the boxed finding; with n = 7 its intervals are wide. Rare labels have few or no test positives (AUROC n/a
-when none).
+fewer blobs mean a more concentrated map (an all-zero map counts as uniform, with 0 blobs; such maps are counted
+below). Box localisation uses the test images with a box in boxes_64px.csv (7, findings Atelectasis,
+Infiltration, Pneumonia; "Infiltrate" boxes are matched to the Infiltration label) and the map of the boxed
+finding (constant maps left out and counted); with n <= 7 its intervals are wide. Rare labels have few or no test
+positives (AUROC n/a when none).
 """
     finish(bench, "nih-multilabel: per-label Grad-CAM vs LRP on a multi-label chest X-ray classifier",
            [(MAP_COLUMNS, maps), (AUROC_COLUMNS, aurocs)], notes)  # fmt: skip
