@@ -37,7 +37,9 @@ def test_two_gloo_processes_train_the_same_model_as_one(tmp_path: Path) -> None:
     data = write_fundus(tmp_path / "data", 40, 48, seed=2, show_progress=False)
     register_tiny()
     train(TINY, data, tmp_path / "one", device="cpu", progress=False, **SETTINGS)
-    mp.spawn(rank_main, args=(2, _free_port(), data, tmp_path / "two", SETTINGS), nprocs=2, join=True)
+    # fork: the ranks inherit the imported modules (a spawned rank would import torch and MONAI again)
+    ranks = (2, _free_port(), data, tmp_path / "two", SETTINGS)
+    mp.start_processes(rank_main, args=ranks, nprocs=2, start_method="fork")
 
     one, two = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     assert one.keys() == two.keys()
