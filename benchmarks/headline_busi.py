@@ -141,7 +141,8 @@ def gallery(bench: Benchmark, data: Path, per_class: int = 2) -> Path:
     out = ROOT / "benchmarks" / "figures" / "busi_gallery.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(out) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
+        figure.savefig(tmp, format="png", dpi=75)
+        tmp.chmod(0o644)
     plt.close(figure)
     return out
 
