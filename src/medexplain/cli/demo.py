@@ -12,7 +12,7 @@ def demo_command(
     data: Path | None = typer.Option(
         None, "--data", help="A dataset folder with lesion masks to use instead of synthetic fundus images."
     ),
-    n: int = typer.Option(400, help="Synthetic images to generate."),
+    n: int = typer.Option(300, help="Synthetic images to generate."),
     size: int = typer.Option(64, help="Image size (pixels) for generation and training."),
     seed: int = typer.Option(0, help="Seed of data generation, training and evaluation."),
     overwrite: bool = typer.Option(False, help="Start from scratch, deleting a previous demo in --out."),
