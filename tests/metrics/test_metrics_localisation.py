@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 from medexplain.errors import MedexplainError
 from medexplain.metrics import (
     EmptyMaskWarning,
+    UndefinedScoreWarning,
     entropy,
     gini,
     mask_auroc,
@@ -166,3 +167,18 @@ def test_empty_mask_scores_nan_with_a_warning() -> None:
         with pytest.warns(EmptyMaskWarning, match=r"samples \[1\]"):
             scores = metric(maps, mask)
         assert torch.isnan(scores[1]) and not torch.isnan(scores[[0, 2]]).any()
+
+
+def test_constant_and_massless_maps_score_nan_with_a_warning() -> None:
+    """An all-zero map points nowhere (Quantus would count any mask pixel as a hit) and has no mass."""
+    mask = torch.zeros(3, 6, 6, dtype=torch.bool)
+    mask[:, 1:3, 1:3] = True
+    maps = torch.rand(3, 6, 6)
+    maps[0] = 0.0  # all zero: constant and massless
+    maps[1] = 0.5  # constant but with mass: relevance mass is the mask's share
+    with pytest.warns(UndefinedScoreWarning, match=r"pointing-game: constant map for samples \[0, 1\]"):
+        scores = pointing_game(maps, mask)
+    assert torch.isnan(scores[:2]).all() and not torch.isnan(scores[2])
+    with pytest.warns(UndefinedScoreWarning, match=r"relevance-mass: map with zero total relevance for samples \[0\]"):
+        mass = relevance_mass(maps, mask)
+    assert torch.isnan(mass[0]) and mass[1].item() == pytest.approx(4 / 36)

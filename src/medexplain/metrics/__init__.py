@@ -7,7 +7,7 @@ device. Conventions (shapes, empty masks, NaN) are in :mod:`medexplain.metrics._
 """
 
 from medexplain.metrics import classification, complexity, faithfulness, localisation, overlap, robustness, sanity
-from medexplain.metrics._inputs import EmptyMaskWarning
+from medexplain.metrics._inputs import EmptyMaskWarning, UndefinedScoreWarning
 from medexplain.metrics.binarise import binarise, convex_hull, otsu_threshold, top_fraction
 from medexplain.metrics.complexity import entropy, gini, top_k_mass
 from medexplain.metrics.faithfulness import (
@@ -41,6 +41,7 @@ __all__ = [
     "METRICS",
     "EmptyMaskWarning",
     "MetricInfo",
+    "UndefinedScoreWarning",
     "auroc_under_noise",
     "available",
     "avg_sensitivity",

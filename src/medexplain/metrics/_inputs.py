@@ -82,6 +82,23 @@ def nan_where_empty(scores: Tensor, mask: Tensor, metric: str) -> Tensor:
     return scores
 
 
+class UndefinedScoreWarning(EmptyMaskWarning):
+    """A map the metric cannot score (e.g. an all-zero Grad-CAM points nowhere and has no mass): NaN."""
+
+
+def nan_where_undefined(scores: Tensor, undefined: Tensor, metric: str, reason: str) -> Tensor:
+    """Set ``scores`` (B,) to NaN where ``undefined`` (B,) holds, warning once with the sample indices."""
+    if bool(undefined.any()):
+        where = undefined.nonzero().flatten().tolist()
+        warnings.warn(
+            f"{metric}: {reason} for samples {where}; their score is NaN (excluded from summaries)",
+            UndefinedScoreWarning,
+            stacklevel=3,
+        )
+        scores = scores.masked_fill(undefined.to(scores.device), float("nan"))
+    return scores
+
+
 def sort_rows(values: Tensor) -> tuple[Tensor, Tensor]:
     """``(sorted values, order)`` of each row of ``values`` (B, N), ascending.
 

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from medexplain.errors import MedexplainError
-from medexplain.metrics._inputs import maps_and_mask, nan_where_empty, rank_auroc
+from medexplain.metrics._inputs import maps_and_mask, nan_where_empty, nan_where_undefined, rank_auroc
 from medexplain.metrics.registry import register_metric
 
 
@@ -41,12 +40,15 @@ def pointing_game(maps: Tensor, mask: Tensor, *, tolerance: float = 0.0) -> Tens
             Quantus's ``PointingGame``. When several positions share the maximum, any of them may hit.
 
     Returns:
-        ``(B,)`` float scores in {0, 1}; NaN for an empty mask.
+        ``(B,)`` float scores in {0, 1}; NaN for an empty mask, and for a constant map (it points nowhere;
+        Quantus would count it as a hit), each with a warning.
     """
     maps, mask = maps_and_mask(maps, mask)
     flat = maps.flatten(1)
     is_max = flat == flat.amax(1, keepdim=True)
     hit = (is_max & dilate(mask, tolerance).flatten(1)).any(1).to(maps.dtype)
+    # A constant map has every position at its maximum: counting that as a hit would reward a map that says nothing.
+    hit = nan_where_undefined(hit, flat.amax(1) == flat.amin(1), "pointing-game", "constant map")
     return nan_where_empty(hit, mask, "pointing-game")
 
 
@@ -60,15 +62,16 @@ def relevance_mass(maps: Tensor, mask: Tensor, *, absolute: bool = False) -> Ten
         absolute: use ``|maps|``.
 
     Returns:
-        ``(B,)``; 1 when all relevance lies in the mask. NaN for an empty mask; a map summing to zero is an error.
+        ``(B,)``; 1 when all relevance lies in the mask. NaN for an empty mask, and for an all-zero map (no mass
+        to locate), each with a warning.
     """
     maps, mask = maps_and_mask(maps, mask)
     flat = (maps.abs() if absolute else maps).flatten(1).to(torch.float64)
     total = flat.sum(1)
-    if bool((total == 0).any()):
-        raise MedexplainError("relevance-mass: a map sums to zero (all-zero relevance has no mass to locate)")
     inside = (flat * mask.flatten(1)).sum(1)
-    return nan_where_empty((inside / total).to(maps.dtype), mask, "relevance-mass")
+    scores = (inside / total.masked_fill(total == 0, 1)).to(maps.dtype)
+    scores = nan_where_undefined(scores, total == 0, "relevance-mass", "map with zero total relevance")
+    return nan_where_empty(scores, mask, "relevance-mass")
 
 
 @register_metric("relevance-rank", category="localisation", higher_is_better=True, needs_mask=True)
