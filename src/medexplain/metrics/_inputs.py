@@ -70,29 +70,23 @@ def maps_and_mask(maps: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
 
 def nan_where_empty(scores: Tensor, mask: Tensor, metric: str) -> Tensor:
     """Set ``scores`` (B,) to NaN where ``mask`` (B, ...) is empty, warning once with the sample indices."""
-    empty = ~mask.flatten(1).any(1)
-    if bool(empty.any()):
-        where = empty.nonzero().flatten().tolist()
-        warnings.warn(
-            f"{metric}: empty ground-truth mask for samples {where}; their score is NaN (excluded from summaries)",
-            EmptyMaskWarning,
-            stacklevel=3,
-        )
-        scores = scores.masked_fill(empty.to(scores.device), float("nan"))
-    return scores
+    return nan_where_undefined(scores, ~mask.flatten(1).any(1), metric, "empty ground-truth mask", EmptyMaskWarning)
 
 
 class UndefinedScoreWarning(EmptyMaskWarning):
     """A map the metric cannot score (e.g. an all-zero Grad-CAM points nowhere and has no mass): NaN."""
 
 
-def nan_where_undefined(scores: Tensor, undefined: Tensor, metric: str, reason: str) -> Tensor:
-    """Set ``scores`` (B,) to NaN where ``undefined`` (B,) holds, warning once with the sample indices."""
+def nan_where_undefined(
+    scores: Tensor, undefined: Tensor, metric: str, reason: str, category: type[Warning] | None = None
+) -> Tensor:
+    """Set ``scores`` (B,) to NaN where ``undefined`` (B,) holds, warning once (``category``, default
+    :class:`UndefinedScoreWarning`) with the sample indices."""
     if bool(undefined.any()):
         where = undefined.nonzero().flatten().tolist()
         warnings.warn(
             f"{metric}: {reason} for samples {where}; their score is NaN (excluded from summaries)",
-            UndefinedScoreWarning,
+            category or UndefinedScoreWarning,
             stacklevel=3,
         )
         scores = scores.masked_fill(undefined.to(scores.device), float("nan"))
