@@ -134,3 +134,16 @@ def test_mean_curves_integrate_to_the_mean_scores(demo: Path, page: str) -> None
                 scores = [float(r["score"]) for r in rows if r["method"] == method and r["metric"] == f"{mode}-auc"]
                 area = sum((a + b) / 2 for a, b in itertools.pairwise(curve)) / (len(curve) - 1)
                 assert area == pytest.approx(sum(scores) / len(scores), abs=1e-6), (model, method, mode)
+
+
+def test_confusion_matrix_comes_from_the_saved_predictions(demo: Path, page: str) -> None:
+    for model in ("sparse-bagnet9-light", "resnet18"):
+        rows = _rows(demo / "models" / model / "predictions.csv")
+        config = json.loads((demo / "models" / model / "config.json").read_text())
+        accuracy = sum(r["label"] == r["predicted"] for r in rows) / len(rows)
+        assert accuracy == pytest.approx(config["metrics"][rows[0]["split"]]["accuracy"])
+        for row in rows:
+            probabilities = [float(v) for k, v in row.items() if k.startswith("p_")]
+            assert sum(probabilities) == pytest.approx(1.0, abs=1e-6)
+            assert int(row["predicted"]) == probabilities.index(max(probabilities))
+    assert page.count('alt="Confusion matrix on the test split"') == 2

@@ -93,10 +93,11 @@ def train_section(page: Page, component: Component) -> None:
             section.figures(curves)
     predictions = component.path / "predictions.csv"
     if predictions.is_file():
-        matrix = _confusion(read_csv(predictions), len(config.get("class_names") or []))
+        rows = read_csv(predictions)
+        matrix = _confusion(rows, len(config.get("class_names") or []))
         if matrix is not None:
             names = config.get("class_names") or [str(i) for i in range(len(matrix))]
-            section.figure(confusion_matrix_png(matrix, names), "Confusion matrix on the test split")
+            section.figure(confusion_matrix_png(matrix, names), f"Confusion matrix on the {rows[0]['split']} split")
 
 
 def explanations_section(page: Page, component: Component) -> None:

@@ -38,6 +38,7 @@ from medexplain.train.losses import Objective, balanced_class_weights, local_par
 from medexplain.train.state import RESUME_FILE, load_resume, read_resume_info, save_resume
 
 METRICS_FILE = "metrics.csv"
+PREDICTIONS_FILE = "predictions.csv"
 MONITORS = ("loss", "accuracy", "balanced_accuracy", "auroc", "kappa")
 OPTIMIZERS = ("sgd", "adamw")
 RUN_FORMAT = "medexplain-run/1"
@@ -178,11 +179,13 @@ def train(
             _fit(*fitting, on_epoch_end, ctx)
         ctx.barrier()  # rank 0 has written the weights
         load_weights(net, out / WEIGHTS_FILE)
-        config["metrics"] = {
-            "best_epoch": state["best_epoch"],
-            **{name: _evaluate(net, split, objective, run_device) for name, split in splits.items() if name != "train"},
+        evaluated = {
+            name: _evaluate(net, split, objective, run_device) for name, split in splits.items() if name != "train"
         }
+        config["metrics"] = {"best_epoch": state["best_epoch"], **{name: m for name, (m, _) in evaluated.items()}}
         if ctx.is_main:
+            held_out = "test" if "test" in evaluated else "val"
+            write_text(out / PREDICTIONS_FILE, _predictions_csv(splits[held_out], evaluated[held_out][1], held_out))
             write_text(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return config
 
@@ -237,7 +240,7 @@ def _fit(
             bar.advance(batch_task)
         bar.remove_task(batch_task)
         totals = ctx.sum(totals)
-        val = _evaluate(net, splits["val"], objective, device)
+        val, _ = _evaluate(net, splits["val"], objective, device)
         row = {"epoch": epoch + 1, "lr": lr, "sparsity_lambda": epoch_objective.sparsity_lambda}
         row.update({f"train_{k}": v for k, v in totals.items()})
         row.update({f"val_{k}": v for k, v in val.items()})
@@ -277,8 +280,11 @@ def _fit(
 
 
 @torch.no_grad()
-def _evaluate(net: nn.Module, split: Split, objective: Objective, device: torch.device) -> dict[str, float]:
-    """Loss, classification metrics and (for evidence models) the mean Gini of |evidence| on ``split``."""
+def _evaluate(
+    net: nn.Module, split: Split, objective: Objective, device: torch.device
+) -> tuple[dict[str, float], Tensor]:
+    """Loss, classification metrics and (for evidence models) the mean Gini of |evidence| on ``split``, and the
+    predicted probabilities ``(N, K)`` (softmax for "ce", per-label sigmoid for "bce")."""
     was_training = net.training
     net.eval()
     logits, ginis, local_ginis, losses = [], [], [], []
@@ -297,16 +303,29 @@ def _evaluate(net: nn.Module, split: Split, objective: Objective, device: torch.
         logits.append(batch_logits.cpu())
     net.train(was_training)
     scores = torch.cat(logits).double()
-    if objective.task == "ce":
-        result = classification_summary(split.targets.numpy(), scores.softmax(1).numpy())
-    else:
-        result = multilabel_summary(split.targets.numpy(), scores.sigmoid().numpy())
+    probabilities = scores.softmax(1) if objective.task == "ce" else scores.sigmoid()
+    summary = classification_summary if objective.task == "ce" else multilabel_summary
+    result = summary(split.targets.numpy(), probabilities.numpy())
     result["loss"] = sum(losses) / len(split)
     if ginis:
         result["gini"] = float(torch.cat(ginis).mean())
     if local_ginis:
         result["gini_local"] = float(torch.cat(local_ginis).mean())
-    return result
+    return result, probabilities
+
+
+def _predictions_csv(split: Split, probabilities: Tensor, name: str) -> str:
+    """One row per image of the held-out ``split``: id, split, label(s), predicted class, probabilities."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    single = split.targets.ndim == 1
+    k = probabilities.shape[1]
+    labels = ["label", "predicted"] if single else [f"label_{j}" for j in range(k)]
+    writer.writerow(["id", "split", *labels, *(f"p_{j}" for j in range(k))])
+    for i, sample_id in enumerate(split.ids):
+        truth = [int(split.targets[i]), int(probabilities[i].argmax())] if single else split.targets[i].int().tolist()
+        writer.writerow([sample_id, name, *truth, *(repr(float(p)) for p in probabilities[i])])
+    return buffer.getvalue()
 
 
 def _checked_settings(settings: dict[str, Any]) -> dict[str, Any]:
