@@ -76,7 +76,8 @@ def select_metrics(requested: str | Sequence[str], *, has_model: bool, has_mask:
     return list(dict.fromkeys(requested))
 
 
-def _units(stored: Any) -> list[Unit]:
+def stored_units(stored: Any) -> list[Unit]:
+    """Every stored map to score: one :class:`Unit` per item, method and explained target, in index order."""
     units = []
     for item in stored.items:
         for method in item.maps:
@@ -124,7 +125,7 @@ def evaluate_explanations(
     if mask_name is not None and mask_name not in masks:
         raise MedexplainError(f"mask {mask_name!r} is not in the dataset; its masks: {', '.join(masks) or 'none'}")
     mask_name = mask_name or (masks[0] if masks else None)
-    units = _units(stored)
+    units = stored_units(stored)
     rows: list[dict[str, Any]] = []
     columns = (
         TextColumn("{task.description}"),
@@ -137,7 +138,7 @@ def evaluate_explanations(
     with Progress(*columns, disable=not progress, transient=False) as bar, warnings.catch_warnings():
         warnings.simplefilter("ignore", EmptyMaskWarning)  # counted instead: the caller reports them once
         task = bar.add_task("evaluating", total=len(units))
-        for batch in _batches(units, batch_size):
+        for batch in method_batches(units, batch_size):
             context = _context(stored, dataset, batch, mask_name, model, device)
             for name in metric_names:
                 if needs_explainer(name):
@@ -186,7 +187,7 @@ def mean_curves(
     modes = {name: mode for name, mode in CURVE_METRICS.items() if name in metric_names}
     sums: dict[str, dict[str, Tensor]] = {}
     counts: dict[str, int] = {}
-    for batch in _batches(_units(stored), batch_size):
+    for batch in method_batches(stored_units(stored), batch_size):
         context = _context(stored, dataset, batch, None, model, device)
         method = batch[0].method
         counts[method] = counts.get(method, 0) + len(batch)
@@ -204,7 +205,7 @@ def mean_curves(
     }
 
 
-def _batches(units: list[Unit], size: int) -> Iterator[list[Unit]]:
+def method_batches(units: list[Unit], size: int) -> Iterator[list[Unit]]:
     """Consecutive units of one method, at most ``size`` at a time (one explainer per batch)."""
     by_method: dict[str, list[Unit]] = {}
     for unit in units:

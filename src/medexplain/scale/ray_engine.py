@@ -367,7 +367,7 @@ def evaluate_with_ray(
     are summed per shard).
     """
     from medexplain.explain.store import INDEX, load_explanations
-    from medexplain.metrics.evaluate import _batches, _units
+    from medexplain.metrics.evaluate import method_batches, stored_units
 
     out = Path(out)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -379,7 +379,7 @@ def evaluate_with_ray(
         **fingerprint, "index": hashlib.sha256((Path(explanations) / INDEX).read_bytes()).hexdigest(),
         "metrics": list(metric_names), "mask": mask_name, "batch_size": batch_size,
     }  # fmt: skip
-    batches = list(_batches(_units(stored), batch_size))
+    batches = list(method_batches(stored_units(stored), batch_size))
     position = {item.id: p for p, item in enumerate(stored.items)}
     with cluster(address, workers):
         count = _worker_count(workers, _gpus(device, gpus_per_worker))
