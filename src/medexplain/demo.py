@@ -131,7 +131,10 @@ def run_demo(
 
     if data is None and not (data_dir / "manifest.csv").is_file():
         log.run("synthetic data", partial(_synthesise, data_dir, settings, progress), echo)
-    mask = _mask_name(data_dir, settings.mask)
+    from medexplain.data import load_dataset
+
+    dataset = load_dataset(data_dir)
+    mask = settings.mask if settings.mask in dataset.mask_names else next(iter(dataset.mask_names), None)
     for model in settings.models:
         run_dir, maps_dir, scores_dir = (out / part / model.name for part in ("models", "explanations", "evaluation"))
         log.run(f"train {model.name}", partial(_train, model, data_dir, run_dir, settings, progress), echo)
@@ -142,7 +145,7 @@ def run_demo(
             stage = partial(_evaluate, run_dir, maps_dir, data_dir, scores_dir, settings, mask, progress)
             log.run(f"evaluate {model.name}", stage, echo)
     concepts_dir = out / "concepts"
-    if _has_concepts(data_dir) and not (concepts_dir / "summary.json").is_file():
+    if dataset.label_names and not (concepts_dir / "summary.json").is_file():
         baseline = out / "models" / settings.models[-1].name
         log.run("concepts", partial(_concepts, baseline, data_dir, concepts_dir, settings, progress), echo)
     from medexplain.report import build_report
@@ -218,16 +221,3 @@ def _concepts(run_dir: Path, data_dir: Path, concepts_dir: Path, settings: DemoS
 
     report = analyse_run(run_dir, data_dir, settings=settings.concepts, progress=progress)
     write_report(report, concepts_dir, overwrite=True)
-
-
-def _mask_name(data_dir: Path, preferred: str) -> str | None:
-    from medexplain.data import load_dataset
-
-    masks = load_dataset(data_dir).mask_names
-    return preferred if preferred in masks else (masks[0] if masks else None)
-
-
-def _has_concepts(data_dir: Path) -> bool:
-    from medexplain.data import load_dataset
-
-    return bool(load_dataset(data_dir).label_names)

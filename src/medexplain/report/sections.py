@@ -224,7 +224,7 @@ def provenance_section(page: Page, components: list[Component], run_dir: Path) -
     section.facts(facts)
     if info.get("stages"):
         section.table(["stage", "seconds"], [[name, seconds] for name, seconds in info["stages"].items()])
-    sources = sorted({str(_data_source(c)) for c in components if _data_source(c)})
+    sources = sorted({source for source in map(_data_source, components) if source})
     rows = [[source, _manifest_hash(Path(source))] for source in sources]
     if rows:
         section.table(["data source", "SHA-256 of manifest / file"], rows)
