@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -14,30 +16,35 @@ def gaussian_window(size: int, sigma: float, device: torch.device, dtype: torch.
     return window / window.sum()
 
 
+def _band_matrix(window: Tensor, size: int) -> Tensor:
+    """``(size, size - k + 1)`` matrix whose product with a line of ``size`` values is its 'valid' correlation
+    with ``window`` (k taps): column ``j`` holds the window at rows ``j .. j + k - 1``."""
+    rows, columns = torch.arange(size, device=window.device), torch.arange(size - len(window) + 1, device=window.device)
+    taps = rows[:, None] - columns
+    inside = (taps >= 0) & (taps < len(window))
+    return torch.where(inside, window[taps.clamp(0, len(window) - 1)], window.new_zeros(()))
+
+
 def separable_filter(x: Tensor, window: Tensor, *, same: bool = False) -> Tensor:
     """Filter ``x`` (N, C, *spatial) with ``window`` along every spatial axis, channels separately.
 
     ``same=False``: 'valid' output (no padding, as MONAI's SSIM); ``same=True``: reflect-padded, same size.
-    In 1D and 2D one pass with the outer-product kernel (oneDNN's thin-kernel paths are slower than a square
-    kernel there); in 3D one pass per axis, 3k instead of k^3 taps per voxel.
+    Each axis is one matrix product with a banded matrix (:func:`_band_matrix`): on a CPU, BLAS runs these
+    several times faster than a depthwise convolution with the k^d-tap (or k-tap) kernel, although it
+    multiplies the zeros of the band too.
     """
-    _, channels, *spatial = x.shape
-    dims = len(spatial)
-    conv = getattr(F, f"conv{dims}d")
     half = len(window) // 2
-    for axes in [tuple(range(dims))] if dims <= 2 else [(axis,) for axis in range(dims)]:
-        kernel = window.new_ones([1] * dims)
-        for axis in axes:
-            shape = [1] * dims
-            shape[axis] = len(window)
-            kernel = kernel * window.view(shape)
+    for dim in range(2, x.ndim):
         if same:
-            pad = [0, 0] * dims
-            for axis in axes:
-                pad[2 * (dims - 1 - axis)] = pad[2 * (dims - 1 - axis) + 1] = half
-            small = any(x.shape[2 + axis] <= half for axis in axes)
-            x = F.pad(x, pad, mode="replicate" if small else "reflect")
-        x = conv(x, kernel.expand(channels, 1, *kernel.shape), groups=channels)
+            pad = [0, 0] * (x.ndim - 2)
+            pad[2 * (x.ndim - 1 - dim)] = pad[2 * (x.ndim - 1 - dim) + 1] = half
+            x = F.pad(x, pad, mode="replicate" if x.shape[dim] <= half else "reflect")
+        band = _band_matrix(window, x.shape[dim])
+        if dim == x.ndim - 1:
+            x = x @ band
+        else:  # (rows before, size, positions after): the band multiplies from the left
+            lines = x.reshape(-1, x.shape[dim], math.prod(x.shape[dim + 1 :]))
+            x = (band.t() @ lines).reshape(*x.shape[:dim], band.shape[1], *x.shape[dim + 1 :])
     return x
 
 
