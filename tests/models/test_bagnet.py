@@ -9,6 +9,7 @@ import torch
 
 from medexplain.errors import MedexplainError
 from medexplain.models import MODELS, BagNet, create_model
+from medexplain.models.bagnet import FlipAveraged
 
 STRIDE = BagNet.patch_stride
 
@@ -123,3 +124,51 @@ def test_relu_local_evidence_is_non_negative_and_still_pools_to_the_logits(spati
     torch.testing.assert_close(model(x), evidence.mean(dim=tuple(range(2, 2 + spatial_dims))), atol=1e-6, rtol=0)
     with pytest.raises(MedexplainError, match="evidence_activation must be 'linear' or 'relu'"):
         create_model("bagnet9-light", evidence_activation="softmax")
+
+
+def _sees_only_its_patch(model: torch.nn.Module, x: torch.Tensor, position: int) -> bool:
+    """Whether evidence position ``(position, ...)`` is unchanged when every input outside its q-patch changes."""
+    q = model.model.patch_size if hasattr(model, "model") else model.patch_size
+    inside = tuple(slice(STRIDE * position, STRIDE * position + q) for _ in x.shape[2:])
+    changed = x + 1 + torch.rand(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
+    changed[(..., *inside)] = x[(..., *inside)]
+    at = (..., *[position] * (x.ndim - 2))
+    return torch.allclose(model.evidence_map(changed)[at], model.evidence_map(x)[at], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_flip_averaged_logits_are_the_mean_over_flips_and_aligned_positions_keep_their_patch(spatial_dims: int) -> None:
+    model = _random_eval_model("sparse-bagnet9-light", spatial_dims)
+    axes = (0, 1) if spatial_dims == 2 else (0, 2)
+    size = (25, 33) if spatial_dims == 2 else (25, 17, 33)  # (n - 9) is a multiple of 8: positions align
+    x = torch.randn(2, 2, *size, dtype=torch.float64)
+    tta = FlipAveraged(model, axes)
+    flips = [dims for r in range(len(axes) + 1) for dims in itertools.combinations([2 + a for a in axes], r)]
+    assert len(flips) == 2 ** len(axes)
+    # Independent reference: the plain model's logits of every flipped copy, averaged.
+    expected = sum(model(x.flip(dims) if dims else x) for dims in flips) / len(flips)
+    torch.testing.assert_close(tta(x), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(tta(x), tta.evidence_map(x).flatten(2).mean(2), atol=1e-12, rtol=0)
+    # Aligned positions: every averaged position still sees exactly its own q-patch.
+    assert _sees_only_its_patch(tta, x, position=1)
+    # The plain model is not flip-invariant, so the averaging changes the map.
+    assert not torch.allclose(tta.evidence_map(x), model.evidence_map(x), atol=1e-6)
+    # The bias is the model's, so the local evidence E - b of the averaged map is the average of local evidence.
+    local = sum(
+        (model.local_evidence(x.flip(dims)).flip(dims) if dims else model.local_evidence(x)) for dims in flips
+    ) / len(flips)
+    torch.testing.assert_close(tta.evidence_map(x) - tta.class_bias.view(1, -1, *[1] * spatial_dims), local)
+
+
+def test_flip_averaged_misaligned_sizes_shift_positions_and_bad_requests_are_refused() -> None:
+    model = _random_eval_model("bagnet9-light", 2)
+    x = torch.randn(1, 2, 28, 25, dtype=torch.float64)  # (28 - 9) mod 8 = 3: flipped positions are shifted
+    assert _sees_only_its_patch(model, x, position=1)
+    assert not _sees_only_its_patch(FlipAveraged(model, (0,)), x, position=1)  # it sees 3 more pixels
+    assert _sees_only_its_patch(FlipAveraged(model, (1,)), x, position=1)  # (25 - 9) mod 8 = 0
+    with pytest.raises(MedexplainError, match=r"flip axes must be distinct spatial axes in 0\.\.1"):
+        FlipAveraged(model, (2,))
+    with pytest.raises(MedexplainError, match="flip axes"):
+        FlipAveraged(model, (0, 0))
+    with pytest.raises(MedexplainError, match="has no evidence map"):
+        FlipAveraged(create_model("resnet18", in_channels=2, num_classes=3), (0,))

@@ -85,3 +85,20 @@ def test_augmentation_geometry(spatial_dims: int) -> None:
     a, b = (default(x, torch.Generator().manual_seed(7)) for _ in range(2))
     torch.testing.assert_close(a, b, atol=0, rtol=0)
     assert not torch.allclose(a, default(x, torch.Generator().manual_seed(8)))
+
+
+def test_label_smoothing_is_cross_entropy_against_the_smoothed_target() -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 5, generator=generator, dtype=torch.float64)
+    target = torch.tensor([0, 3, 4, 1])
+    eps = 0.2
+    objective = Objective.parse("ce", sparsity_lambda=None, class_weights=None, label_smoothing=eps)
+    log_p = logits - logits.exp().sum(1, keepdim=True).log()  # log-softmax by hand
+    smoothed = torch.full((4, 5), eps / 5, dtype=torch.float64)
+    smoothed[torch.arange(4), target] += 1 - eps
+    torch.testing.assert_close(objective.task_loss(logits, target), -(smoothed * log_p).sum(1).mean())
+    plain = Objective.parse("ce", sparsity_lambda=None, class_weights=None)
+    assert float(objective.task_loss(logits, target)) != pytest.approx(float(plain.task_loss(logits, target)))
+    for loss, value in (("ce", 1.0), ("bce", 0.1)):
+        with pytest.raises(MedexplainError, match="label smoothing must lie in"):
+            Objective.parse(loss, sparsity_lambda=None, class_weights=None, label_smoothing=value)

@@ -155,3 +155,48 @@ class BagNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, K)``: the spatial mean of :meth:`evidence_map`."""
         return self.evidence_map(x).flatten(2).mean(2)
+
+
+class FlipAveraged(nn.Module):
+    """Test-time flip augmentation that keeps the model an evidence model: ``E'(x) = mean_f f(E(f(x)))``.
+
+    ``f`` runs over every combination of flips of the given spatial ``axes`` (``2**len(axes)`` maps, the identity
+    included); each map of a flipped input is flipped back before averaging, so ``E'`` is again a class evidence
+    map ``(B, K, *spatial')`` whose spatial mean is the logits, and ``forward(x)`` equals the mean of the flipped
+    inputs' logits. Flipped-back positions align exactly with the unflipped ones when ``(n - q)`` is a multiple
+    of the stride 8 along each flipped axis of length ``n`` (e.g. n = 33, 41, 49, 57 for q = 9 or 17); otherwise
+    they are shifted by ``(n - q) mod 8`` input pixels.
+
+    Args:
+        model: a model with ``evidence_map(x) -> (B, K, *spatial')`` (a :class:`BagNet`).
+        axes: spatial axes to flip (0 = the first spatial axis), e.g. ``(0, 1)`` for both axes of an image.
+    """
+
+    def __init__(self, model: nn.Module, axes: Sequence[int]) -> None:
+        super().__init__()
+        if not hasattr(model, "evidence_map"):
+            raise MedexplainError(f"{type(model).__name__} has no evidence map to average over flips")
+        spatial_dims = getattr(model, "spatial_dims", 2)
+        if not axes or len(set(axes)) != len(axes) or not all(0 <= a < spatial_dims for a in axes):
+            raise MedexplainError(f"flip axes must be distinct spatial axes in 0..{spatial_dims - 1}, got {list(axes)}")
+        self.model = model
+        self.axes = tuple(int(a) for a in axes)
+
+    @property
+    def class_bias(self) -> Tensor:
+        """The wrapped model's per-class bias ``(K,)`` (flips leave it unchanged)."""
+        return self.model.class_bias
+
+    def evidence_map(self, x: Tensor) -> Tensor:
+        """Mean of the flipped-back evidence maps of all flipped copies of ``x``, ``(B, K, *spatial')``."""
+        total = None
+        for count in range(2 ** len(self.axes)):
+            dims = [2 + axis for bit, axis in enumerate(self.axes) if count >> bit & 1]
+            evidence = self.model.evidence_map(x.flip(dims) if dims else x)
+            evidence = evidence.flip(dims) if dims else evidence
+            total = evidence if total is None else total + evidence
+        return total / 2 ** len(self.axes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, K)``: the spatial mean of :meth:`evidence_map`."""
+        return self.evidence_map(x).flatten(2).mean(2)

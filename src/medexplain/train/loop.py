@@ -29,10 +29,12 @@ from medexplain.errors import MedexplainError
 from medexplain.files import write_text
 from medexplain.metrics.classification import classification_summary, multilabel_summary
 from medexplain.metrics.complexity import gini
+from medexplain.models.bagnet import FlipAveraged
 from medexplain.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_weights, save_weights
 from medexplain.models.registry import MODELS, create_model
 from medexplain.train import distributed
 from medexplain.train.augment import Augment
+from medexplain.train.averaging import WeightAverage
 from medexplain.train.data import Split, check_labels, dataset_info, read_split, standardisation, standardise
 from medexplain.train.losses import Objective, balanced_class_weights, local_part
 from medexplain.train.state import RESUME_FILE, load_resume, read_resume_info, save_resume
@@ -69,6 +71,9 @@ def train(
     device: str | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    ema_decay: float | None = None,
+    tta_flip_axes: Sequence[int] | None = None,
+    label_smoothing: float = 0.0,
 ) -> dict[str, Any]:
     """Train ``model`` (a registered name) on ``data`` and write the run folder ``out``; returns its config.
 
@@ -90,6 +95,15 @@ def train(
         resume: continue ``out`` from its last completed epoch (same settings required).
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
         on_epoch_end: called as ``on_epoch_end(epoch, row)`` after each epoch's files are written.
+        ema_decay: keep an exponential moving average of the weights (:class:`~medexplain.train.averaging.
+            WeightAverage`, updated after every step); validation, the saved checkpoint and the final metrics
+            use the averaged weights. Default: none, the weights of the best epoch as trained.
+        tta_flip_axes: evaluate (validation and test) with test-time flips of these spatial axes
+            (:class:`~medexplain.models.bagnet.FlipAveraged`: the mean of the flipped-back evidence maps, so the
+            metrics and Gini are those of an evidence model); evidence models only. Default: no flips.
+        label_smoothing: label-smoothed cross-entropy with this ``eps`` ("ce" losses).
+
+    Options at their defaults are left out of the recorded settings, so earlier run folders resume unchanged.
     """
     out = Path(out)
     entry = MODELS.entry(model)
@@ -120,6 +134,7 @@ def train(
             "patience": patience,
             "monitor": monitor,
             "augment": bool(augment),
+            **_optional_settings(ema_decay, tta_flip_axes, label_smoothing),
         }
     )  # fmt: skip
     _check_out(out, resume, settings)
@@ -150,10 +165,17 @@ def train(
         net = ctx.prepare(create_model(model, **args).to(run_device))
         weights = _class_weights(class_weights, train_split, num_classes, task)
         objective = Objective.parse(
-            loss, sparsity_lambda=sparsity_lambda, class_weights=weights, sparsity_on=sparsity_on
+            loss,
+            sparsity_lambda=sparsity_lambda,
+            class_weights=weights,
+            sparsity_on=sparsity_on,
+            label_smoothing=label_smoothing,
         )
         if objective.sparsity_lambda > 0 and not hasattr(net, "evidence_map"):
             raise MedexplainError(f"model {model!r} has no evidence map: the sparsity loss needs a BagNet")
+        if tta_flip_axes:
+            FlipAveraged(net, tta_flip_axes)  # refuses models without evidence maps and bad axes before training
+        averager = WeightAverage(net, ema_decay) if ema_decay else None
         opt = _optimizer(net, settings)
         generator = torch.Generator().manual_seed(seed)
         config = {
@@ -170,17 +192,22 @@ def train(
         }
         state = {"epoch": 0, "best": None, "best_epoch": None, "since_best": 0, "history": [], "done": False}
         if resume:
-            generators, state = load_resume(out / RESUME_FILE, model=net, optimizer=opt)
+            averaged = averager.average if averager is not None else None
+            generators, state = load_resume(out / RESUME_FILE, model=net, optimizer=opt, averaged=averaged)
+            if averager is not None:
+                averager.updates = state["ema_updates"]
             generator.set_state(generators["shuffle"])
             torch.set_rng_state(generators["torch"])
             config["metrics"] = state.get("metrics", {})
         if not state["done"]:
             fitting = (net, opt, objective, splits, config, state, generator, out, run_device, augment, bar)
-            _fit(*fitting, on_epoch_end, ctx)
+            _fit(*fitting, on_epoch_end, ctx, averager)
         ctx.barrier()  # rank 0 has written the weights
         load_weights(net, out / WEIGHTS_FILE)
         evaluated = {
-            name: _evaluate(net, split, objective, run_device) for name, split in splits.items() if name != "train"
+            name: _evaluate(net, split, objective, run_device, tta_flip_axes)
+            for name, split in splits.items()
+            if name != "train"
         }
         config["metrics"] = {"best_epoch": state["best_epoch"], **{name: m for name, (m, _) in evaluated.items()}}
         if ctx.is_main:
@@ -204,8 +231,10 @@ def _fit(
     bar: Progress,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None,
     ctx: distributed.Context,
+    averager: WeightAverage | None = None,
 ) -> None:
     settings = config["training"]
+    evaluated = averager.average if averager is not None else net  # the weights validated and saved
     step = ctx.wrap(net)
     train_split = splits["train"]
     epochs, batch_size = settings["epochs"], settings["batch_size"]
@@ -235,12 +264,14 @@ def _fit(
             opt.zero_grad(set_to_none=True)
             (loss * share * ctx.world).backward()  # DDP averages over ranks: the gradient of the global mean
             opt.step()
+            if averager is not None:
+                averager.update(net)
             for name, value in {"loss": loss, **parts}.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) * share / batches
             bar.advance(batch_task)
         bar.remove_task(batch_task)
         totals = ctx.sum(totals)
-        val, _ = _evaluate(net, splits["val"], objective, device)
+        val, _ = _evaluate(evaluated, splits["val"], objective, device, settings.get("tta_flip_axes"))
         row = {"epoch": epoch + 1, "lr": lr, "sparsity_lambda": epoch_objective.sparsity_lambda}
         row.update({f"train_{k}": v for k, v in totals.items()})
         row.update({f"val_{k}": v for k, v in val.items()})
@@ -251,7 +282,7 @@ def _fit(
         if warming or improved:  # during the sparsity warm-up the latest epoch stands in for the best
             state.update(best=None if warming else score, best_epoch=epoch + 1, since_best=0)
             if ctx.is_main:
-                save_weights(net, out / WEIGHTS_FILE)
+                save_weights(evaluated, out / WEIGHTS_FILE)
         else:
             state["since_best"] += 1
         state["epoch"] = epoch + 1
@@ -261,6 +292,8 @@ def _fit(
         config["metrics"] = {"best_epoch": state["best_epoch"], "val": _best_val(state)}
         state["metrics"] = config["metrics"]
         state["training"] = settings
+        if averager is not None:
+            state["ema_updates"] = averager.updates
         if ctx.is_main:
             write_text(out / METRICS_FILE, _csv(state["history"]))
             write_text(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
@@ -270,6 +303,7 @@ def _fit(
                 optimizer=opt,
                 generators={"shuffle": generator.get_state(), "torch": torch.get_rng_state()},
                 info=state,
+                averaged=averager.average if averager is not None else None,
             )
         bar.update(epoch_task, completed=epoch + 1)
         if on_epoch_end is not None:
@@ -281,12 +315,20 @@ def _fit(
 
 @torch.no_grad()
 def _evaluate(
-    net: nn.Module, split: Split, objective: Objective, device: torch.device
+    net: nn.Module,
+    split: Split,
+    objective: Objective,
+    device: torch.device,
+    tta_flip_axes: Sequence[int] | None = None,
 ) -> tuple[dict[str, float], Tensor]:
     """Loss, classification metrics and (for evidence models) the mean Gini of |evidence| on ``split``, and the
-    predicted probabilities ``(N, K)`` (softmax for "ce", per-label sigmoid for "bce")."""
+    predicted probabilities ``(N, K)`` (softmax for "ce", per-label sigmoid for "bce"); with ``tta_flip_axes``
+    of the flip-averaged model (its evidence maps are the flip-averaged maps)."""
     was_training = net.training
     net.eval()
+    model = net
+    if tta_flip_axes:
+        net = FlipAveraged(model, tta_flip_axes)
     logits, ginis, local_ginis, losses = [], [], [], []
     for start in range(0, len(split), 64):
         x = split.images[start : start + 64].to(device)
@@ -301,7 +343,7 @@ def _evaluate(
             batch_logits = net(x)
         losses.append(float(objective.task_loss(batch_logits, target)) * len(x))
         logits.append(batch_logits.cpu())
-    net.train(was_training)
+    model.train(was_training)
     scores = torch.cat(logits).double()
     probabilities = scores.softmax(1) if objective.task == "ce" else scores.sigmoid()
     summary = classification_summary if objective.task == "ce" else multilabel_summary
@@ -326,6 +368,22 @@ def _predictions_csv(split: Split, probabilities: Tensor, name: str) -> str:
         truth = [int(split.targets[i]), int(probabilities[i].argmax())] if single else split.targets[i].int().tolist()
         writer.writerow([sample_id, name, *truth, *(repr(float(p)) for p in probabilities[i])])
     return buffer.getvalue()
+
+
+def _optional_settings(
+    ema_decay: float | None, tta_flip_axes: Sequence[int] | None, label_smoothing: float
+) -> dict[str, Any]:
+    """The settings of the optional training features that are switched on (defaults are not recorded)."""
+    optional: dict[str, Any] = {}
+    if ema_decay:
+        if not 0 < ema_decay < 1:
+            raise MedexplainError(f"EMA decay must lie in (0, 1), got {ema_decay}")
+        optional["ema_decay"] = float(ema_decay)
+    if tta_flip_axes:
+        optional["tta_flip_axes"] = [int(axis) for axis in tta_flip_axes]
+    if label_smoothing:
+        optional["label_smoothing"] = float(label_smoothing)
+    return optional
 
 
 def _checked_settings(settings: dict[str, Any]) -> dict[str, Any]:

@@ -61,6 +61,8 @@ class Objective:
         sparsity_on: ``"evidence"`` penalises ``E`` itself (the paper); ``"local"`` penalises ``E - b``, the
             evidence without the model's per-class bias, so the class prior costs nothing.
         sibnet: SIBnet's class-distinctiveness and spatial-coherence terms on Grad-CAM maps, or ``None``.
+        label_smoothing: ``eps`` of label-smoothed cross-entropy (Szegedy et al., CVPR 2016): the target is
+            ``(1 - eps) onehot(y) + eps / K`` (``F.cross_entropy(label_smoothing=eps)``); "ce" only.
     """
 
     task: str = "ce"
@@ -68,10 +70,17 @@ class Objective:
     sparsity_lambda: float = 0.0
     sparsity_on: str = "evidence"
     sibnet: SIBnetLoss | None = None
+    label_smoothing: float = 0.0
 
     @classmethod
     def parse(
-        cls, loss: str, *, sparsity_lambda: float | None, class_weights: Tensor | None, sparsity_on: str = "evidence"
+        cls,
+        loss: str,
+        *,
+        sparsity_lambda: float | None,
+        class_weights: Tensor | None,
+        sparsity_on: str = "evidence",
+        label_smoothing: float = 0.0,
     ) -> Objective:
         """Build from a name in :data:`LOSSES`; ``+sparsity`` requires a positive ``sparsity_lambda``;
         ``+sibnet`` uses SIBnet's published weights (1.2, 0.9)."""
@@ -86,14 +95,16 @@ class Objective:
             raise MedexplainError("class weights apply to the 'ce' loss only")
         if sparsity_on not in SPARSITY_TARGETS:
             raise MedexplainError(f"unknown sparsity target {sparsity_on!r}; available: {', '.join(SPARSITY_TARGETS)}")
+        if not 0 <= label_smoothing < 1 or (task == "bce" and label_smoothing):
+            raise MedexplainError(f"label smoothing must lie in [0, 1) and needs the 'ce' loss, got {label_smoothing}")
         sibnet = SIBnetLoss() if extra == "sibnet" else None
-        return cls(task, class_weights, float(sparsity_lambda or 0.0), sparsity_on, sibnet)
+        return cls(task, class_weights, float(sparsity_lambda or 0.0), sparsity_on, sibnet, float(label_smoothing))
 
     def task_loss(self, logits: Tensor, target: Tensor) -> Tensor:
         """The cross-entropy or BCE term alone, for ``(B, K)`` logits."""
         if self.task == "ce":
             weight = None if self.class_weights is None else self.class_weights.to(logits)
-            return F.cross_entropy(logits, target, weight=weight)
+            return F.cross_entropy(logits, target, weight=weight, label_smoothing=self.label_smoothing)
         return F.binary_cross_entropy_with_logits(logits, target.to(logits))
 
     def __call__(self, model: nn.Module, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:

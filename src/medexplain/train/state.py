@@ -29,9 +29,13 @@ def save_resume(
     optimizer: torch.optim.Optimizer,
     generators: dict[str, torch.Tensor],
     info: dict[str, Any],
+    averaged: nn.Module | None = None,
 ) -> None:
-    """Write the state after a completed epoch; ``info`` is JSON (epoch, counters, configuration)."""
+    """Write the state after a completed epoch; ``info`` is JSON (epoch, counters, configuration);
+    ``averaged``: the weight average (EMA) of the model, when the run keeps one."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if averaged is not None:
+        tensors.update({f"average.{k}": v for k, v in averaged.state_dict().items()})
     optimizer_state = optimizer.state_dict()
     for index, buffers in optimizer_state["state"].items():
         for key, value in buffers.items():
@@ -52,9 +56,14 @@ def read_resume_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_resume(
-    path: str | os.PathLike[str], *, model: nn.Module, optimizer: torch.optim.Optimizer
+    path: str | os.PathLike[str],
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    averaged: nn.Module | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Restore ``model`` and ``optimizer`` in place; returns ``(generator states, info)``."""
+    """Restore ``model``, ``optimizer`` (and the weight average ``averaged``) in place; returns
+    ``(generator states, info)``."""
     tensors = read_tensors(path)
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
@@ -63,11 +72,14 @@ def load_resume(
         param_groups = json.loads(metadata["param_groups"])
     except (KeyError, json.JSONDecodeError) as error:
         raise MedexplainError(f"{path}: not a valid resume checkpoint ({error})") from None
-    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(model_state, strict=True)
-    except RuntimeError as error:
-        raise MedexplainError(f"{path}: resume checkpoint does not match the model ({error})") from None
+    for prefix, module in (("model.", model), ("average.", averaged)):
+        if module is None:
+            continue
+        module_state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            module.load_state_dict(module_state, strict=True)
+        except RuntimeError as error:
+            raise MedexplainError(f"{path}: resume checkpoint does not match the model ({error})") from None
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in tensors.items():
         if name.startswith("optimizer."):
