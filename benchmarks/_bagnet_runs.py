@@ -31,8 +31,9 @@ class Config:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def run(config: Config, data: str | Path, work: Path, seed: int) -> dict[str, Any]:
-    """Train (or finish, or reuse) one seed of ``config``; returns its test metrics and CPU seconds."""
+def run(config: Config, data: str | Path, work: Path, seed: int, split: str = "test") -> dict[str, Any]:
+    """Train (or finish, or reuse) one seed of ``config``; returns its metrics on ``split`` ("test", or "val" of
+    the chosen epoch: settings are chosen on "val") and the CPU seconds."""
     out = work / f"{config.name}-seed{seed}"
     cpu_file = work / f"{config.name}-seed{seed}.cpu-seconds"
     if (out / "config.json").is_file() and read_resume_info(out / RESUME_FILE).get("done"):
@@ -41,7 +42,7 @@ def run(config: Config, data: str | Path, work: Path, seed: int) -> dict[str, An
         started = time.process_time()
         result = train(config.model, data, out, seed=seed, resume=(out / RESUME_FILE).is_file(), **config.settings)
         cpu_file.write_text(f"{time.process_time() - started:.1f}\n")
-    metrics = dict(result["metrics"]["test"])
+    metrics = dict(result["metrics"][split])
     metrics["cpu_seconds"] = float(cpu_file.read_text()) if cpu_file.is_file() else float("nan")
     return metrics
 

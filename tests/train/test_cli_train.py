@@ -27,3 +27,20 @@ def test_cli_bad_values_exit_2(fundus: Path, tmp_path: Path, capsys) -> None:
     assert main([*base, "--model-args", "[1]"]) == 2
     assert main(["train", "--model", "bagnet9-light", "--data", str(tmp_path / "nowhere"), "--out", "x"]) == 2
     assert "dataset not found" in capsys.readouterr().err
+
+
+def test_cli_passes_the_optional_training_features(fundus: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--model", "sparse-bagnet9-light", "--data", str(fundus), "--out", str(run), "--epochs", "1"]
+    args += ["--batch-size", "8", "--no-progress", "--model-args", '{"width": 8}']
+    assert main([*args, "--ema-decay", "0.9", "--tta-flip-axes", "0,1", "--label-smoothing", "0.1"]) == 0
+    training = json.loads((run / "config.json").read_text())["training"]
+    assert training["ema_decay"] == 0.9 and training["tta_flip_axes"] == [0, 1]
+    assert training["label_smoothing"] == 0.1
+    bad = ["train", "--model", "bagnet9-light", "--data", str(fundus), "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main([*bad, "--tta-flip-axes", "0,x"]) == 2
+    assert "--tta-flip-axes: expected spatial axes" in capsys.readouterr().err
+    assert main([*bad, "--tta-flip-axes", "2"]) == 2
+    assert "flip axes must be distinct spatial axes in 0..1" in capsys.readouterr().err
+    assert main([*bad, "--ema-decay", "1.5"]) == 2
+    assert "EMA decay must lie in (0, 1)" in capsys.readouterr().err

@@ -34,6 +34,15 @@ def _class_weights(text: str | None) -> str | list[float] | None:
         raise MedexplainError(f"--class-weights: expected 'balanced' or numbers like 1,2.5,4; got {text!r}") from None
 
 
+def _axes(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(a) for a in text.split(",")]
+    except ValueError:
+        raise MedexplainError(f"--tta-flip-axes: expected spatial axes like 0,1; got {text!r}") from None
+
+
 def train_command(
     model: str = typer.Option(..., "--model", help="Registered model name, e.g. sparse-bagnet9-light, resnet18."),
     data: Path = _DATA,
@@ -60,6 +69,13 @@ def train_command(
     resume: bool = typer.Option(False, help="Continue the run in --out from its last completed epoch."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: CUDA when available)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    ema_decay: float | None = typer.Option(
+        None, help="Validate and save an exponential moving average of the weights with this decay, e.g. 0.99."
+    ),
+    tta_flip_axes: str | None = typer.Option(
+        None, help="Evaluate evidence models averaged over flips of these spatial axes, e.g. 0,1 (maps averaged too)."
+    ),
+    label_smoothing: float = typer.Option(0.0, help="Label smoothing of the cross-entropy (0 = none)."),
 ) -> None:
     """Train a model and write config.json, model.safetensors and metrics.csv to --out."""
     from medexplain.train import train
@@ -86,6 +102,9 @@ def train_command(
         resume=resume,
         device=device,
         progress=progress,
+        ema_decay=ema_decay,
+        tta_flip_axes=_axes(tta_flip_axes),
+        label_smoothing=label_smoothing,
     )
     summary = ", ".join(
         f"{split} {name} {value:.3f}"
