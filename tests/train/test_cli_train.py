@@ -33,10 +33,11 @@ def test_cli_passes_the_optional_training_features(fundus: Path, tmp_path: Path,
     run = tmp_path / "run"
     args = ["train", "--model", "sparse-bagnet9-light", "--data", str(fundus), "--out", str(run), "--epochs", "1"]
     args += ["--batch-size", "8", "--no-progress", "--model-args", '{"width": 8}']
-    assert main([*args, "--ema-decay", "0.9", "--tta-flip-axes", "0,1", "--label-smoothing", "0.1"]) == 0
+    options = ["--ema-decay", "0.9", "--tta-flip-axes", "0,1", "--label-smoothing", "0.1", "--ordinal-sigma", "0.7"]
+    assert main([*args, *options]) == 0
     training = json.loads((run / "config.json").read_text())["training"]
     assert training["ema_decay"] == 0.9 and training["tta_flip_axes"] == [0, 1]
-    assert training["label_smoothing"] == 0.1
+    assert training["label_smoothing"] == 0.1 and training["ordinal_sigma"] == 0.7
     bad = ["train", "--model", "bagnet9-light", "--data", str(fundus), "--out", str(tmp_path / "r"), "--no-progress"]
     assert main([*bad, "--tta-flip-axes", "0,x"]) == 2
     assert "--tta-flip-axes: expected spatial axes" in capsys.readouterr().err

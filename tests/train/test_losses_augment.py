@@ -102,3 +102,25 @@ def test_label_smoothing_is_cross_entropy_against_the_smoothed_target() -> None:
     for loss, value in (("ce", 1.0), ("bce", 0.1)):
         with pytest.raises(MedexplainError, match="label smoothing must lie in"):
             Objective.parse(loss, sparsity_lambda=None, class_weights=None, label_smoothing=value)
+
+
+def test_ordinal_targets_are_a_discretised_gaussian_around_the_grade() -> None:
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 5, generator=generator, dtype=torch.float64)
+    target = torch.tensor([0, 2, 4])
+    sigma = 0.8
+    objective = Objective.parse("ce", sparsity_lambda=None, class_weights=None, ordinal_sigma=sigma)
+    # Hand-computed target for grade 2: weights exp(-d^2 / (2 sigma^2)) at distances 2, 1, 0, 1, 2, normalised.
+    w1, w2 = np.exp(-1 / (2 * sigma**2)), np.exp(-4 / (2 * sigma**2))
+    middle = torch.tensor([w2, w1, 1.0, w1, w2], dtype=torch.float64) / (1 + 2 * w1 + 2 * w2)
+    soft = torch.stack([torch.exp(-((torch.arange(5.0) - y) ** 2) / (2 * sigma**2)) for y in (0, 2, 4)]).double()
+    soft = soft / soft.sum(1, keepdim=True)
+    torch.testing.assert_close(soft[1], middle)
+    log_p = logits.log_softmax(1)
+    torch.testing.assert_close(objective.task_loss(logits, target), -(soft * log_p).sum(1).mean())
+    # Neighbouring grades cost less than distant ones: the loss of a confident wrong prediction grows with distance.
+    confident = torch.full((5, 5), -10.0, dtype=torch.float64).fill_diagonal_(10.0)
+    losses = [float(objective.task_loss(confident[k : k + 1], torch.tensor([0]))) for k in range(5)]
+    assert losses == sorted(losses) and losses[1] < losses[4]
+    with pytest.raises(MedexplainError, match="ordinal sigma must be non-negative"):
+        Objective.parse("ce", sparsity_lambda=None, class_weights=None, ordinal_sigma=-1.0)

@@ -76,6 +76,9 @@ def train_command(
         None, help="Evaluate evidence models averaged over flips of these spatial axes, e.g. 0,1 (maps averaged too)."
     ),
     label_smoothing: float = typer.Option(0.0, help="Label smoothing of the cross-entropy (0 = none)."),
+    ordinal_sigma: float = typer.Option(
+        0.0, help="Ordered classes: Gaussian soft targets of this width around the true grade (0 = one-hot)."
+    ),
 ) -> None:
     """Train a model and write config.json, model.safetensors and metrics.csv to --out."""
     from medexplain.train import train
@@ -105,6 +108,7 @@ def train_command(
         ema_decay=ema_decay,
         tta_flip_axes=_axes(tta_flip_axes),
         label_smoothing=label_smoothing,
+        ordinal_sigma=ordinal_sigma,
     )
     summary = ", ".join(
         f"{split} {name} {value:.3f}"

@@ -74,6 +74,7 @@ def train(
     ema_decay: float | None = None,
     tta_flip_axes: Sequence[int] | None = None,
     label_smoothing: float = 0.0,
+    ordinal_sigma: float = 0.0,
 ) -> dict[str, Any]:
     """Train ``model`` (a registered name) on ``data`` and write the run folder ``out``; returns its config.
 
@@ -102,6 +103,7 @@ def train(
             (:class:`~medexplain.models.bagnet.FlipAveraged`: the mean of the flipped-back evidence maps, so the
             metrics and Gini are those of an evidence model); evidence models only. Default: no flips.
         label_smoothing: label-smoothed cross-entropy with this ``eps`` ("ce" losses).
+        ordinal_sigma: Gaussian soft targets over ordered grades with this width (see :class:`Objective`).
 
     Options at their defaults are left out of the recorded settings, so earlier run folders resume unchanged.
     """
@@ -134,7 +136,7 @@ def train(
             "patience": patience,
             "monitor": monitor,
             "augment": bool(augment),
-            **_optional_settings(ema_decay, tta_flip_axes, label_smoothing),
+            **_optional_settings(ema_decay, tta_flip_axes, label_smoothing, ordinal_sigma),
         }
     )  # fmt: skip
     _check_out(out, resume, settings)
@@ -170,6 +172,7 @@ def train(
             class_weights=weights,
             sparsity_on=sparsity_on,
             label_smoothing=label_smoothing,
+            ordinal_sigma=ordinal_sigma,
         )
         if objective.sparsity_lambda > 0 and not hasattr(net, "evidence_map"):
             raise MedexplainError(f"model {model!r} has no evidence map: the sparsity loss needs a BagNet")
@@ -371,7 +374,7 @@ def _predictions_csv(split: Split, probabilities: Tensor, name: str) -> str:
 
 
 def _optional_settings(
-    ema_decay: float | None, tta_flip_axes: Sequence[int] | None, label_smoothing: float
+    ema_decay: float | None, tta_flip_axes: Sequence[int] | None, label_smoothing: float, ordinal_sigma: float
 ) -> dict[str, Any]:
     """The settings of the optional training features that are switched on (defaults are not recorded)."""
     optional: dict[str, Any] = {}
@@ -383,6 +386,8 @@ def _optional_settings(
         optional["tta_flip_axes"] = [int(axis) for axis in tta_flip_axes]
     if label_smoothing:
         optional["label_smoothing"] = float(label_smoothing)
+    if ordinal_sigma:
+        optional["ordinal_sigma"] = float(ordinal_sigma)
     return optional
 
 

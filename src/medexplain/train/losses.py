@@ -63,6 +63,10 @@ class Objective:
         sibnet: SIBnet's class-distinctiveness and spatial-coherence terms on Grad-CAM maps, or ``None``.
         label_smoothing: ``eps`` of label-smoothed cross-entropy (Szegedy et al., CVPR 2016): the target is
             ``(1 - eps) onehot(y) + eps / K`` (``F.cross_entropy(label_smoothing=eps)``); "ce" only.
+        ordinal_sigma: ``sigma`` > 0 replaces the one-hot target of ordered classes (grades) by a discretised
+            Gaussian around the true grade, ``q_k = exp(-(k - y)^2 / (2 sigma^2)) / Z`` (label distribution
+            learning, Gao et al., IEEE TIP 2017), so confusing neighbouring grades costs less; "ce" only.
+            With class weights the loss is ``-mean_i sum_k w_k q_ik log p_ik`` (PyTorch's soft-target weighting).
     """
 
     task: str = "ce"
@@ -71,6 +75,7 @@ class Objective:
     sparsity_on: str = "evidence"
     sibnet: SIBnetLoss | None = None
     label_smoothing: float = 0.0
+    ordinal_sigma: float = 0.0
 
     @classmethod
     def parse(
@@ -81,6 +86,7 @@ class Objective:
         class_weights: Tensor | None,
         sparsity_on: str = "evidence",
         label_smoothing: float = 0.0,
+        ordinal_sigma: float = 0.0,
     ) -> Objective:
         """Build from a name in :data:`LOSSES`; ``+sparsity`` requires a positive ``sparsity_lambda``;
         ``+sibnet`` uses SIBnet's published weights (1.2, 0.9)."""
@@ -97,13 +103,19 @@ class Objective:
             raise MedexplainError(f"unknown sparsity target {sparsity_on!r}; available: {', '.join(SPARSITY_TARGETS)}")
         if not 0 <= label_smoothing < 1 or (task == "bce" and label_smoothing):
             raise MedexplainError(f"label smoothing must lie in [0, 1) and needs the 'ce' loss, got {label_smoothing}")
+        if ordinal_sigma < 0 or (task == "bce" and ordinal_sigma):
+            raise MedexplainError(f"ordinal sigma must be non-negative and needs the 'ce' loss, got {ordinal_sigma}")
         sibnet = SIBnetLoss() if extra == "sibnet" else None
-        return cls(task, class_weights, float(sparsity_lambda or 0.0), sparsity_on, sibnet, float(label_smoothing))
+        lambda_ = float(sparsity_lambda or 0.0)
+        return cls(task, class_weights, lambda_, sparsity_on, sibnet, float(label_smoothing), float(ordinal_sigma))
 
     def task_loss(self, logits: Tensor, target: Tensor) -> Tensor:
         """The cross-entropy or BCE term alone, for ``(B, K)`` logits."""
         if self.task == "ce":
             weight = None if self.class_weights is None else self.class_weights.to(logits)
+            if self.ordinal_sigma > 0:
+                grades = torch.arange(logits.shape[1], device=logits.device, dtype=logits.dtype)
+                target = (-((grades - target.unsqueeze(1).to(logits)) ** 2) / (2 * self.ordinal_sigma**2)).softmax(1)
             return F.cross_entropy(logits, target, weight=weight, label_smoothing=self.label_smoothing)
         return F.binary_cross_entropy_with_logits(logits, target.to(logits))
 
