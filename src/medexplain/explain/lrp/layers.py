@@ -1,11 +1,16 @@
 """Affine layers as LRP sees them: ``y = W x + b`` for Conv1d/2d/3d and Linear, optionally with a following
 eval-mode BatchNorm folded in (canonisation, Montavon et al. 2019 sec. 10.3.1 / Kohlbrenner et al. 2020).
 
-The folded weights are computed on the fly from the user's modules; the model is never copied or changed.
+The folded weights are computed from the user's modules; the model is never copied or changed. Folded and
+derived weights (``W+``, ``W + gamma W+``, ...) are cached per module across calls, as long as the module
+lives, and recomputed as soon as any tensor they come from is replaced, moved or changed in place (PyTorch's
+version counter: optimiser steps, ``load_state_dict``, ``.to()``, in-place updates under ``no_grad``). Edits
+through ``.data`` bypass that counter: after them, change the parameter in place once (``p.add_(0)``).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,11 +24,53 @@ BATCHNORM_TYPES: tuple[type[nn.Module], ...] = (nn.BatchNorm1d, nn.BatchNorm2d, 
 
 
 @dataclass(frozen=True)
+class _Stamp:
+    """What identifies the values of some tensors: the objects (weakly), version counters and storage."""
+
+    refs: tuple[weakref.ref | None, ...]
+    signature: tuple[object, ...]
+
+    @staticmethod
+    def of(tensors: tuple[Tensor | None, ...], *extra: object) -> _Stamp:
+        refs = tuple(None if t is None else weakref.ref(t) for t in tensors)
+        return _Stamp(refs, _signature(tensors, extra))
+
+    def matches(self, tensors: tuple[Tensor | None, ...], *extra: object) -> bool:
+        same_objects = all((t is None) if r is None else (r() is t) for r, t in zip(self.refs, tensors, strict=True))
+        return same_objects and self.signature == _signature(tensors, extra)
+
+
+def _signature(tensors: tuple[Tensor | None, ...], extra: tuple[object, ...]) -> tuple[object, ...]:
+    return (*(None if t is None else (t._version, t.data_ptr(), t.dtype, t.device) for t in tensors), *extra)
+
+
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[int | None, tuple[_Stamp, Tensor, Tensor | None, dict]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per affine module, per folded BatchNorm (``id``, or None): ``(stamp, weight, bias, derived weights)``."""
+
+
+def join(parts: list[Tensor], dim: int, groups: int) -> Tensor:
+    """Concatenate ``parts`` along ``dim`` group by group (``[a_1, b_1, a_2, b_2, ...]`` for groups 1, 2, ...),
+    so that a grouped convolution sees each group's parts side by side."""
+    dim %= parts[0].ndim
+    return torch.cat([p.unflatten(dim, (groups, -1)) for p in parts], dim=dim + 1).flatten(dim, dim + 1)
+
+
+def split(t: Tensor, n: int, dim: int, groups: int) -> list[Tensor]:
+    """The ``n`` parts that :func:`join` put together."""
+    dim %= t.ndim
+    return [p.flatten(dim, dim + 1) for p in t.unflatten(dim, (groups, n, -1)).unbind(dim + 1)]
+
+
+@dataclass(frozen=True)
 class Affine:
     """The affine map of ``module`` (a convolution or ``nn.Linear``) with parameters ``weight`` and ``bias``.
 
     ``forward(x, w, b)`` applies the module's map with other parameters (e.g. ``W+``); ``transpose(g, x, w)``
-    applies ``w^T`` to a gradient ``g`` shaped like the output, giving a tensor shaped like ``x``.
+    applies ``w^T`` to a gradient ``g`` shaped like the output, giving a tensor shaped like ``x``. Weights
+    stacked with :meth:`block` map inputs and outputs stacked with :meth:`join_channels` (several affine maps
+    in one convolution).
     """
 
     module: nn.Module
@@ -31,10 +78,31 @@ class Affine:
     bias: Tensor | None
     _derived: dict[str, Tensor] = field(default_factory=dict, compare=False, repr=False)
 
+    @staticmethod
+    def of(module: nn.Module, batchnorm: nn.Module | None = None) -> Affine:
+        """``module`` (followed by the eval-mode ``batchnorm``, folded in), with its cached derived weights."""
+        sources: tuple[Tensor | None, ...] = (module.weight, module.bias)
+        eps = None
+        if batchnorm is not None:
+            sources += (batchnorm.weight, batchnorm.bias, batchnorm.running_mean, batchnorm.running_var)
+            eps = float(batchnorm.eps)
+        entries = _CACHE.setdefault(module, {})
+        key = None if batchnorm is None else id(batchnorm)
+        cached = entries.get(key)
+        if cached is None or not cached[0].matches(sources, eps):
+            with torch.no_grad():
+                weight, bias = module.weight.detach(), None if module.bias is None else module.bias.detach()
+                if batchnorm is not None:
+                    weight, bias = _fold(weight, bias, batchnorm)
+            cached = (_Stamp.of(sources, eps), weight, bias, {})
+            entries[key] = cached
+        return Affine(module, cached[1], cached[2], cached[3])
+
     def derived(self, key: str, make: Callable[[Tensor], Tensor]) -> Tensor:
-        """``make(weight)``, computed once per layer and forward pass (shared by the backward pass of each target)."""
+        """``make(weight)``, computed once while the weights stay the same (also across calls)."""
         if key not in self._derived:
-            self._derived[key] = make(self.weight)
+            with torch.no_grad():
+                self._derived[key] = make(self.weight)
         return self._derived[key]
 
     @property
@@ -45,9 +113,29 @@ class Affine:
     def weight_neg(self) -> Tensor:
         return self.derived("-", lambda w: w.clamp(max=0))
 
-    @staticmethod
-    def of(module: nn.Module) -> Affine:
-        return Affine(module, module.weight, module.bias)
+    @property
+    def groups(self) -> int:
+        return getattr(self.module, "groups", 1)
+
+    def _channel_dim(self, t: Tensor) -> int:
+        return t.ndim - 1 if isinstance(self.module, nn.Linear) else 1
+
+    def join_channels(self, parts: list[Tensor]) -> Tensor:
+        """Inputs (or outputs) of this layer side by side in one tensor, each group's channels together."""
+        return join(parts, self._channel_dim(parts[0]), self.groups)
+
+    def split_channels(self, t: Tensor, n: int) -> list[Tensor]:
+        """The ``n`` tensors that :meth:`join_channels` put together."""
+        return split(t, n, self._channel_dim(t), self.groups)
+
+    def block(self, rows: list[list[Tensor]]) -> Tensor:
+        """One weight for the block matrix ``rows[i][j]`` (output part i, input part j), all shaped like ``W``."""
+        return join([torch.cat(row, dim=1) for row in rows], 0, self.groups)
+
+    def sum_over_groups(self, t: Tensor) -> Tensor:
+        """``t`` (shaped like the output) summed over the output channels of each group: one channel per group."""
+        dim = self._channel_dim(t)
+        return t.unflatten(dim, (self.groups, -1)).sum(dim + 1)
 
     def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         if isinstance(self.module, nn.Linear):
@@ -68,24 +156,20 @@ class Affine:
             leaf = x.detach().requires_grad_(True)
             return torch.autograd.grad(self.forward(leaf, weight), leaf, grad)[0]
 
-    def transpose_sum(self, pairs: list[tuple[Tensor, Tensor]], x: Tensor) -> Tensor:
-        """``sum_i w_i^T g_i`` for ``pairs`` of ``(g_i, w_i)``."""
-        total = self.transpose(pairs[0][0], x, pairs[0][1])
-        for grad, weight in pairs[1:]:
-            total = total + self.transpose(grad, x, weight)
-        return total
-
     def fold(self, batchnorm: nn.Module) -> Affine:
         """This layer followed by the eval-mode ``batchnorm``, as one affine map."""
-        scale = torch.rsqrt(batchnorm.running_var + batchnorm.eps)
-        if batchnorm.weight is not None:
-            scale = scale * batchnorm.weight
-        shift = -batchnorm.running_mean * scale
-        if batchnorm.bias is not None:
-            shift = shift + batchnorm.bias
-        bias = shift if self.bias is None else self.bias * scale + shift
-        weight = self.weight * scale.view(-1, *[1] * (self.weight.ndim - 1))
-        return Affine(self.module, weight, bias)
+        return Affine.of(self.module, batchnorm)
+
+
+def _fold(weight: Tensor, bias: Tensor | None, batchnorm: nn.Module) -> tuple[Tensor, Tensor]:
+    scale = torch.rsqrt(batchnorm.running_var + batchnorm.eps)
+    if batchnorm.weight is not None:
+        scale = scale * batchnorm.weight
+    shift = -batchnorm.running_mean * scale
+    if batchnorm.bias is not None:
+        shift = shift + batchnorm.bias
+    folded_bias = shift if bias is None else bias * scale + shift
+    return weight * scale.view(-1, *[1] * (weight.ndim - 1)), folded_bias
 
 
 def foldable(affine: Affine, batchnorm: nn.Module) -> bool:

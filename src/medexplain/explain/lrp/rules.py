@@ -68,30 +68,49 @@ class Epsilon(Rule):
         return layer.transpose(c * magnitude / (magnitude + self.epsilon), x, layer.weight)
 
 
+def _signed_inputs(layer: Affine, x: Tensor) -> Tensor:
+    """``x+`` and ``x-`` side by side, for the block weights of the sign-aware rules."""
+    return layer.join_channels([x.clamp(min=0), x.clamp(max=0)])
+
+
+def _signed_block(layer: Affine, key: str, a: Tensor, b: Tensor) -> Tensor:
+    """The block weight ``[[a, b], [b, a]]``: applied to ``(x+, x-)`` it gives ``(a x+ + b x-, b x+ + a x-)``;
+    transposed, applied to ``(g1, g2)``, the factors of ``x+`` and ``x-``: ``(a^T g1 + b^T g2, b^T g1 + a^T g2)``."""
+    return layer.derived(key, lambda _: layer.block([[a, b], [b, a]]))
+
+
+def _block_bias(layer: Affine, first: Tensor | None, second: Tensor | None) -> Tensor | None:
+    return None if first is None else layer.join_channels([first, second])
+
+
 @dataclass(frozen=True)
 class ZPlus(Rule):
     """LRP-z+ (Montavon et al. 2017 deep Taylor; = alpha1-beta0), extended to negative inputs:
-    ``R_x = x+ W+^T g + x- W-^T g`` with ``g = R / stab(W+ x+ + W- x- + b+)``."""
+    ``R_x = x+ W+^T g + x- W-^T g`` with ``g = R / stab(W+ x+ + W- x- + b+)``.
+
+    Costs one convolution and one transposed convolution with ``W+`` (``[W+, W-]`` for inputs of both signs)."""
 
     stabilizer: float = 1e-6
 
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
-        w_pos = layer.weight_pos
         if _nonnegative(x):  # then z >= 0 and stab(z) = z + stabilizer
+            w_pos = layer.weight_pos
             z = layer.forward(x, w_pos, _pos(layer.bias)).add_(self.stabilizer)
             return layer.transpose((c * y).div_(z), x, w_pos)
-        w_neg = layer.weight_neg
-        x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
-        z = layer.forward(x_pos, w_pos, _pos(layer.bias)) + layer.forward(x_neg, w_neg)
-        g = c * y / stabilize(z, self.stabilizer)
-        return torch.where(x > 0, layer.transpose(g, x, w_pos), layer.transpose(g, x, w_neg))
+        w = layer.derived("[+ -]", lambda _: torch.cat([layer.weight_pos, layer.weight_neg], dim=1))
+        signed = _signed_inputs(layer, x)
+        z = layer.forward(signed, w, _pos(layer.bias))
+        c_pos, c_neg = layer.split_channels(layer.transpose(c * y / stabilize(z, self.stabilizer), signed, w), 2)
+        return torch.where(x > 0, c_pos, c_neg)
 
 
 @dataclass(frozen=True)
 class AlphaBeta(Rule):
     """LRP-alpha-beta (Bach et al. 2015 eq. 60; Montavon et al. 2019 eq. 10), ``alpha - beta = 1``:
     ``R_x = alpha * [x+ W+^T gp + x- W-^T gp] - beta * [x+ W-^T gn + x- W+^T gn]`` with
-    ``gp = R / stab(W+ x+ + W- x- + b+)`` and ``gn = R / stab(W- x+ + W+ x- + b-)``."""
+    ``gp = R / stab(W+ x+ + W- x- + b+)`` and ``gn = R / stab(W- x+ + W+ x- + b-)``.
+
+    For ``x >= 0`` costs one convolution with ``W+`` and two transposed ones (``W+``, ``W``)."""
 
     alpha: float = 2.0
     beta: float = 1.0
@@ -102,22 +121,21 @@ class AlphaBeta(Rule):
             raise ValueError(f"alpha-beta rule needs alpha - beta = 1 and both >= 0, got {self.alpha}, {self.beta}")
 
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
-        w_pos = layer.weight_pos
         relevance = c * y
         if _nonnegative(x):  # then positive >= 0 >= negative = y - positive, and W- = W - W+
+            w_pos = layer.weight_pos
             positive = layer.forward(x, w_pos, _pos(layer.bias))
             negative = torch.sub(y, positive).sub_(self.stabilizer).div_(self.beta)
             gp = relevance / positive.add_(self.stabilizer).div_(self.alpha)
             gn = relevance.div_(negative)
-            return layer.transpose_sum([(gp.add_(gn), w_pos), (gn.neg_(), layer.weight)], x)
-        w_neg = layer.weight_neg
-        x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
-        positive = layer.forward(x_pos, w_pos, _pos(layer.bias)) + layer.forward(x_neg, w_neg)
-        negative = layer.forward(x_pos, w_neg, _neg(layer.bias)) + layer.forward(x_neg, w_pos)
+            return layer.transpose(gp.add_(gn), x, w_pos).sub_(layer.transpose(gn, x, layer.weight))
+        w = _signed_block(layer, "[[+ -] [- +]]", layer.weight_pos, layer.weight_neg)
+        signed = _signed_inputs(layer, x)
+        bias = _block_bias(layer, _pos(layer.bias), _neg(layer.bias))
+        positive, negative = layer.split_channels(layer.forward(signed, w, bias), 2)
         gp = self.alpha * relevance / stabilize(positive, self.stabilizer)
         gn = -self.beta * relevance / stabilize(negative, self.stabilizer)
-        c_pos = layer.transpose_sum([(gp, w_pos), (gn, w_neg)], x)
-        c_neg = layer.transpose_sum([(gp, w_neg), (gn, w_pos)], x)
+        c_pos, c_neg = layer.split_channels(layer.transpose(layer.join_channels([gp, gn]), signed, w), 2)
         return torch.where(x > 0, c_pos, c_neg)
 
 
@@ -129,6 +147,9 @@ class Gamma(Rule):
     With ``Wu = W + gamma W+`` and ``Wd = W + gamma W-`` (biases likewise):
     ``R_x = x+ (Wu^T gu + Wd^T gd) + x- (Wd^T gu + Wu^T gd)``, ``gu = [y > 0] R / stab(Wu x+ + Wd x- + bu)``,
     ``gd = [y < 0] R / stab(Wd x+ + Wu x- + bd)``.
+
+    For ``x >= 0`` costs one convolution with ``W+`` and one transposed convolution with ``Wu`` where no
+    negative output carries relevance (e.g. a ReLU follows), else two transposed convolutions.
     """
 
     gamma: float = 0.25
@@ -136,44 +157,48 @@ class Gamma(Rule):
 
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
         b, gamma = layer.bias, self.gamma
+        w_up = layer.derived(f"gamma+{gamma}", lambda w: torch.add(w, layer.weight_pos, alpha=gamma))
+        relevance = c * y
         if _nonnegative(x):  # then up > 0 where y > 0, down < 0 where y < 0; W- = W - W+ needs only W+
             raising = layer.forward(x, layer.weight_pos, _pos(b))
-            relevance = c * y
             g_up = relevance / torch.add(y, raising, alpha=gamma).add_(self.stabilizer)
-            g_down = relevance / (y - raising).mul_(gamma).add_(y).sub_(self.stabilizer)
             g_up.masked_fill_(y <= 0, 0.0)
-            g_down.masked_fill_(y >= 0, 0.0)
+            negative = y < 0
+            if not relevance.masked_select(negative).any():
+                return layer.transpose(g_up, x, w_up)
+            g_down = relevance / (y - raising).mul_(gamma).add_(y).sub_(self.stabilizer)
+            g_down.masked_fill_(~negative, 0.0)
             # Wu^T gu + Wd^T gd = W^T (gu + (1 + gamma) gd) + gamma W+^T (gu - gd)
             through_w = torch.add(g_up, g_down, alpha=1 + gamma)
             through_pos = g_up.sub_(g_down).mul_(gamma)
-            return layer.transpose_sum([(through_w, layer.weight), (through_pos, layer.weight_pos)], x)
-        w_up = layer.derived(f"gamma+{gamma}", lambda w: torch.add(w, layer.weight_pos, alpha=gamma))
+            return layer.transpose(through_w, x, layer.weight).add_(layer.transpose(through_pos, x, layer.weight_pos))
         w_down = layer.derived(f"gamma-{gamma}", lambda w: torch.add(w, layer.weight_neg, alpha=gamma))
-        x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
+        w = _signed_block(layer, f"[[gamma+ gamma-] [gamma- gamma+]]{gamma}", w_up, w_down)
         b_up = None if b is None else b + gamma * b.clamp(min=0)
         b_down = None if b is None else b + gamma * b.clamp(max=0)
-        up = layer.forward(x_pos, w_up, b_up) + layer.forward(x_neg, w_down)
-        down = layer.forward(x_pos, w_down, b_down) + layer.forward(x_neg, w_up)
-        relevance = c * y
+        signed = _signed_inputs(layer, x)
+        up, down = layer.split_channels(layer.forward(signed, w, _block_bias(layer, b_up, b_down)), 2)
         g_up = relevance / stabilize(up, self.stabilizer).masked_fill_(y <= 0, float("inf"))
         g_down = relevance / stabilize(down, self.stabilizer).masked_fill_(y >= 0, float("inf"))
-        c_pos = layer.transpose_sum([(g_up, w_up), (g_down, w_down)], x)
-        c_neg = layer.transpose_sum([(g_up, w_down), (g_down, w_up)], x)
+        c_pos, c_neg = layer.split_channels(layer.transpose(layer.join_channels([g_up, g_down]), signed, w), 2)
         return torch.where(x > 0, c_pos, c_neg)
 
 
 @dataclass(frozen=True)
 class Flat(Rule):
     """Flat rule (Lapuschkin et al. 2019): relevance spread uniformly over each output's receptive field,
-    ``R_x = 1^T (R / stab(1^T 1))`` with unit weights, no bias. Returns relevance (first layer only)."""
+    ``R_x = 1^T (R / stab(1^T 1))`` with unit weights, no bias. Returns relevance (first layer only).
+
+    All output channels of a group share the same unit weights, so their relevance is summed first and goes
+    back through one unit filter per group (cheap compared with the layer itself)."""
 
     returns_relevance: ClassVar[bool] = True
     stabilizer: float = 1e-6
 
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
-        ones_w = layer.derived("ones", torch.ones_like)
-        z = layer.forward(torch.ones_like(x), ones_w)
-        return layer.transpose(c * y / stabilize(z, self.stabilizer), x, ones_w)
+        ones = layer.derived("ones per group", lambda w: w.new_ones((layer.groups, *w.shape[1:])))
+        z = layer.forward(torch.ones_like(x[:1]), ones)  # receptive field size per group and position
+        return layer.transpose(layer.sum_over_groups(c * y) / stabilize(z, self.stabilizer), x, ones)
 
 
 @dataclass(frozen=True)
@@ -182,6 +207,7 @@ class ZBox(Rule):
     ``R_x = x W^T g - low W+^T g - high W-^T g`` with ``g = R / stab(W x - W+ low - W- high)``.
 
     ``low`` and ``high`` are numbers or tensors broadcastable to the input. Returns relevance (first layer only).
+    The three maps go through one convolution and one transposed convolution (weights side by side).
     """
 
     returns_relevance: ClassVar[bool] = True
@@ -192,7 +218,8 @@ class ZBox(Rule):
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
         low = torch.as_tensor(self.low).to(x).expand_as(x)
         high = torch.as_tensor(self.high).to(x).expand_as(x)
-        w, w_pos, w_neg = layer.weight, layer.weight_pos, layer.weight_neg
-        z = layer.forward(x, w) - layer.forward(low, w_pos) - layer.forward(high, w_neg)
-        g = c * y / stabilize(z, self.stabilizer)
-        return x * layer.transpose(g, x, w) - low * layer.transpose(g, x, w_pos) - high * layer.transpose(g, x, w_neg)
+        w = layer.derived("[W -W+ -W-]", lambda w: torch.cat([w, -layer.weight_pos, -layer.weight_neg], dim=1))
+        stacked = layer.join_channels([x, low, high])
+        g = c * y / stabilize(layer.forward(stacked, w), self.stabilizer)
+        through_x, through_low, through_high = layer.split_channels(layer.transpose(g, stacked, w), 3)
+        return x * through_x + low * through_low + high * through_high
