@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 from tests.explain.models import DenseNetLike, ResNetLike, plain_cnn, randomize_batchnorm, without_batchnorm_eps
 from tests.explain.reference import zennit_composite, zennit_relevance
 from torch import nn
+from zennit import composites as zcomposites
+from zennit import rules as zrules
 
 from medexplain.errors import MedexplainError
 from medexplain.explain import create_explainer
 from medexplain.explain.hooks import hook_count
-from medexplain.explain.lrp import AlphaBeta, Composite, Epsilon, Gamma, ZPlus, lrp_relevance
+from medexplain.explain.lrp import AlphaBeta, Composite, Epsilon, Flat, Gamma, ZBox, ZPlus, lrp_relevance
 from medexplain.explain.lrp.layers import Affine
 
 COMPOSITES = ["lrp-epsilon", "lrp-epsilon-plus", "lrp-epsilon-plus-flat", "lrp-alpha2-beta1", "lrp-epsilon-gamma-box"]
@@ -187,3 +192,93 @@ def test_in_place_activations_give_the_same_relevance(name: str) -> None:
     x = torch.randn(2, 2, 6, 6, dtype=torch.float64)
     explainer = _explainer(name, 1e-9)
     torch.testing.assert_close(explainer(build(True), x, "all").maps, explainer(build(False), x, "all").maps)
+
+
+def _grouped_model(dims: int) -> nn.Module:
+    """Grouped convolutions, the second and third with inputs of both signs (SiLU and an unfolded BatchNorm)."""
+    conv, norm = {2: (nn.Conv2d, nn.BatchNorm2d), 3: (nn.Conv3d, nn.BatchNorm3d)}[dims]
+    return without_batchnorm_eps(randomize_batchnorm(nn.Sequential(
+        conv(4, 6, 3, padding=1, groups=2), norm(6), nn.SiLU(), conv(6, 6, 3, padding=1, groups=3), nn.SiLU(),
+        norm(6), conv(6, 4, 1, groups=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5**dims, 3),
+    ).double()))
+
+
+@pytest.mark.parametrize("name", COMPOSITES)
+@pytest.mark.parametrize("dims", [2, 3])
+def test_grouped_convolutions_and_inputs_of_both_signs_equal_zennit(name: str, dims: int) -> None:
+    """The block weights of the sign-aware rules and z^B, and flat's unit filter per group, keep groups apart."""
+    model = _grouped_model(dims)
+    x = torch.randn(2, 4, *[5] * dims, dtype=torch.float64).clamp(-3, 3)
+    target = torch.tensor([1, 2])
+    ours = _explainer(name, 1e-9)(model, x, target).maps[:, 0]
+    reference = zennit_relevance(model, x, target, zennit_composite(name, 1e-9, 1e-9)).sum(dim=1)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-7 * reference.abs().max().item())
+
+
+@pytest.mark.parametrize("first", ["flat", "box"])
+def test_first_layer_rules_on_a_linear_layer_equal_zennit(first: str) -> None:
+    model = nn.Sequential(nn.Linear(7, 5), nn.ReLU(), nn.Linear(5, 3)).double()
+    x = torch.randn(4, 7, dtype=torch.float64).clamp(-3, 3)
+    target = torch.tensor([0, 1, 2, 1])
+    ours_first, zennit_first = (Flat(1e-9), zrules.Flat(1e-9)) if first == "flat" else (
+        ZBox(-3.0, 3.0, 1e-9), zrules.ZBox(-3.0, 3.0, 1e-9))
+    ours, _, _ = lrp_relevance(model, x, target, Composite((((nn.Linear,), Epsilon(1e-9)),),
+                                                           (((nn.Linear,), ours_first),)))
+    composite = zcomposites.SpecialFirstLayerMapComposite([(nn.Linear, zrules.Epsilon(1e-9))],
+                                                          [(nn.Linear, zennit_first)])
+    torch.testing.assert_close(ours[:, 0], zennit_relevance(model, x, target, composite), rtol=1e-6, atol=1e-9)
+
+
+def _perturb(model: nn.Module, how: str) -> None:
+    """Change every weight of ``model`` the ways a user would: in place, by loading a state, by new tensors."""
+    generator = torch.Generator().manual_seed(7)
+    if how == "in place":  # e.g. an optimiser step; BatchNorm statistics too
+        with torch.no_grad():
+            for tensor in [*model.parameters(), *model.buffers()]:
+                if tensor.is_floating_point():
+                    tensor.mul_(torch.rand(tensor.shape, generator=generator, dtype=tensor.dtype) + 0.5)
+    elif how == "load_state_dict":
+        state = {k: v * (torch.rand(v.shape, generator=generator, dtype=v.dtype) + 0.5)
+                 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        model.load_state_dict(state)
+    else:  # new Parameter objects of the same shape
+        for module in model.modules():
+            for key, parameter in list(module.named_parameters(recurse=False)):
+                setattr(module, key, nn.Parameter(parameter.detach() * -1.5))
+
+
+@pytest.mark.parametrize("how", ["in place", "load_state_dict", "new parameters"])
+@pytest.mark.parametrize("name", ["lrp-epsilon", "lrp-alpha2-beta1", "lrp-epsilon-gamma-box"])
+def test_cached_weights_follow_every_change_of_the_model(name: str, how: str) -> None:
+    """Folded and derived weights are cached across calls: after the model changes, the next result is again
+    Zennit's on the changed model (not the cached one), no hook is left and the explanation changed nothing."""
+    model = without_batchnorm_eps(ResNetLike(2).double())
+    x = torch.randn(2, 2, 8, 8, dtype=torch.float64).clamp(-3, 3)
+    target = torch.tensor([0, 2])
+    explainer = _explainer(name, 1e-9)
+    before = explainer(model, x, target).maps[:, 0]
+    _perturb(model, how)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    after = explainer(model, x, target).maps[:, 0]
+    reference = zennit_relevance(model, x, target, zennit_composite(name, 1e-9, 1e-9)).sum(dim=1)
+    torch.testing.assert_close(after, reference, rtol=1e-5, atol=1e-7 * reference.abs().max().item())
+    assert (after - before).abs().max() > 1e-3 * before.abs().max()
+    assert hook_count(model) == 0
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_derived_weights_are_reused_until_a_source_changes_and_die_with_the_model() -> None:
+    conv, batchnorm = nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3).eval()
+    folded = Affine.of(conv, batchnorm)
+    assert Affine.of(conv, batchnorm).weight_pos is folded.weight_pos
+    assert Affine.of(conv).weight is not folded.weight  # unfolded and folded maps are cached apart
+    with torch.no_grad():
+        batchnorm.running_var.add_(1.0)
+    refolded = Affine.of(conv, batchnorm)
+    assert refolded.weight_pos is not folded.weight_pos
+    scale = torch.rsqrt(batchnorm.running_var + batchnorm.eps).view(-1, 1, 1, 1)
+    torch.testing.assert_close(refolded.weight, conv.weight.detach() * scale)
+    alive = weakref.ref(conv)
+    del conv, folded, refolded
+    gc.collect()
+    assert alive() is None
