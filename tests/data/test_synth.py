@@ -18,6 +18,7 @@ from medexplain.data.synth import (
     CONCEPTS,
     GRADE_NAMES,
     LESION_TYPES,
+    REFERABLE_NAMES,
     brain_sample,
     deformation,
     fundus,
@@ -171,7 +172,7 @@ def test_fundus_folder_round_trips_through_load_dataset(tmp_path: Path) -> None:
     with (folder / "manifest.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == [
-        "image", "split", "label", "class_name",
+        "image", "split", "label", "class_name", "grade",
         *(f"label_{c}" for c in CONCEPTS),
         "mask_lesion", *(f"mask_{c}" for c in CONCEPTS),
         *(f"count_{t}" for t in LESION_TYPES), "eye",
@@ -191,6 +192,22 @@ def test_fundus_folder_round_trips_through_load_dataset(tmp_path: Path) -> None:
             np.testing.assert_array_equal(sample.masks[name][0].numpy(), memory.masks[name][i])
         assert int(sample.meta["count_haemorrhage"]) == memory.counts["haemorrhage"][i]
         assert data.class_names[sample.label] == GRADE_NAMES[sample.label]
+
+
+def test_referable_labelling_is_grade_at_least_2_on_the_same_images_and_splits(tmp_path: Path) -> None:
+    graded = write_fundus(tmp_path / "graded", 12, 48, seed=4, show_progress=False)
+    referable = write_fundus(tmp_path / "referable", 12, 48, seed=4, show_progress=False, label="referable")
+    assert {k: v for k, v in _digests(graded).items() if k != "manifest.csv"} == {
+        k: v for k, v in _digests(referable).items() if k != "manifest.csv"
+    }
+    by_grade, by_referable = load_dataset(graded), load_dataset(referable)
+    assert by_referable.class_names == list(REFERABLE_NAMES)
+    grades = [by_grade[i].label for i in range(12)]
+    assert {0, 1} < set(grades) and max(grades) >= 2, "the seed must cover both sides of the threshold"
+    for i in range(12):
+        assert by_referable[i].label == int(grades[i] >= 2)
+        assert by_referable[i].meta["grade"] == str(grades[i])
+        assert by_referable[i].meta["split"] == by_grade[i].meta["split"]
 
 
 def test_splits_are_stratified_70_15_15() -> None:
@@ -319,6 +336,7 @@ def test_write_deformation_reproducible_and_round_trips(tmp_path: Path, spatial_
         (lambda out: write_fundus(out, 3, 16, 0), "size=16"),
         (lambda out: write_fundus(out, 3, 64, -1), "seed=-1"),
         (lambda out: write_fundus(out, 2.5, 64, 0), "n=2.5"),
+        (lambda out: write_fundus(out, 3, 64, 0, label="grades"), "'grades' is not one of: grade, referable"),
         (lambda out: write_deformation(out, 3, 4, 32, 0), "spatial_dims=4"),
         (lambda out: write_deformation(out, 3, 3, 1000, 0), "size=1000"),
         (lambda out: write_deformation(out, 3, 2, 10, 0), "size=10"),

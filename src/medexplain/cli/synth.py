@@ -22,9 +22,10 @@ def fundus_command(
     size: int = typer.Option(128, "--size", help="Image side in pixels (48-1024)."),
     seed: int = _SEED,
     overwrite: bool = _OVERWRITE,
+    label: str = typer.Option("grade", "--label", help="'grade' (0-4) or 'referable' (grade >= 2)."),
 ) -> None:
-    """Colour fundus photographs with microaneurysms, haemorrhages, exudates, lens dust; grade 0-4 as label."""
-    typer.echo(write_fundus(out, n, size, seed, overwrite=overwrite))
+    """Colour fundus photographs with microaneurysms, haemorrhages, exudates, lens dust; grade or referable DR."""
+    typer.echo(write_fundus(out, n, size, seed, overwrite=overwrite, label=label))
 
 
 @synth_app.command("deformation")

@@ -12,13 +12,14 @@ random places inside the field of view, never on the disc and never overlapping 
 
 Lesion sizes scale with the image size (with a floor of one pixel), so the task is learnable at 64-128 px.
 
-Grade (the ``label``): :func:`grade_from_counts` of the drawn lesion counts (MA, HE, EX): 0 no lesion; 1 only
+Grade (the ``label`` by default): :func:`grade_from_counts` of the drawn lesion counts (MA, HE, EX): 0 no lesion; 1 only
 microaneurysms; 4 if HE >= 8 and EX >= 6; 3 if HE >= 4; 2 otherwise. Each image first draws a target grade
 with frequencies 30/20/20/15/15 % and then counts that give it (MA 1-6 for grade 1; MA 0-6, HE 0-3, EX 0-5 with
 HE + EX > 0 for grade 2; MA 2-8, HE 4-7, EX 0-5 for grade 3; MA 3-8, HE 8-10, EX 6-10 for grade 4); the grade
 is then recomputed from the lesions actually placed. Dust is drawn from its own random stream and never changes
-the grade. Every image has a lesion-free twin (same retina, vessels and noise, no lesions and no dust) that
-differs from it only inside the masks.
+the grade. ``label="referable"`` labels referable DR instead (grade >= 2, the binary task of Djoumessi et al.,
+MIDL 2023), the grade staying in its own column. Every image has a lesion-free twin (same retina, vessels and
+noise, no lesions and no dust) that differs from it only inside the masks.
 Reference for the grading scheme: Wilkinson et al., "Proposed international clinical diabetic retinopathy and
 diabetic macular edema disease severity scales", Ophthalmology 2003 (ICDR); the rule here is a count-based
 stand-in for it.
@@ -43,12 +44,16 @@ from medexplain.data.synth._common import (
     write_file,
     write_manifest,
 )
+from medexplain.errors import MedexplainError
 from medexplain.files import atomic_directory
 
+FUNDUS_LABELS = ("grade", "referable")
 LESION_TYPES = ("microaneurysm", "haemorrhage", "exudate")
 DISTRACTOR = "dust"
 CONCEPTS = (*LESION_TYPES, DISTRACTOR)
 GRADE_NAMES = ("none", "mild", "moderate", "severe", "proliferative")
+REFERABLE_NAMES = ("non-referable", "referable")
+REFERABLE_GRADE = 2
 MIN_SIZE, MAX_SIZE = 48, 1024
 
 # Target grade frequencies; the lesion counts are drawn per target grade so that the rule reproduces it.
@@ -179,16 +184,21 @@ def write_fundus(
     seed: int = 0,
     overwrite: bool = False,
     show_progress: bool = True,
+    label: str = "grade",
 ) -> Path:
     """Write ``n`` synthetic fundus photographs to the folder ``out`` (atomically) and return its path.
 
     Layout: ``images/fundus_<i>.png`` (RGB), ``masks/<name>/fundus_<i>.png`` (0/255) for ``lesion`` and each of
-    :data:`CONCEPTS`, and ``manifest.csv`` with the columns ``image, split, label, class_name,
+    :data:`CONCEPTS`, and ``manifest.csv`` with the columns ``image, split, label, class_name, grade,
     label_microaneurysm, label_haemorrhage, label_exudate, label_dust, mask_lesion, mask_microaneurysm,
     mask_haemorrhage, mask_exudate, mask_dust, count_microaneurysm, count_haemorrhage, count_exudate, eye``.
-    ``label`` is the grade, ``label_<concept>`` is 1 when that concept is present (mask not empty).
+    ``label`` is the grade (``label="grade"``, 0-4) or referable DR (``label="referable"``: 1 when the grade is
+    at least 2); ``label_<concept>`` is 1 when that concept is present (mask not empty). The splits are
+    stratified by grade whatever the label, so both labellings of a seed share their images and splits.
     """
     check_request("fundus", n, size, seed, MIN_SIZE, MAX_SIZE)
+    if label not in FUNDUS_LABELS:
+        raise MedexplainError(f"fundus label {label!r} is not one of: {', '.join(FUNDUS_LABELS)}")
     rows: list[dict[str, object]] = []
     with atomic_directory(out, overwrite=overwrite) as folder:
         for i in progress(range(n), n, "synthetic fundus", show_progress):
@@ -197,8 +207,8 @@ def write_fundus(
             row: dict[str, object] = {
                 "image": write_file(folder, f"images/{name}", png_bytes(sample.image)),
                 "split": "",
-                "label": sample.grade,
-                "class_name": GRADE_NAMES[sample.grade],
+                **_label_columns(sample.grade, label),
+                "grade": sample.grade,
             }
             row.update({f"label_{c}": int(sample.masks[c].any()) for c in CONCEPTS})
             for mask_name in ("lesion", *CONCEPTS):
@@ -208,11 +218,18 @@ def write_fundus(
             row.update({f"count_{t}": sample.counts[t] for t in LESION_TYPES})
             row["eye"] = sample.eye
             rows.append(row)
-        splits = stratified_splits([int(row["label"]) for row in rows], "fundus", seed)
+        splits = stratified_splits([int(row["grade"]) for row in rows], "fundus", seed)
         for row, split in zip(rows, splits, strict=True):
             row["split"] = split
         write_manifest(folder, rows)
     return Path(out)
+
+
+def _label_columns(grade: int, label: str) -> dict[str, object]:
+    if label == "referable":
+        referable = int(grade >= REFERABLE_GRADE)
+        return {"label": referable, "class_name": REFERABLE_NAMES[referable]}
+    return {"label": grade, "class_name": GRADE_NAMES[grade]}
 
 
 def _counts_for_grade(rng: np.random.Generator, grade: int) -> tuple[int, int, int]:
