@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from medexplain.errors import MedexplainError
 from medexplain.explain.base import explainer_params, register_explainer
 from medexplain.explain.explanation import Explanation
-from medexplain.explain.resample import to_input_resolution
+from medexplain.explain.resample import patches_to_input, to_input_resolution
 from medexplain.explain.targets import Target, resolve_target
 
 
@@ -19,9 +19,11 @@ from medexplain.explain.targets import Target, resolve_target
 class Evidence:
     """The model's own class evidence ``model.evidence_map(x) -> (B, C, *s)`` for the explained classes.
 
-    The evidence grid (one value per patch / output position) is resized to the input resolution by
-    (bi/tri)linear interpolation with ``align_corners=False``, like CAMs; values keep their unit (logit
-    evidence per patch), so the mean of the coarse map, not of the resized one, reproduces the logit.
+    A model that declares its patch geometry (``patch_size`` q and ``patch_stride`` s, as the BagNets do: position
+    ``i`` sees input ``[s i, s i + q)``) has each value placed at its patch's centre and interpolated linearly
+    between centres (:func:`~medexplain.explain.resample.patches_to_input`); other models' grids are resized to
+    the input like CAMs (``align_corners=False``). Values keep their unit (logit evidence per patch), so the mean
+    of the coarse map, not of the resampled one, reproduces the logit.
     Targets must be class indices (a callable target has no evidence map). Maps ``(B, K, *spatial)``, signed.
     """
 
@@ -43,5 +45,9 @@ class Evidence:
             raise MedexplainError(f"evidence_map must return (B, num_classes, *spatial), got {shape}")
         index = resolved.indices.view(*resolved.indices.shape, *[1] * (x.ndim - 2))
         selected = evidence.gather(1, index.expand(-1, -1, *evidence.shape[2:]))
-        maps = to_input_resolution(selected, x.shape[2:])
+        patch_size, stride = getattr(model, "patch_size", None), getattr(model, "patch_stride", None)
+        if isinstance(patch_size, int) and isinstance(stride, int):
+            maps = patches_to_input(selected, x.shape[2:], patch_size, stride)
+        else:
+            maps = to_input_resolution(selected, x.shape[2:])
         return Explanation(maps, resolved.indices.cpu(), self.name, explainer_params(self), logits)
