@@ -75,8 +75,30 @@ def test_mask_auroc_with_ties_equals_scikit_learn() -> None:
     maps[maps == 0] = torch.tensor([0.0, -0.0]).repeat(60)[: int((maps == 0).sum())]  # +0.0 and -0.0 tie
     mask = torch.rand(3, 10, 12, generator=g) < 0.4
     expected = [roc_auc_score(m.flatten().numpy(), a.flatten().numpy()) for a, m in zip(maps, mask, strict=True)]
-    np.testing.assert_allclose(mask_auroc(maps, mask).numpy(), expected, atol=1e-6)  # float32: integer keys
-    np.testing.assert_allclose(mask_auroc(maps.double(), mask).numpy(), expected, atol=1e-12)  # argsort
+    np.testing.assert_allclose(mask_auroc(maps, mask).numpy(), expected, atol=1e-6)  # float32: 2 radix passes
+    np.testing.assert_allclose(mask_auroc(maps.double(), mask).numpy(), expected, atol=1e-12)  # float64: 4 passes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_radix_sort_and_mann_whitney_are_exact(dtype) -> None:
+    """The radix order equals numpy's stable argsort (signs, +-0, ties, inf); AUROC equals brute-force pair
+    counting exactly (2D and 3D, small and large lesions, many ties)."""
+    from medexplain.metrics._inputs import _radix_order, sort_rows
+
+    g = torch.Generator().manual_seed(5)
+    row = torch.cat([torch.randn(300, generator=g), torch.tensor([0.0, -0.0, 1e-30, -1e-30, math.inf, -math.inf])])
+    row = torch.cat([row, row[:50]]).to(dtype).numpy()  # exact duplicates
+    expected = np.argsort(row + 0.0, kind="stable")  # +0.0 turns -0.0 into a tie with 0.0
+    np.testing.assert_array_equal(_radix_order(row), expected)
+    ordered, _ = sort_rows(torch.from_numpy(np.stack([row, row[::-1].copy()])))
+    np.testing.assert_array_equal(ordered.numpy(), np.sort(np.stack([row, row[::-1]]), axis=1))
+    for shape, share in (((3, 9, 11), 0.1), ((2, 4, 5, 6), 0.7)):
+        maps = torch.randint(-3, 4, shape, generator=g).to(dtype) / 2  # many ties across the groups
+        mask = torch.rand(shape, generator=g) < share
+        for m, a in zip(mask.flatten(1), maps.flatten(1), strict=True):
+            pos, neg = a[m][:, None], a[~m][None, :]
+            u = (pos > neg).sum().double() + (pos == neg).sum().double() / 2
+            assert mask_auroc(a[None], m[None]).item() == (u / (pos.numel() * neg.numel())).to(dtype).item()
 
 
 @pytest.mark.parametrize("shape", [(2, 24, 24), (2, 12, 12, 12)])
