@@ -40,14 +40,25 @@ def main() -> None:
     parser.add_argument("--sparsity-on", default="local")
     parser.add_argument("--evidence-activation", default="relu")
     parser.add_argument("--sparsity-warmup", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--ema-decay", type=float, help="evaluate and save an EMA of the weights (both models)")
+    parser.add_argument(
+        "--adrenal-class-weights", choices=["balanced"], help="class weights on AdrenalMNIST3D (BUSI: always balanced)"
+    )
+    parser.add_argument("--only", choices=["resnet18", "bagnet"], help="train one of the two rows")
     args = parser.parse_args()
     single_thread()
 
     for task in args.tasks:
         data, references, bagnet_name = TASKS[task]
         size = args.busi_size if task == "busi" else args.adrenal_size
-        common = {"epochs": args.epochs, "batch_size": 16, "size": size, "optimizer": "adamw", "lr": 1e-3}
-        common.update(progress=False, class_weights="balanced" if task == "busi" else None)
+        common = {"epochs": args.epochs, "batch_size": 16, "size": size, "optimizer": "adamw", "lr": args.lr}
+        class_weights = "balanced" if task == "busi" else args.adrenal_class_weights
+        common.update(progress=False, class_weights=class_weights, ema_decay=args.ema_decay)
+        # Options away from the original protocol name the run folders; the original names stay as they were.
+        suffix = f"-lr{args.lr:g}" if args.lr != 1e-3 else ""
+        suffix += f"-ema{args.ema_decay:g}" if args.ema_decay else ""
+        suffix += "-balanced" if task == "adrenal" and class_weights else ""
         bagnet_args = {"evidence_activation": args.evidence_activation}
         if args.bagnet_width:
             bagnet_args["width"] = args.bagnet_width
@@ -63,9 +74,11 @@ def main() -> None:
         if args.bagnet_width:
             bagnet_label += f"-w{args.bagnet_width}"
         configs = [
-            Config(f"{task}-resnet18_w{args.resnet_width}", "resnet18", resnet_settings),
-            Config(bagnet_label, bagnet_name, bagnet_settings),
+            Config(f"{task}-resnet18_w{args.resnet_width}{suffix}", "resnet18", resnet_settings),
+            Config(bagnet_label + suffix, bagnet_name, bagnet_settings),
         ]
+        if args.only:
+            configs = [configs[0] if args.only == "resnet18" else configs[1]]
         work = args.work / f"{task}-{size}px-{args.epochs}ep"
         rows = {c.name: [run(c, data, work, seed) for seed in args.seeds] for c in configs}
         print(f"\n{task}: test split, {size} px, {args.epochs} epochs, seeds {args.seeds}")

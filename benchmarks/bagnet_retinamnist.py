@@ -42,9 +42,12 @@ def main() -> None:
     parser.add_argument("--ema-decay", type=float, help="evaluate and save an EMA of the weights (both models)")
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="(both models)")
     parser.add_argument("--class-weights", choices=["balanced"], help="(both models)")
+    parser.add_argument("--ordinal-sigma", type=float, default=0.0, help="Gaussian soft grade targets (both models)")
+    parser.add_argument("--monitor", default="auroc", help="validation metric choosing the epoch")
     parser.add_argument("--tta-flip-axes", type=int, nargs="+", help="test-time flips, BagNet only (evidence maps)")
     parser.add_argument("--only", choices=["resnet18", "bagnet"], help="train one of the two rows (parallel runs)")
-    parser.add_argument("--curve", action="store_true", help="also sweep lambda (first seed) for the sparsity curve")
+    parser.add_argument("--curve", action="store_true", help="also sweep lambda for the accuracy-sparsity curve")
+    parser.add_argument("--curve-seeds", type=int, nargs="+", help="seeds of the curve (default: the first seed)")
     parser.add_argument(
         "--curve-heads",
         nargs="+",
@@ -58,7 +61,7 @@ def main() -> None:
 
     common = {"epochs": args.epochs, "batch_size": args.batch_size, "size": args.size, "optimizer": "adamw"}
     common.update(lr=args.lr, progress=False, ema_decay=args.ema_decay, label_smoothing=args.label_smoothing)
-    common["class_weights"] = args.class_weights
+    common.update(class_weights=args.class_weights, ordinal_sigma=args.ordinal_sigma, monitor=args.monitor)
     # Options away from the original protocol name the run folders; the original names stay as they were.
     suffix = "".join(
         f"_{label}{value:g}" if isinstance(value, float) else f"_{label}{value}"
@@ -70,6 +73,8 @@ def main() -> None:
             ("ema", args.ema_decay, None),
             ("ls", args.label_smoothing, 0.0),
             ("cw", args.class_weights, None),
+            ("os", args.ordinal_sigma, 0.0),
+            ("monitor-", args.monitor, "auroc"),
         )
         if value != default
     )
@@ -107,16 +112,17 @@ def main() -> None:
 
     if args.curve:
         heads = {"linear": ("evidence", "linear"), "chosen": (args.sparsity_on, args.evidence_activation)}
+        seeds = args.curve_seeds or args.seeds[:1]
         curve, curve_val = {}, {}
         for head in args.curve_heads:
             on, activation = heads[head]
             for value in args.curve_lambdas:
                 config = bagnet(value, on, activation)
-                curve[config.name] = [run(config, DATA, args.work, args.seeds[0])]
-                curve_val[config.name] = [run(config, DATA, args.work, args.seeds[0], "val")]
-        print(f"\nAccuracy-sparsity curve, validation split (seed {args.seeds[0]})")
+                curve[config.name] = [run(config, DATA, args.work, seed) for seed in seeds]
+                curve_val[config.name] = [run(config, DATA, args.work, seed, "val") for seed in seeds]
+        print(f"\nAccuracy-sparsity curve, validation split (seeds {seeds})")
         print(table(curve_val, []))
-        print(f"\nAccuracy-sparsity curve, test split (seed {args.seeds[0]})")
+        print(f"\nAccuracy-sparsity curve, test split (seeds {seeds})")
         print(table(curve, []))
 
 
