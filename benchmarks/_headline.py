@@ -30,8 +30,8 @@ from rich.progress import Progress
 
 from _bagnet_runs import Config, run, single_thread
 from medexplain.data import load_dataset
-from medexplain.data.synth._common import png_bytes, write_file, write_manifest
 from medexplain.data.transforms import Resize
+from medexplain.data.writers import png_bytes, write_file, write_manifest
 from medexplain.errors import MedexplainError
 from medexplain.explain.run import build_explainers, explain_dataset
 from medexplain.explain.store import StoredExplanations, load_explanations

@@ -42,8 +42,8 @@ from _headline import (
 )
 from medexplain.data import load_dataset
 from medexplain.data.sample import Sample
-from medexplain.data.synth._common import png_bytes, write_file, write_manifest
 from medexplain.data.transforms import Resize
+from medexplain.data.writers import png_bytes, write_file, write_manifest
 from medexplain.metrics.classification import binary_auroc
 
 SOURCE = DATA / "idrid_seg20"

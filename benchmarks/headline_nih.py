@@ -40,7 +40,7 @@ from _headline import (
     train_run,
     write_subset,
 )
-from medexplain.data.synth._common import png_bytes, write_file
+from medexplain.data.writers import png_bytes, write_file
 from medexplain.errors import MedexplainError
 from medexplain.metrics import binarise, entropy, relevance_mass, top_k_mass
 from medexplain.metrics.classification import binary_auroc

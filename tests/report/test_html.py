@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from medexplain.report.figures import png_bytes
+from medexplain.data.writers import png_bytes
 from medexplain.report.html import Page, format_number
 
 

@@ -16,19 +16,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import colormaps
-from PIL import Image
 from scipy import ndimage
 
 UNSIGNED_CMAP = "inferno"
 SIGNED_CMAP = "RdBu_r"
 MASK_OUTLINE_RGB = (0, 255, 120)
-
-
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """Encode an ``(H, W, 3)`` uint8 array as PNG."""
-    buffer = io.BytesIO()
-    Image.fromarray(rgb, mode="RGB").save(buffer, format="PNG", optimize=False)
-    return buffer.getvalue()
 
 
 def to_display_rgb(image: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medexplain.data.writers import png_bytes
 from medexplain.errors import MedexplainError
 from medexplain.report.discover import Component
 from medexplain.report.figures import (
@@ -21,7 +22,6 @@ from medexplain.report.figures import (
     histograms_png,
     line_png,
     overlay,
-    png_bytes,
     upscale_nearest,
 )
 from medexplain.report.html import Page

@@ -37,16 +37,12 @@ from scipy.special import expit
 
 from medexplain.data.synth._common import (
     check_request,
-    nifti_gz_bytes,
-    npy_bytes,
-    png_bytes,
     progress,
     sample_streams,
     stratified_splits,
     to_uint8,
-    write_file,
-    write_manifest,
 )
+from medexplain.data.writers import nifti_gz_bytes, npy_bytes, png_bytes, write_file, write_manifest
 from medexplain.errors import MedexplainError
 from medexplain.files import atomic_directory
 

@@ -36,14 +36,12 @@ from scipy import ndimage
 
 from medexplain.data.synth._common import (
     check_request,
-    png_bytes,
     progress,
     sample_streams,
     stratified_splits,
     to_uint8,
-    write_file,
-    write_manifest,
 )
+from medexplain.data.writers import png_bytes, write_file, write_manifest
 from medexplain.errors import MedexplainError
 from medexplain.files import atomic_directory
 
