@@ -38,7 +38,6 @@ def evaluate_command(
     from medexplain.metrics.evaluate import (
         CURVE_METRICS,
         evaluate_explanations,
-        mean_curves,
         select_metrics,
         summary_rows,
         write_results,
@@ -63,13 +62,10 @@ def evaluate_command(
         rows, empty, curves = result.rows, result.empty, result.curves
     else:
         explainers = _explainers(stored.methods, names)
-        rows, empty = evaluate_explanations(
+        rows, empty, curves = evaluate_explanations(
             stored, dataset, names, model=network, explainers=explainers, mask_name=mask, batch_size=batch_size,
-            device=device, progress=progress,
+            device=device, progress=progress, curves=True,
         )  # fmt: skip
-        curves = {}
-        if wants_curves:
-            curves = mean_curves(stored, dataset, network, names, batch_size=batch_size, device=device)
     extra = {"noise_auroc": _noise_auroc(network, dataset, batch_size, device)} if noise_auroc and network else {}
     if wants_curves:
         extra["curves"] = curves

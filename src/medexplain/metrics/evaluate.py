@@ -27,9 +27,14 @@ from torch import Tensor, nn
 from medexplain.errors import MedexplainError
 from medexplain.files import atomic_directory
 from medexplain.metrics._inputs import EmptyMaskWarning
+from medexplain.metrics.faithfulness import curve_area, perturbation_curve
 from medexplain.metrics.registry import METRICS, metric_info
 from medexplain.metrics.summary import summarise
 
+CURVE_METRICS = {"deletion-auc": "deletion", "insertion-auc": "insertion"}
+"""The metrics scored as the area under a perturbation curve, and the curve's mode."""
+Curves = dict[str, dict[str, list[float]]]
+"""Mean curves per method and mode: ``{method: {"deletion": [...], "insertion": [...]}}``."""
 ROW_FIELDS = ("id", "index", "label", "method", "target", "metric", "score")
 SUMMARY_FIELDS = ("method", "metric", "category", "higher_is_better", "n", "excluded", "mean", "ci_low", "ci_high")
 
@@ -104,8 +109,12 @@ def evaluate_explanations(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     progress: bool = True,
-) -> tuple[list[dict[str, Any]], int]:
+    curves: bool = False,
+) -> tuple[list[dict[str, Any]], int] | tuple[list[dict[str, Any]], int, Curves]:
     """Score every stored map with every metric.
+
+    The curve metrics (:data:`CURVE_METRICS`) are scored from their perturbation curves (at the metrics'
+    defaults), so the mean curves come from the same forward passes as the scores.
 
     Args:
         stored: :class:`medexplain.explain.store.StoredExplanations`.
@@ -115,9 +124,13 @@ def evaluate_explanations(
         model: needed by model-bound metrics; run in eval mode, not modified.
         explainers: method name -> explainer, for robustness and sanity metrics.
         mask_name: which of the dataset's masks to use (default: the first).
+        curves: also return the mean curves.
 
     Returns:
-        per-sample rows (:data:`ROW_FIELDS`) and the number of NaN scores (empty masks).
+        per-sample rows (:data:`ROW_FIELDS`) and the number of NaN scores (empty masks); with ``curves``, a
+        third item: the mean deletion / insertion curve per method, ``{method: {"deletion": [...], ...}}``
+        (``steps + 1`` model scores at evenly spaced fractions of perturbed features; the area under a mean
+        curve is the mean of the scores). Empty when no curve metric is requested.
     """
     if batch_size < 1:
         raise MedexplainError(f"--batch-size must be positive, got {batch_size}")
@@ -135,18 +148,29 @@ def evaluate_explanations(
         TimeRemainingColumn(),
     )
     empty = 0
+    sums: dict[str, dict[str, Tensor]] = {}
+    counts: dict[str, int] = {}
     with Progress(*columns, disable=not progress, transient=False) as bar, warnings.catch_warnings():
         warnings.simplefilter("ignore", EmptyMaskWarning)  # counted instead: the caller reports them once
         task = bar.add_task("evaluating", total=len(units))
         for batch in method_batches(units, batch_size):
             context = _context(stored, dataset, batch, mask_name, model, device)
+            method = batch[0].method
+            counts[method] = counts.get(method, 0) + len(batch)
             for name in metric_names:
                 if needs_explainer(name):
-                    explainer = (explainers or {}).get(batch[0].method)
+                    explainer = (explainers or {}).get(method)
                     if explainer is None:
-                        raise MedexplainError(f"metric {name!r}: method {batch[0].method!r} cannot be re-run here")
+                        raise MedexplainError(f"metric {name!r}: method {method!r} cannot be re-run here")
                     context["explainer"] = explainer
-                scores = _call(METRICS.get(name), context).detach().double().cpu()
+                if name in CURVE_METRICS and model is not None:
+                    curve = metric_curve(name, context).detach()
+                    scores = curve_area(curve).double().cpu()  # the metric's own score, bit for bit
+                    per_method, mode = sums.setdefault(method, {}), CURVE_METRICS[name]
+                    total = curve.double().sum(0).cpu()
+                    per_method[mode] = per_method[mode] + total if mode in per_method else total
+                else:
+                    scores = _call(METRICS.get(name), context).detach().double().cpu()
                 empty += int(torch.isnan(scores).sum())
                 rows.extend(
                     {
@@ -161,10 +185,27 @@ def evaluate_explanations(
                     for u, s in zip(batch, scores.tolist(), strict=True)
                 )
             bar.advance(task, len(batch))
-    return rows, empty
+    if not curves:
+        return rows, empty
+    means = {m: {mode: (total / counts[m]).tolist() for mode, total in c.items()} for m, c in sums.items()}
+    return rows, empty, means
 
 
-CURVE_METRICS = {"deletion-auc": "deletion", "insertion-auc": "insertion"}
+def metric_curve(name: str, context: Mapping[str, Any]) -> Tensor:
+    """The perturbation curve ``(B, steps + 1)`` behind curve metric ``name``, at the metric's defaults.
+
+    ``curve_area`` of it is exactly the metric's score (the metric computes the same curve); ``context`` holds
+    ``model``, ``x``, ``maps`` and ``target``.
+    """
+    accepted = inspect.signature(perturbation_curve).parameters
+    defaults = {
+        key: parameter.default
+        for key, parameter in inspect.signature(METRICS.get(name)).parameters.items()
+        if parameter.kind is parameter.KEYWORD_ONLY and key in accepted and key not in ("model", "x", "target")
+    }
+    return perturbation_curve(
+        context["model"], context["x"], context["maps"], context["target"], mode=CURVE_METRICS[name], **defaults
+    )
 
 
 def mean_curves(
@@ -178,12 +219,12 @@ def mean_curves(
 ) -> dict[str, dict[str, list[float]]]:
     """Mean deletion / insertion curves per method, for the curve metrics among ``metric_names``.
 
-    Each curve is the model's target probability at ``steps + 1`` evenly spaced fractions of perturbed
-    features, computed with the same defaults as ``deletion-auc`` / ``insertion-auc`` (so the area under the
-    mean curve equals the mean of those scores). Returns ``{method: {"deletion": [...], "insertion": [...]}}``.
+    Deprecated: it runs the curves' forward passes again; ``evaluate_explanations(..., curves=True)``
+    returns the same curves from the forward passes that score the metrics. Each curve is the model's target
+    probability at ``steps + 1`` evenly spaced fractions of perturbed features, computed with the same
+    defaults as ``deletion-auc`` / ``insertion-auc`` (so the area under the mean curve equals the mean of
+    those scores). Returns ``{method: {"deletion": [...], "insertion": [...]}}``.
     """
-    from medexplain.metrics.faithfulness import perturbation_curve
-
     modes = {name: mode for name, mode in CURVE_METRICS.items() if name in metric_names}
     sums: dict[str, dict[str, Tensor]] = {}
     counts: dict[str, int] = {}

@@ -309,20 +309,16 @@ class EvaluateWorker:
 
     def evaluate(self, shard: tuple[str, list[int]]) -> dict[str, Any]:
         """Per-sample rows, NaN count and summed deletion/insertion curves of one method's maps of some items."""
-        from medexplain.metrics.evaluate import CURVE_METRICS, evaluate_explanations, mean_curves
+        from medexplain.metrics.evaluate import evaluate_explanations
 
         method, positions = shard
         chosen = [self.stored.items[p] for p in positions]
         items = tuple(replace(item, maps={method: item.maps[method]}) for item in chosen)
         part = replace(self.stored, items=items)
-        rows, empty = evaluate_explanations(part, self.dataset, model=self.model, explainers=self.explainers,
-                                            progress=False, **self.settings)  # fmt: skip
+        rows, empty, means = evaluate_explanations(part, self.dataset, model=self.model, explainers=self.explainers,
+                                                   progress=False, curves=True, **self.settings)  # fmt: skip
         units = sum(len(item.targets or (-1,)) for item in items)
-        curves = {}
-        if self.model is not None and CURVE_METRICS.keys() & set(self.settings["metric_names"]):
-            means = mean_curves(part, self.dataset, self.model, self.settings["metric_names"],
-                                batch_size=self.settings["batch_size"], device=self.settings["device"])  # fmt: skip
-            curves = {mode: [value * units for value in curve] for mode, curve in means[method].items()}
+        curves = {mode: [value * units for value in curve] for mode, curve in means.get(method, {}).items()}
         return {"rows": rows, "empty": empty, "curves": curves, "units": units}
 
 
@@ -355,7 +351,7 @@ def evaluate_with_ray(
     progress: bool = True,
     on_dispatch: Callable[[Any, int], None] | None = None,
 ) -> Evaluation:
-    """``evaluate_explanations`` (+ ``mean_curves``) on a Ray cluster, gathered by the driver.
+    """``evaluate_explanations`` (scores and mean curves, one pass) on a Ray cluster, gathered by the driver.
 
     ``inputs()`` (run once by each worker) returns the model (or ``None``) and the dataset that was explained;
     ``fingerprint`` (e.g. model, data, split) identifies them in the names of the kept shards.

@@ -1,0 +1,123 @@
+"""``evaluate_explanations(curves=True)``: the deletion/insertion scores and their mean curves from one set of
+forward passes; the curves equal the old two-pass ``mean_curves`` and the scores equal the metric functions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medexplain.cli import evaluate as evaluate_cli
+from medexplain.cli import main
+from medexplain.cli.explain import _inputs
+from medexplain.data.synth import write_deformation
+from medexplain.explain.store import load_explanations
+from medexplain.metrics import forward_passes, get_metric
+from medexplain.metrics.evaluate import _context, evaluate_explanations, mean_curves, method_batches, stored_units
+from medexplain.metrics.faithfulness import curve_area
+from medexplain.models import create_model
+from medexplain.models.checkpoint import save_weights
+
+NAMES = ["deletion-auc", "gini", "insertion-auc"]
+
+
+class CountingModel(nn.Module):
+    """Wraps a model and counts its calls and the inputs (rows) it scores."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.calls, self.rows = model, 0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.rows += len(x)
+        return self.model(x)
+
+
+def test_scores_and_mean_curves_come_from_one_set_of_forward_passes(tmp_path: Path, monkeypatch) -> None:
+    data = write_deformation(tmp_path / "data", n=5, spatial_dims=2, size=24, seed=0, show_progress=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.manual_seed(0)
+    args = {"in_channels": 1, "num_classes": 2, "spatial_dims": 2}
+    save_weights(create_model("bagnet9-light", **args), run / "model.safetensors")
+    (run / "config.json").write_text(json.dumps({"model": "bagnet9-light", "model_args": args}))
+    explained = tmp_path / "maps"
+    command = ["explain", "--model", str(run), "--data", str(data), "--method", "saliency,gradcam", "--split", "",
+               "--out", str(explained), "--no-progress"]  # fmt: skip
+    assert main(command) == 0
+    network, dataset = _inputs(run, data, None, "cpu")
+    model = CountingModel(network.eval())
+    stored = load_explanations(explained)
+    units = stored_units(stored)
+    assert len(units) == 10  # 5 images x 2 methods, one target each
+
+    old = mean_curves(stored, dataset, model, NAMES, batch_size=2)
+    rows, empty, curves = evaluate_explanations(stored, dataset, NAMES, model=model, batch_size=2, curves=True,
+                                                progress=False)  # fmt: skip
+    assert empty == 0
+    assert curves == old  # the same mean curves, bit for bit
+    assert set(curves) == {"saliency", "gradcam"} and all(len(c["deletion"]) == 21 for c in curves.values())
+
+    model.calls = model.rows = 0
+    evaluate_explanations(stored, dataset, NAMES, model=model, batch_size=2, curves=True, progress=False)
+    # every (image, step) pair of each curve reaches the model once: steps + 1 rows per image and curve metric
+    assert model.rows == len(units) * 2 * forward_passes("deletion-auc")
+    # per batch and curve metric: one call on the clean inputs, one on all perturbed steps (<= 64 rows)
+    assert model.calls == len(list(method_batches(units, 2))) * 2 * 2
+
+    for name in NAMES:  # the scores are the metric functions' own, batch by batch
+        expected = []
+        for batch in method_batches(units, 2):
+            context = _context(stored, dataset, batch, None, network, "cpu")
+            metric = get_metric(name)
+            if name == "gini":
+                expected += metric(context["maps"]).double().tolist()
+            else:
+                expected += metric(context["maps"], model=network, x=context["x"], target=context["target"]).tolist()
+        assert [row["score"] for row in rows if row["metric"] == name] == expected
+    for method, modes in curves.items():  # the area under a mean curve is the mean score
+        for name, mode in (("deletion-auc", "deletion"), ("insertion-auc", "insertion")):
+            scores = [row["score"] for row in rows if row["metric"] == name and row["method"] == method]
+            area = curve_area(torch.tensor([modes[mode]], dtype=torch.float64))[0]
+            torch.testing.assert_close(area, torch.tensor(scores, dtype=torch.float64).mean(), rtol=0, atol=1e-6)
+
+    assert evaluate_explanations(stored, dataset, ["gini"], model=model, curves=True, progress=False)[2] == {}
+
+    # `medexplain evaluate` writes these curves after one pass too
+    counted, load_inputs = [], evaluate_cli._inputs
+
+    def counting_inputs(*args, **kwargs):
+        network, dataset = load_inputs(*args, **kwargs)
+        counted.append(CountingModel(network))
+        return counted[-1], dataset
+
+    monkeypatch.setattr(evaluate_cli, "_inputs", counting_inputs)
+    out = tmp_path / "scores"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--explanations",
+                str(explained),
+                "--data",
+                str(data),
+                "--model",
+                str(run),
+                "--metrics",
+                ",".join(NAMES),
+                "--batch-size",
+                "2",
+                "--resamples",
+                "20",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((out / "summary.json").read_text())["curves"] == old
+    assert counted[0].rows == len(units) * 2 * forward_passes("deletion-auc")
