@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import weakref
 
 import pytest
@@ -18,6 +19,7 @@ from medexplain.explain import create_explainer
 from medexplain.explain.hooks import hook_count
 from medexplain.explain.lrp import AlphaBeta, Composite, Epsilon, Flat, Gamma, ZBox, ZPlus, lrp_relevance
 from medexplain.explain.lrp.layers import Affine
+from medexplain.explain.lrp.polyphase import conv_transpose_polyphase
 
 COMPOSITES = ["lrp-epsilon", "lrp-epsilon-plus", "lrp-epsilon-plus-flat", "lrp-alpha2-beta1", "lrp-epsilon-gamma-box"]
 ARCHITECTURES = {"cnn": plain_cnn, "resnet": ResNetLike, "densenet": DenseNetLike}
@@ -282,3 +284,19 @@ def test_derived_weights_are_reused_until_a_source_changes_and_die_with_the_mode
     del conv, folded, refolded
     gc.collect()
     assert alive() is None
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_polyphase_transpose_equals_the_input_gradient_of_the_convolution(dims: int) -> None:
+    """Every stride / kernel / padding / size combination, odd and even, against autograd's input gradient."""
+    generator = torch.Generator().manual_seed(dims)
+    for stride, kernel, padding, size in itertools.product((2, 3), (1, 2, 4, 7), (0, 3), (5, 8)):
+        if size + 2 * padding < kernel:
+            continue
+        x = torch.randn(2, 2, *[size] * dims, dtype=torch.float64, generator=generator, requires_grad=True)
+        weight = torch.randn(3, 2, *[kernel] * dims, dtype=torch.float64, generator=generator)
+        y = getattr(nn.functional, f"conv{dims}d")(x, weight, None, stride, padding)
+        grad = torch.randn(y.shape, dtype=torch.float64, generator=generator)
+        (expected,) = torch.autograd.grad(y, x, grad)
+        ours = conv_transpose_polyphase(grad, x.shape[2:], weight, [stride] * dims, [padding] * dims)
+        torch.testing.assert_close(ours, expected, msg=f"stride {stride} kernel {kernel} padding {padding}")

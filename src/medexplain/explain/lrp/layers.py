@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medexplain.explain.lrp.polyphase import conv_transpose_polyphase, polyphase_applies
+
 CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 LINEAR_TYPES: tuple[type[nn.Module], ...] = (*CONV_TYPES, nn.Linear)
 BATCHNORM_TYPES: tuple[type[nn.Module], ...] = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -147,6 +149,8 @@ class Affine:
         if isinstance(module, nn.Linear):
             return grad @ weight
         if module.padding_mode == "zeros" and not isinstance(module.padding, str):
+            if polyphase_applies(grad, weight, module.stride, module.dilation, module.groups):
+                return conv_transpose_polyphase(grad, x.shape[2:], weight, module.stride, module.padding)
             n = x.ndim - 2
             return torch.ops.aten.convolution_backward(
                 grad, x, weight, None, module.stride, module.padding, module.dilation, False, [0] * n,
