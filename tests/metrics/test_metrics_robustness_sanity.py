@@ -157,3 +157,59 @@ def test_robustness_bad_input() -> None:
         avg_sensitivity(None, model=model, x=x, explainer=lambda m, x, t: x[:, 0, :4])
     with pytest.raises(MedexplainError, match="unknown similarity"):
         cascading_randomisation(None, model=model, x=x, explainer=identity_explainer, similarity="cosine")
+
+
+def _norm_classifier(spatial_dims: int) -> torch.nn.Module:
+    """Conv -> BatchNorm (buffers) -> ReLU -> pool -> Linear, trained-looking running statistics, eval mode."""
+    nn = torch.nn
+    torch.manual_seed(4)
+    norm = getattr(nn, f"BatchNorm{spatial_dims}d")(4)
+    norm.running_mean.uniform_(-0.2, 0.2)
+    norm.running_var.uniform_(0.5, 2.0)
+    conv = getattr(nn, f"Conv{spatial_dims}d")(1, 4, 3, padding=1)
+    pool = getattr(nn, f"AdaptiveAvgPool{spatial_dims}d")(2)
+    return nn.Sequential(conv, norm, nn.ReLU(), pool, nn.Flatten(), nn.Linear(4 * 2**spatial_dims, 3)).eval()
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_cascading_randomisation_equals_a_deep_copy_reference_and_restores_the_model(spatial_dims) -> None:
+    import copy
+
+    from scipy.stats import spearmanr
+
+    model = _norm_classifier(spatial_dims)
+    model[1].train()  # a mixed flag, to be found unchanged
+    x = torch.rand(3, 1, *[7] * spatial_dims, generator=torch.Generator().manual_seed(5))
+    saliency = create_explainer("saliency")
+    target = model(x).argmax(1)
+    original = saliency(model, x, target).maps[:, 0].detach()
+    tensors = {name: (t, t.data_ptr(), t.clone()) for name, t in [*model.named_parameters(), *model.named_buffers()]}
+    flags = [m.training for m in model.modules()]
+
+    names, ours = cascading_randomisation(original, model=model, x=x, explainer=saliency, target=target, seed=7)
+
+    reference, expected = copy.deepcopy(model), []  # independent: a deep copy randomised layer by layer
+    layers = dict(reference.named_modules())
+    for step, name in enumerate(["5", "1", "0"]):
+        with torch.random.fork_rng():
+            torch.manual_seed(7 + step)
+            layers[name].reset_parameters()
+        maps = saliency(reference, x, target).maps[:, 0].detach()
+        pairs = zip(original, maps, strict=True)
+        expected.append([spearmanr(a.abs().flatten(), b.abs().flatten())[0] for a, b in pairs])
+    assert names == ["5", "1", "0"]
+    np.testing.assert_allclose(ours.numpy(), np.array(expected).T, rtol=0, atol=1e-6)
+
+    for name, (tensor, pointer, values) in tensors.items():  # the same tensors, storage and bits
+        now = dict([*model.named_parameters(), *model.named_buffers()])[name]
+        assert now is tensor and now.data_ptr() == pointer and torch.equal(now, values), name
+        assert now.grad is None, name
+    assert [m.training for m in model.modules()] == flags
+    assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules())
+
+    def failing(model, x, target):
+        raise RuntimeError("explainer failed")
+
+    with pytest.raises(RuntimeError, match="explainer failed"):
+        cascading_randomisation(original, model=model, x=x, explainer=failing, target=target)
+    assert all(torch.equal(t, values) for t, _, values in tensors.values())  # restored after an error too

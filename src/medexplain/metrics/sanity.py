@@ -2,14 +2,20 @@
 
 Layers are re-initialised one after another from the output towards the input ("top down", cumulative),
 and after each step the maps are compared with those of the trained model. A map that stays similar while
-the weights it should depend on are destroyed fails the check. The user's model is never modified: every
-step works on a deep copy. Re-initialisation is seeded (``reset_parameters`` under a forked RNG, or a
-normal draw with the parameter's own standard deviation for modules without it).
+the weights it should depend on are destroyed fails the check. Re-initialisation is seeded
+(``reset_parameters`` under a forked RNG, or a normal draw with the parameter's own standard deviation for
+modules without it).
+
+No copy of the model is made: the buffers, and each layer's parameters when its turn comes, are swapped for
+copies of themselves, which are re-initialised (or updated by forward passes), and the original storage is
+swapped back at the end (also when the explainer fails), so the model comes back bit for bit, with the same
+parameter objects, flags and hooks. While the check
+runs, the model computes with the randomised layers: do not use it from another thread meanwhile.
 """
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +49,16 @@ def _randomise(module: nn.Module, seed: int) -> None:
                 parameter.copy_(torch.randn(parameter.shape) * (std or 1.0))
 
 
+def _swap_for_copies(tensors: Iterable[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """Swap each tensor's storage for a copy of itself (same tensor objects, new storage); returns the
+    ``(tensor, original storage)`` pairs that swap them back."""
+    swapped = []
+    for tensor in tensors:
+        swapped.append((tensor, tensor.data))
+        tensor.data = tensor.data.clone()
+    return swapped
+
+
 def _similarity(a: Tensor, b: Tensor, kind: str) -> Tensor:
     if kind == "spearman":
         return spearman(a.flatten(1).abs(), b.flatten(1).abs()).float()
@@ -65,7 +81,7 @@ def cascading_randomisation(
 
     Args:
         maps: ``(B, *spatial)`` maps of the trained model (computed when ``None``).
-        model: classifier; deep-copied, never changed.
+        model: classifier; randomised in place during the call, restored exactly at the end (module docstring).
         x: ``(B, C, *spatial)``.
         explainer: ``(model, x, target) -> maps``; the target stays the class resolved on the trained model.
         similarity: ``"spearman"`` (rank correlation of ``|maps|``, Quantus's ``MPRT`` default) or ``"ssim"``
@@ -78,17 +94,22 @@ def cascading_randomisation(
     """
     if similarity not in SIMILARITIES:
         raise MedexplainError(f"unknown similarity {similarity!r}; use one of {', '.join(SIMILARITIES)}")
-    classes = target_classes(model, x, target, max_batch)
-    original = clean_maps(maps, explainer, model, x, classes, max_batch)
-    randomised = copy.deepcopy(model)
-    modules = dict(randomised.named_modules())
-    names = parameter_layers(randomised)[:layers]
+    modules = dict(model.named_modules())
+    names = parameter_layers(model)[:layers]
     if not names:
         raise MedexplainError("cascading randomisation: the model has no parameters to randomise")
     scores = []
-    for step, name in enumerate(names):
-        _randomise(modules[name], seed + step)
-        scores.append(_similarity(original, explain_maps(explainer, randomised, x, classes, max_batch), similarity))
+    originals = _swap_for_copies(model.buffers())  # forward passes in training mode update buffers: the copies
+    try:
+        classes = target_classes(model, x, target, max_batch)
+        original = clean_maps(maps, explainer, model, x, classes, max_batch)
+        for step, name in enumerate(names):
+            originals += _swap_for_copies(modules[name].parameters(recurse=False))
+            _randomise(modules[name], seed + step)
+            scores.append(_similarity(original, explain_maps(explainer, model, x, classes, max_batch), similarity))
+    finally:
+        for tensor, storage in reversed(originals):  # reversed: a tensor shared by two layers ends as it began
+            tensor.data = storage
     return names, torch.stack(scores, 1)
 
 
