@@ -58,6 +58,8 @@ from zennit.attribution import Gradient  # noqa: E402
 from zennit.canonizers import AttributeCanonizer, NamedMergeBatchNorm, SequentialMergeBatchNorm  # noqa: E402
 
 IG_STEPS, SG_SAMPLES, WINDOW = 16, 8, 16
+CHUNK = 64
+"""Images per model call for IG, SmoothGrad and occlusion (our default ``batch_size``; the same for Captum)."""
 LRP = {
     "lrp-epsilon": lambda c: zcomposites.LayerMapComposite(
         [*zcomposites.layer_map_base(), (ztypes.Convolution, zrules.Epsilon()), (torch.nn.Linear, zrules.Epsilon())],
@@ -151,6 +153,52 @@ def minmax(maps: torch.Tensor) -> torch.Tensor:
     return (flat / (flat.amax(1, keepdim=True) + 1e-7)).view_as(maps)
 
 
+def lrp_theory(model: torch.nn.Module, x: torch.Tensor, method: str) -> float:
+    """The FLOP floor of an LRP composite over the cost floor, from each layer's multiply-adds (MACs).
+
+    The cost floor is 2 MACs-worth per layer (its forward and its input gradient). Per layer, in units of its
+    forward pass (a transposed convolution costs the same): epsilon 2 (forward, W^T); z+ 3 (forward, W+ forward,
+    W+^T); alpha-beta 4 (W+ forward, W+^T and W^T: W- = W - W+ for inputs >= 0); gamma 3 where no negative
+    output carries relevance (a ReLU follows: one Wu^T) else 4; on inputs of both signs, x+ and x- side by
+    side double the input channels of the extra convolutions (z+ 5, alpha-beta and gamma 9: W and its
+    transposes as 2x2 blocks); z^B 7 ([x, low, high] in, three maps back); flat about 1 (one unit filter).
+    The first conv is the model's stem with its input of both signs; "a ReLU follows" holds for the conv1 of
+    every block and the stem in medexplain's ResNet-18 (conv2 and the downsample feed the residual sum).
+    """
+    layers = []
+
+    def record(name):
+        def hook(module, args, output):
+            macs = output.numel() * module.weight[0].numel()
+            layers.append((name, isinstance(module, torch.nn.Linear), bool((args[0] >= 0).all()), macs))
+        return hook
+
+    handles = [module.register_forward_hook(record(name)) for name, module in model.named_modules()
+               if isinstance(module, torch.nn.Linear | torch.nn.Conv2d | torch.nn.Conv3d)]
+    with torch.no_grad():
+        model(x)
+    for handle in handles:
+        handle.remove()
+    total = floor = 0.0
+    for i, (name, linear, nonneg, macs) in enumerate(layers):
+        relu_follows = name.endswith("conv1")
+        if linear or method == "lrp-epsilon":
+            cost = 2
+        elif i == 0 and method == "lrp-epsilon-plus-flat":
+            cost = 1
+        elif i == 0 and method == "lrp-epsilon-gamma-box":
+            cost = 7
+        elif method in ("lrp-epsilon-plus", "lrp-epsilon-plus-flat"):
+            cost = 3 if nonneg else 5
+        elif method == "lrp-alpha2-beta1":
+            cost = 4 if nonneg else 9
+        else:
+            cost = (3 if relu_follows else 4) if nonneg else 9
+        total += cost * macs
+        floor += 2 * macs
+    return total / floor
+
+
 def cases(model, x, target, dims):
     """``(method, ours, floor multiple, peer name, peer callable, compare(ours_maps, peer_out))``."""
     b = x.shape[0]
@@ -162,21 +210,22 @@ def cases(model, x, target, dims):
            lambda: saliency.attribute(x, target=target, abs=True).amax(1))
     yield ("input-x-gradient", create_explainer("input-x-gradient"), 1, "captum InputXGradient",
            lambda: CaptumInputXGradient(model).attribute(x, target=target).sum(1))
-    yield ("integrated-gradients", create_explainer("integrated-gradients", steps=IG_STEPS, batch_size=b * IG_STEPS),
+    per_pass = max(1, CHUNK // b)  # path points / noise draws / windows per model call, for both libraries
+    yield ("integrated-gradients", create_explainer("integrated-gradients", steps=IG_STEPS, batch_size=CHUNK),
            IG_STEPS, "captum IntegratedGradients",
            lambda: IntegratedGradients(model).attribute(x, target=target, n_steps=IG_STEPS,
-                                                        internal_batch_size=b * IG_STEPS,
+                                                        internal_batch_size=per_pass * b,
                                                         return_convergence_delta=True)[0].sum(1))
-    yield ("smoothgrad", create_explainer("smoothgrad", samples=SG_SAMPLES, batch_size=b * SG_SAMPLES), SG_SAMPLES,
+    yield ("smoothgrad", create_explainer("smoothgrad", samples=SG_SAMPLES, batch_size=CHUNK), SG_SAMPLES,
            "captum NoiseTunnel(Saliency)",
            lambda: NoiseTunnel(saliency).attribute(x, target=target, nt_type="smoothgrad", nt_samples=SG_SAMPLES,
-                                                   nt_samples_batch_size=b * SG_SAMPLES, stdevs=0.15).amax(1),
+                                                   nt_samples_batch_size=per_pass, stdevs=0.15).amax(1),
            "random")
     window = (1, *[WINDOW] * dims)
-    yield ("occlusion", create_explainer("occlusion", window=WINDOW, stride=WINDOW, batch_size=b * windows),
+    yield ("occlusion", create_explainer("occlusion", window=WINDOW, stride=WINDOW, batch_size=CHUNK),
            ("forward", windows), "captum Occlusion",
            lambda: Occlusion(model).attribute(x, sliding_window_shapes=window, strides=window, target=target,
-                                              perturbations_per_eval=windows).sum(1))
+                                              perturbations_per_eval=per_pass).sum(1))
     layer_gradcam = LayerGradCam(model, model.layer4)
     yield ("gradcam", create_explainer("gradcam"), 1, "captum LayerGradCam",
            lambda: LayerAttribution.interpolate(
@@ -217,12 +266,15 @@ def run(model, x, repeats: int) -> list[dict]:
     all_cases = list(cases(model, x, target, dims))
     best: dict[str, float] = {"floor": float("inf"), "forward": float("inf")}
     outputs: dict[int, tuple] = {}
-    for _ in range(repeats):
+    for repeat in range(repeats):
         best["floor"] = min(best["floor"], cpu_time(floor)[0])
         best["forward"] = min(best["forward"], cpu_time(forward_only)[0])
         for i, (_, explainer, _, _, peer, *_) in enumerate(all_cases):
+            if repeat % 2:  # alternate who runs first
+                peer_time, peer_out = cpu_time(peer)
             ours_time, ours = cpu_time(lambda explainer=explainer: explainer(model, x, target))
-            peer_time, peer_out = cpu_time(peer)
+            if not repeat % 2:
+                peer_time, peer_out = cpu_time(peer)
             previous = outputs.get(i, (float("inf"), None, float("inf"), None))
             outputs[i] = (min(previous[0], ours_time), ours.maps[:, 0], min(previous[2], peer_time), peer_out)
     for i, (name, _, floor_multiple, peer_name, _, *compare) in enumerate(all_cases):
@@ -235,9 +287,10 @@ def run(model, x, repeats: int) -> list[dict]:
             diff = float("nan")  # different noise draws: not comparable sample by sample
         else:
             diff = rel_diff(minmax(ours_maps) if compare else ours_maps, peer_out)
+        theory = lrp_theory(model, x, name) if name.startswith("lrp") else float("nan")
         rows.append({"dims": dims, "method": name, "img/s": x.shape[0] / ours_time, "/floor": ours_time / floor_time,
-                     "peer": peer_name, "peer img/s": x.shape[0] / peer_time, "speed-up": peer_time / ours_time,
-                     "|diff|": diff})
+                     "theory": theory, "peer": peer_name, "peer img/s": x.shape[0] / peer_time,
+                     "speed-up": peer_time / ours_time, "|diff|": diff})
     return rows
 
 
@@ -257,7 +310,7 @@ def main() -> None:
         model = randomize(create_model("resnet18", in_channels=1, num_classes=3, spatial_dims=dims))
         x = torch.randn(batch, 1, *[size] * dims)
         rows += run(model, x, args.repeats)
-    header = ["dims", "method", "img/s", "/floor", "peer", "peer img/s", "speed-up", "|diff|"]
+    header = ["dims", "method", "img/s", "/floor", "theory", "peer", "peer img/s", "speed-up", "|diff|"]
     print(f"ResNet-18, 2D batch {args.batch} x 1 x {args.size}^2, 3D batch {args.batch3d} x 1 x {args.size3d}^3, "
           f"{args.threads} thread(s), best of {args.repeats}, CPU time")
     print("| " + " | ".join(header) + " |")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-MAX_PHASE_CHANNELS = 16
+MAX_PHASE_CHANNELS = 32
 """Up to ``prod(stride) * input channels`` output channels the stride-1 convolution is faster (measured)."""
 
 
