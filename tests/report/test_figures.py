@@ -7,12 +7,12 @@ import io
 import numpy as np
 from PIL import Image
 
+from medexplain.data.writers import png_bytes
 from medexplain.report.figures import (
     MASK_OUTLINE_RGB,
     is_signed,
     map_rgba,
     overlay,
-    png_bytes,
     to_display_rgb,
     upscale_nearest,
 )
