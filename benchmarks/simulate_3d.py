@@ -53,6 +53,11 @@ def small_cnn(dims: int, size: int) -> nn.Module:
     )
 
 
+def fmt(value: float | None, spec: str) -> str:
+    """``format(value, spec)``, or ``n/a`` for an undefined value (e.g. a flip rate with no eligible image)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def fit(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: int, class_weight: torch.Tensor | None = None
 ) -> nn.Module:
@@ -77,10 +82,18 @@ def saliency_auroc(model: nn.Module, images: torch.Tensor, masks: torch.Tensor) 
     return float(mask_auroc(x.grad.abs()[:, 0], masks[:, 0] > 0.5).nanmean())
 
 
-def class_auroc(folder: Path, label: int) -> float:
-    """Mean per-image AUROC over the test images of one true class (read back from ``index.json``)."""
+def target_class(folder: Path, dataset, label: int) -> dict[str, float]:
+    """Over the test images of one true class (read back from disk): mean AUROC, mean log det J in the mask."""
     items = json.loads((folder / "index.json").read_text())["items"]
-    return float(np.mean([item["localisation_auroc"]["atrophy"] for item in items if item["label"] == label]))
+    chosen = [i for i, item in enumerate(items) if item["label"] == label]
+    log_det_in_mask = [
+        np.log(np.clip(np.load(folder / items[i]["jacobians"])[0], 1e-6, None))[dataset[i].masks["atrophy"][0] > 0.5]
+        for i in chosen
+    ]
+    return {
+        "auroc_atrophy_target_class": float(np.mean([items[i]["localisation_auroc"]["atrophy"] for i in chosen])),
+        "log_det_in_mask": float(np.mean([values.mean() for values in log_det_in_mask])),
+    }
 
 
 def slices(out: Path, dataset, folders: dict[str, Path], count: int = 4) -> None:
@@ -168,22 +181,24 @@ def main() -> None:
         folders[direction] = args.out / direction
         rows.append(apply_simulator(simulator, classifier, test, direction, folders[direction], overwrite=True))
         # the images the direction is meant for: healthy ones get atrophy injected, atrophied ones lose it
-        rows[-1]["auroc_atrophy_target_class"] = class_auroc(folders[direction], int(direction == "remove"))
+        rows[-1].update(target_class(folders[direction], test, int(direction == "remove")))
     saliency = saliency_auroc(classifier, test_images, test_masks)
 
     print(f"\n{args.dims}D synthetic atrophy, {args.size}^{args.dims}, n={args.n} (train {len(train)}, "
           f"test {len(test)}), classifier {args.classifier} test accuracy {accuracy:.3f}")
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     header = ("direction", "eligible", "flip rate", "logit shift", "AUROC -d log detJ", "AUROC, target class",
-              "folding", "smoothness", "|u|")
+              "log detJ in mask, target class", "folding", "smoothness", "|u|")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
-        print(f"| {row['direction']} | {row['eligible']} | {row['flip_rate']:.3f} | {row['logit_shift']:+.2f} | "
-              f"{row['auroc_atrophy']:.3f} | {row['auroc_atrophy_target_class']:.3f} | {row['folding_rate']:.2e} | "
+        print(f"| {row['direction']} | {row['eligible']} | {fmt(row['flip_rate'], '.3f')} | "
+              f"{row['logit_shift']:+.2f} | "
+              f"{row['auroc_atrophy']:.3f} | {row['auroc_atrophy_target_class']:.3f} | {row['log_det_in_mask']:+.3f} | "
+              f"{row['folding_rate']:.2e} | "
               f"{row['smoothness']:.4f} | "
               f"{row['mean_displacement']:.3f} |")
-    print(f"| gradient saliency baseline | | | | {saliency:.3f} | | | | |")
+    print(f"| gradient saliency baseline | | | | {saliency:.3f} | | | | | |")
     (args.out / "results.json").write_text(json.dumps(
         {"args": {k: str(v) for k, v in vars(args).items()}, "accuracy": accuracy, "timings": timings,
          "summaries": rows, "saliency_auroc": saliency, "history": history}, indent=2))

@@ -31,7 +31,7 @@ from medexplain.data import load_dataset
 from medexplain.data.transforms import Resize
 from medexplain.simulate import SimulatorConfig, TrainingConfig, disease_logit, train_simulator
 from medexplain.simulate.apply import apply_simulator
-from simulate_3d import fit, small_cnn
+from simulate_3d import fit, fmt, small_cnn
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -166,7 +166,8 @@ def main() -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
-        print(f"| {row['direction']} | {row['eligible']} | {row['flip_rate']:.3f} | {row['logit_shift']:+.2f} | "
+        print(f"| {row['direction']} | {row['eligible']} | {fmt(row['flip_rate'], '.3f')} | "
+              f"{row['logit_shift']:+.2f} | "
               f"{row['folding_rate']:.2e} | {row['smoothness']:.4f} | {row['mean_displacement']:.3f} | "
               f"{row['log_det_in_gland']:+.3f} | {row['share_near_gland']:.3f} (band: {row['volume_near_gland']:.3f} "
               "of the volume) |")
