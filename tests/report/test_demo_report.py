@@ -9,12 +9,14 @@ import itertools
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from medexplain.concepts.analysis import ConceptSettings
+from medexplain.data import load_dataset
 from medexplain.demo import DemoModel, DemoSettings, run_demo
 from medexplain.errors import MedexplainError
 from medexplain.report import build_report
@@ -147,3 +149,21 @@ def test_confusion_matrix_comes_from_the_saved_predictions(demo: Path, page: str
             assert sum(probabilities) == pytest.approx(1.0, abs=1e-6)
             assert int(row["predicted"]) == probabilities.index(max(probabilities))
     assert page.count('alt="Confusion matrix on the test split"') == 2
+
+
+def test_demo_runs_the_same_pipeline_on_a_real_dataset_folder(shared_data: Path, tmp_path: Path) -> None:
+    """``--data`` (BUSI breast ultrasound, 3 classes, lesion masks, no concept labels): every model is trained on
+    that folder, explained and scored against its lesion masks; no synthetic data is written."""
+    busi = shared_data / "busi"
+    one_model = replace(TINY, models=TINY.models[:1], explain_items=6)
+    report = run_demo(tmp_path / "run", data=busi, settings=one_model, progress=False, echo=lambda _: None)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["data"] == str(busi) and not (tmp_path / "run" / "data").exists()
+    config = json.loads((tmp_path / "run" / "models" / "sparse-bagnet9-light" / "config.json").read_text())
+    assert config["class_names"] == load_dataset(busi).class_names and len(config["class_names"]) == 3
+    rows = _rows(tmp_path / "run" / "evaluation" / "sparse-bagnet9-light" / "per_sample.csv")
+    with (busi / "manifest.csv").open(newline="") as handle:
+        lesion_area = {Path(r["image"]).stem: float(r["lesion_area"]) for r in csv.DictReader(handle)}
+    scored = {r["id"] for r in rows if r["metric"] == "pointing-game" and r["score"] != "nan"}
+    assert scored and all(lesion_area[i] > 0 for i in scored)  # images without a lesion are left out, not scored
+    assert "concepts-concepts" not in report.read_text(encoding="utf-8")  # BUSI has no concept labels

@@ -6,22 +6,25 @@ from pathlib import Path
 
 import typer
 
+from medexplain.demo import DemoSettings
+
 
 def demo_command(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Run folder (an existing demo is continued)."),
     data: Path | None = typer.Option(
         None, "--data", help="A dataset folder with lesion masks to use instead of synthetic fundus images."
     ),
-    n: int = typer.Option(300, help="Synthetic images to generate."),
-    size: int = typer.Option(64, help="Image size (pixels) for generation and training."),
-    seed: int = typer.Option(0, help="Seed of data generation, training and evaluation."),
+    n: int = typer.Option(DemoSettings.n, help="Synthetic images to generate."),
+    size: int = typer.Option(DemoSettings.size, help="Image size (pixels) for generation and training."),
+    seed: int = typer.Option(DemoSettings.seed, help="Seed of data generation, training and evaluation."),
+    label: str = typer.Option(DemoSettings.label, help="Synthetic task: 'referable' DR (grade >= 2) or 'grade' 0-4."),
     overwrite: bool = typer.Option(False, help="Start from scratch, deleting a previous demo in --out."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Generate data, train a sparse BagNet and a ResNet-18, explain, evaluate, analyse concepts, report."""
-    from medexplain.demo import DemoSettings, run_demo
+    from medexplain.demo import run_demo
 
-    settings = DemoSettings(n=n, size=size, seed=seed)
+    settings = DemoSettings(n=n, size=size, seed=seed, label=label)
     report = run_demo(out, data=data, settings=settings, overwrite=overwrite, progress=progress, echo=typer.echo)
     typer.echo(f"report: {report}")
 
