@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--class-weights", choices=["balanced"], help="(both models)")
     parser.add_argument("--ordinal-sigma", type=float, default=0.0, help="Gaussian soft grade targets (both models)")
     parser.add_argument("--monitor", default="auroc", help="validation metric choosing the epoch")
+    parser.add_argument("--no-augment", action="store_true", help="train without augmentation (both models)")
     parser.add_argument("--tta-flip-axes", type=int, nargs="+", help="test-time flips, BagNet only (evidence maps)")
     parser.add_argument("--only", choices=["resnet18", "bagnet"], help="train one of the two rows (parallel runs)")
     parser.add_argument("--curve", action="store_true", help="also sweep lambda for the accuracy-sparsity curve")
@@ -62,6 +63,7 @@ def main() -> None:
     common = {"epochs": args.epochs, "batch_size": args.batch_size, "size": args.size, "optimizer": "adamw"}
     common.update(lr=args.lr, progress=False, ema_decay=args.ema_decay, label_smoothing=args.label_smoothing)
     common.update(class_weights=args.class_weights, ordinal_sigma=args.ordinal_sigma, monitor=args.monitor)
+    common["augment"] = not args.no_augment
     # Options away from the original protocol name the run folders; the original names stay as they were.
     suffix = "".join(
         f"_{label}{value:g}" if isinstance(value, float) else f"_{label}{value}"
@@ -75,6 +77,7 @@ def main() -> None:
             ("cw", args.class_weights, None),
             ("os", args.ordinal_sigma, 0.0),
             ("monitor-", args.monitor, "auroc"),
+            ("noaug", "" if args.no_augment else None, None),
         )
         if value != default
     )
