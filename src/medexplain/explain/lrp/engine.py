@@ -3,7 +3,8 @@
 During the forward pass (inside a :class:`~medexplain.explain.hooks.Hooks` block, so nothing stays on the
 model) the output of every layer with a rule is replaced by the same values produced by a small autograd
 node whose backward applies the rule; the layer's own backward is then never run. A BatchNorm whose input is
-exactly the output of such a layer is folded into it on the fly (canonisation without copying the model).
+exactly the output of such a layer is folded into it (canonisation without copying the model; the folded and
+derived weights are cached across calls until the parameters change, see :mod:`medexplain.explain.lrp.layers`).
 Everything else propagates the modified gradient ``c`` with its ordinary gradient (see
 :mod:`medexplain.explain.lrp.rules`), so residual additions split relevance in proportion to the summands and
 concatenations split it by channel, in any plain-torch model, without a graph tracer.

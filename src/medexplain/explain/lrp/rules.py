@@ -161,11 +161,12 @@ class Gamma(Rule):
         relevance = c * y
         if _nonnegative(x):  # then up > 0 where y > 0, down < 0 where y < 0; W- = W - W+ needs only W+
             raising = layer.forward(x, layer.weight_pos, _pos(b))
-            g_up = relevance / torch.add(y, raising, alpha=gamma).add_(self.stabilizer)
-            g_up.masked_fill_(y <= 0, 0.0)
+            up = torch.add(y, raising, alpha=gamma)
             negative = y < 0
-            if not relevance.masked_select(negative).any():
-                return layer.transpose(g_up, x, w_up)
+            if not relevance.masked_select(negative).any():  # then gu = R / stab(up) where y > 0, and 0 = R
+                return layer.transpose(relevance.div_(up.clamp_(min=0).add_(self.stabilizer)), x, w_up)
+            g_up = relevance / up.add_(self.stabilizer)
+            g_up.masked_fill_(y <= 0, 0.0)
             g_down = relevance / (y - raising).mul_(gamma).add_(y).sub_(self.stabilizer)
             g_down.masked_fill_(~negative, 0.0)
             # Wu^T gu + Wd^T gd = W^T (gu + (1 + gamma) gd) + gamma W+^T (gu - gd)
