@@ -8,7 +8,9 @@ eval mode, float32, CPU. Times are the best of ``--repeats`` interleaved runs, m
 process (robust to other jobs on a shared machine). Columns:
 ``img/s`` images per second; ``/floor`` our time over the method's cost floor (one forward + backward to the
 input, ``autograd.grad`` only, for gradient, CAM and LRP methods; ``steps`` / ``samples`` times that for IG and
-SmoothGrad; ``windows`` forward passes for occlusion); ``peer`` the reference implementation;
+SmoothGrad; ``windows`` forward passes for occlusion; IG, SmoothGrad and occlusion send 64 images per model
+call, in both libraries); ``theory`` the FLOP floor of an LRP composite over the same cost floor (see
+:func:`lrp_theory`); ``peer`` the reference implementation;
 ``speed-up`` = peer time / our time (Captum's IG is asked for its convergence delta, which ours always
 returns); ``|diff|`` = largest |ours - peer| over largest |peer| (maps compared as
 each library defines them; pytorch-grad-cam's maps are min-max normalised and resized by OpenCV, so ours are
