@@ -15,8 +15,8 @@ from medexplain.cli.explain import _inputs
 from medexplain.data.synth import write_deformation
 from medexplain.explain.store import load_explanations
 from medexplain.metrics import forward_passes, get_metric
-from medexplain.metrics.evaluate import _context, evaluate_explanations, mean_curves, method_batches, stored_units
-from medexplain.metrics.faithfulness import curve_area
+from medexplain.metrics.evaluate import _context, evaluate_explanations, method_batches, stored_units
+from medexplain.metrics.faithfulness import curve_area, perturbation_curve
 from medexplain.models import create_model
 from medexplain.models.checkpoint import save_weights
 
@@ -34,6 +34,23 @@ class CountingModel(nn.Module):
         self.calls += 1
         self.rows += len(x)
         return self.model(x)
+
+
+def _two_pass_curves(stored, dataset, model: nn.Module, batch_size: int) -> dict:
+    """The mean curves as the former second pass computed them (``mean_curves``): again per batch, at the
+    metrics' defaults (20 steps; deletion to 0, insertion from a blurred input), summed in float64."""
+    sums: dict[str, dict[str, torch.Tensor]] = {}
+    counts: dict[str, int] = {}
+    for batch in method_batches(stored_units(stored), batch_size):
+        context = _context(stored, dataset, batch, None, model, "cpu")
+        method = batch[0].method
+        counts[method] = counts.get(method, 0) + len(batch)
+        for mode, baseline in (("deletion", 0.0), ("insertion", "blur")):
+            curve = perturbation_curve(model, context["x"], context["maps"], context["target"], mode=mode, steps=20,
+                                       baseline=baseline).double().sum(0)  # fmt: skip
+            per_method = sums.setdefault(method, {})
+            per_method[mode] = per_method[mode] + curve if mode in per_method else curve
+    return {m: {mode: (total / counts[m]).tolist() for mode, total in c.items()} for m, c in sums.items()}
 
 
 def test_scores_and_mean_curves_come_from_one_set_of_forward_passes(tmp_path: Path, monkeypatch) -> None:
@@ -54,7 +71,7 @@ def test_scores_and_mean_curves_come_from_one_set_of_forward_passes(tmp_path: Pa
     units = stored_units(stored)
     assert len(units) == 10  # 5 images x 2 methods, one target each
 
-    old = mean_curves(stored, dataset, model, NAMES, batch_size=2)
+    old = _two_pass_curves(stored, dataset, network, batch_size=2)
     rows, empty, curves = evaluate_explanations(stored, dataset, NAMES, model=model, batch_size=2, curves=True,
                                                 progress=False)  # fmt: skip
     assert empty == 0

@@ -178,6 +178,14 @@ def test_bad_input_is_a_clear_error() -> None:
     bad[1, 2, 2] = float("nan")
     with pytest.raises(MedexplainError, match="maps contains NaN"):
         pointing_game(bad, mask)
+    for value in (float("inf"), -float("inf"), float("nan")):  # one bad value anywhere, any dtype, 2D or 3D
+        for dtype in (torch.float32, torch.float64):
+            volume = torch.rand(2, 3, 4, 5, dtype=dtype)
+            volume[1, 2, 3, 4] = value
+            with pytest.raises(MedexplainError, match="maps contains NaN or infinite"):
+                gini(volume)
+            with pytest.raises(MedexplainError, match="maps contains NaN or infinite"):
+                mask_auroc(volume[:, 2], torch.rand(2, 4, 5) > 0.5)
     with pytest.raises(MedexplainError, match="mask must be binary"):
         pointing_game(maps, mask * 0.5)
 

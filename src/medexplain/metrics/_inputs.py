@@ -29,7 +29,7 @@ def as_float(maps: Tensor, name: str = "maps") -> Tensor:
         raise MedexplainError(f"{name} must be (B, *spatial), got shape {tuple(maps.shape)}")
     if not maps.is_floating_point() or maps.dtype in (torch.float16, torch.bfloat16):
         maps = maps.float()
-    if not bool(torch.isfinite(maps).all()):
+    if maps.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(maps))).all()):  # NaN propagates
         raise MedexplainError(f"{name} contains NaN or infinite values")
     return maps
 
@@ -115,14 +115,19 @@ def sort_rows(values: Tensor) -> tuple[Tensor, Tensor]:
     Float rows on the CPU by :func:`_radix_order` (``torch.sort`` is several times slower there);
     otherwise ``torch.sort``.
     """
-    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64):
+    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64) and len(values):
         rows = values.detach().numpy()
         orders = [_radix_order(row) for row in rows]
         ordered = [row[order] for row, order in zip(rows, orders, strict=True)]
-        if not orders:
-            return values.clone(), torch.empty(values.shape, dtype=torch.long)
         return torch.from_numpy(np.stack(ordered)), torch.from_numpy(np.stack(orders))
     return values.sort(dim=1)
+
+
+def sorted_values(values: Tensor) -> Tensor:
+    """Each row of ``values`` (B, N) sorted ascending, as :func:`sort_rows` without the order."""
+    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64) and len(values):
+        return torch.from_numpy(np.stack([row[_radix_order(row)] for row in values.detach().numpy()]))
+    return values.sort(dim=1).values
 
 
 def _tied_ranks(ordered: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from medexplain.errors import MedexplainError
-from medexplain.metrics._inputs import as_float, sort_rows
+from medexplain.metrics._inputs import as_float, sorted_values
 from medexplain.metrics.registry import register_metric
 
 GINI_EPS = 1e-7
@@ -28,7 +28,7 @@ def gini(maps: Tensor) -> Tensor:
     """
     flat = as_float(maps).flatten(1).abs()
     n = flat.shape[1]
-    ordered = sort_rows(flat)[0].to(torch.float64)  # sorting in the map's dtype keeps the order
+    ordered = sorted_values(flat).to(torch.float64)  # sorting in the map's dtype keeps the order
     weights = 2 * torch.arange(1, n + 1, device=flat.device, dtype=torch.float64) - n - 1
     # the offset drops out of the numerator (the weights sum to zero) and adds n * eps to the total
     return ((ordered @ weights) / (n * (ordered.sum(1) + n * GINI_EPS))).to(flat.dtype)
