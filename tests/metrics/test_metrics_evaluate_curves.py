@@ -1,5 +1,6 @@
 """``evaluate_explanations(curves=True)``: the deletion/insertion scores and their mean curves from one set of
-forward passes; the curves equal the old two-pass ``mean_curves`` and the scores equal the metric functions."""
+forward passes; the curves equal those of the former second pass (``mean_curves``, now removed) and the scores
+equal the metric functions."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class CountingModel(nn.Module):
 
 
 def _two_pass_curves(stored, dataset, model: nn.Module, batch_size: int) -> dict:
-    """The mean curves as the former second pass computed them (``mean_curves``): again per batch, at the
+    """The mean curves as the former second pass (``mean_curves``) computed them: again per batch, at the
     metrics' defaults (20 steps; deletion to 0, insertion from a blurred input), summed in float64."""
     sums: dict[str, dict[str, torch.Tensor]] = {}
     counts: dict[str, int] = {}

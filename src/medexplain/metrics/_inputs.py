@@ -188,8 +188,3 @@ def pearson(a: Tensor, b: Tensor) -> Tensor:
     a = a - a.mean(-1, keepdim=True)
     b = b - b.mean(-1, keepdim=True)
     return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
-
-
-def spearman(a: Tensor, b: Tensor) -> Tensor:
-    """Spearman rank correlation of the rows of ``a`` and ``b`` (B, N), ties sharing average ranks."""
-    return pearson(average_ranks(a), average_ranks(b))

@@ -208,44 +208,6 @@ def metric_curve(name: str, context: Mapping[str, Any]) -> Tensor:
     )
 
 
-def mean_curves(
-    stored: Any,
-    dataset: Any,
-    model: nn.Module,
-    metric_names: Sequence[str],
-    *,
-    batch_size: int = 16,
-    device: str | torch.device = "cpu",
-) -> dict[str, dict[str, list[float]]]:
-    """Mean deletion / insertion curves per method, for the curve metrics among ``metric_names``.
-
-    Deprecated: it runs the curves' forward passes again; ``evaluate_explanations(..., curves=True)``
-    returns the same curves from the forward passes that score the metrics. Each curve is the model's target
-    probability at ``steps + 1`` evenly spaced fractions of perturbed features, computed with the same
-    defaults as ``deletion-auc`` / ``insertion-auc`` (so the area under the mean curve equals the mean of
-    those scores). Returns ``{method: {"deletion": [...], "insertion": [...]}}``.
-    """
-    modes = {name: mode for name, mode in CURVE_METRICS.items() if name in metric_names}
-    sums: dict[str, dict[str, Tensor]] = {}
-    counts: dict[str, int] = {}
-    for batch in method_batches(stored_units(stored), batch_size):
-        context = _context(stored, dataset, batch, None, model, device)
-        method = batch[0].method
-        counts[method] = counts.get(method, 0) + len(batch)
-        for name, mode in modes.items():
-            defaults = inspect.signature(METRICS.get(name)).parameters
-            curve = perturbation_curve(
-                model, context["x"], context["maps"], context["target"], mode=mode,
-                steps=defaults["steps"].default, baseline=defaults["baseline"].default,
-            ).detach().double().sum(0).cpu()  # fmt: skip
-            per_method = sums.setdefault(method, {})
-            per_method[mode] = per_method[mode] + curve if mode in per_method else curve
-    return {
-        method: {mode: (total / counts[method]).tolist() for mode, total in curves.items()}
-        for method, curves in sums.items()
-    }
-
-
 def method_batches(units: list[Unit], size: int) -> Iterator[list[Unit]]:
     """Consecutive units of one method, at most ``size`` at a time (one explainer per batch)."""
     by_method: dict[str, list[Unit]] = {}

@@ -15,14 +15,14 @@ runs, the model computes with the randomised layers: do not use it from another 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
 from medexplain.explain.targets import Target
-from medexplain.metrics._inputs import spearman
+from medexplain.metrics._inputs import average_ranks, pearson
 from medexplain.metrics.registry import register_metric
 from medexplain.metrics.robustness import ExplainerFn, clean_maps, explain_maps, map_similarity, target_classes
 
@@ -59,10 +59,13 @@ def _swap_for_copies(tensors: Iterable[Tensor]) -> list[tuple[Tensor, Tensor]]:
     return swapped
 
 
-def _similarity(a: Tensor, b: Tensor, kind: str) -> Tensor:
+def _similarity_to(reference: Tensor, kind: str) -> Callable[[Tensor], Tensor]:
+    """``maps -> (B,)`` similarity of ``|maps|`` to ``|reference|`` (both ``(B, *spatial)``); for Spearman the
+    reference's ranks are computed once."""
     if kind == "spearman":
-        return spearman(a.flatten(1).abs(), b.flatten(1).abs()).float()
-    return map_similarity(a.abs(), b.abs())
+        ranks = average_ranks(reference.flatten(1).abs())
+        return lambda maps: pearson(ranks, average_ranks(maps.flatten(1).abs())).float()
+    return lambda maps: map_similarity(reference.abs(), maps.abs())
 
 
 def cascading_randomisation(
@@ -102,11 +105,11 @@ def cascading_randomisation(
     originals = _swap_for_copies(model.buffers())  # forward passes in training mode update buffers: the copies
     try:
         classes = target_classes(model, x, target, max_batch)
-        original = clean_maps(maps, explainer, model, x, classes, max_batch)
+        similarity_to_original = _similarity_to(clean_maps(maps, explainer, model, x, classes, max_batch), similarity)
         for step, name in enumerate(names):
             originals += _swap_for_copies(modules[name].parameters(recurse=False))
             _randomise(modules[name], seed + step)
-            scores.append(_similarity(original, explain_maps(explainer, model, x, classes, max_batch), similarity))
+            scores.append(similarity_to_original(explain_maps(explainer, model, x, classes, max_batch)))
     finally:
         for tensor, storage in reversed(originals):  # reversed: a tensor shared by two layers ends as it began
             tensor.data = storage
