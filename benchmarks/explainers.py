@@ -1,7 +1,7 @@
 """medexplain.explain against Captum, Zennit and pytorch-grad-cam: same model, same batch, one run, as ratios.
 
     .venv/bin/python benchmarks/explainers.py [--batch 16] [--size 128] [--batch3d 2] [--size3d 32]
-                                              [--threads 1] [--repeats 3]
+                                              [--threads 1] [--repeats 3] [--methods m1,m2]
 
 Model: ResNet-18 of ``medexplain.models`` (1 input channel, 3 classes), random weights and BatchNorm statistics,
 eval mode, float32, CPU. Times are the best of ``--repeats`` interleaved runs, measured as CPU time of this
@@ -252,7 +252,7 @@ def cases(model, x, target, dims):
         yield (name, explainer, 1, f"zennit {composite(None).__class__.__name__}", zennit)
 
 
-def run(model, x, repeats: int) -> list[dict]:
+def run(model, x, repeats: int, methods: set[str] | None = None) -> list[dict]:
     dims = x.ndim - 2
     target = torch.arange(x.shape[0]) % 3
 
@@ -265,7 +265,7 @@ def run(model, x, repeats: int) -> list[dict]:
             model(x)
 
     rows = []
-    all_cases = list(cases(model, x, target, dims))
+    all_cases = [case for case in cases(model, x, target, dims) if methods is None or case[0] in methods]
     best: dict[str, float] = {"floor": float("inf"), "forward": float("inf")}
     outputs: dict[int, tuple] = {}
     for repeat in range(repeats):
@@ -304,6 +304,7 @@ def main() -> None:
     parser.add_argument("--size3d", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--methods", help="comma-separated subset of the methods (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -311,7 +312,7 @@ def main() -> None:
     for dims, batch, size in ((2, args.batch, args.size), (3, args.batch3d, args.size3d)):
         model = randomize(create_model("resnet18", in_channels=1, num_classes=3, spatial_dims=dims))
         x = torch.randn(batch, 1, *[size] * dims)
-        rows += run(model, x, args.repeats)
+        rows += run(model, x, args.repeats, set(args.methods.split(",")) if args.methods else None)
     header = ["dims", "method", "img/s", "/floor", "theory", "peer", "peer img/s", "speed-up", "|diff|"]
     print(f"ResNet-18, 2D batch {args.batch} x 1 x {args.size}^2, 3D batch {args.batch3d} x 1 x {args.size3d}^3, "
           f"{args.threads} thread(s), best of {args.repeats}, CPU time")
