@@ -19,7 +19,7 @@ from medexplain.explain import create_explainer
 from medexplain.explain.hooks import hook_count
 from medexplain.explain.lrp import AlphaBeta, Composite, Epsilon, Flat, Gamma, ZBox, ZPlus, lrp_relevance
 from medexplain.explain.lrp.layers import Affine
-from medexplain.explain.lrp.polyphase import conv_transpose_polyphase
+from medexplain.explain.polyphase import conv_transpose_polyphase
 
 COMPOSITES = ["lrp-epsilon", "lrp-epsilon-plus", "lrp-epsilon-plus-flat", "lrp-alpha2-beta1", "lrp-epsilon-gamma-box"]
 ARCHITECTURES = {"cnn": plain_cnn, "resnet": ResNetLike, "densenet": DenseNetLike}

@@ -15,7 +15,7 @@ from tests.explain.models import BagNetLike, DenseNetLike, ResNetLike
 from torch import nn
 
 from medexplain.explain import cam_maps, create_explainer
-from medexplain.explain.hooks import capture_output
+from medexplain.explain.hooks import capture_output, hook_count
 
 MODES = {2: "bilinear", 3: "trilinear"}
 
@@ -76,6 +76,26 @@ def test_saliency_and_input_x_gradient_equal_captum(dims: int) -> None:
     torch.testing.assert_close(create_explainer("saliency")(model, x, target).maps[:, 0], saliency)
     ixg = CaptumInputXGradient(model).attribute(x, target=target).sum(dim=1)
     torch.testing.assert_close(create_explainer("input-x-gradient")(model, x, target).maps[:, 0], ixg)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_gradients_through_a_strided_stem_equal_captum(dims: int) -> None:
+    """A strided stem with few input channels reading the input gets its input gradient by the polyphase
+    decomposition (also before an in-place ReLU); the maps stay Captum's, no hook stays, weights get no grad."""
+    conv = {2: nn.Conv2d, 3: nn.Conv3d}[dims]
+    model = nn.Sequential(
+        conv(2, 6, 5, stride=2, padding=2), nn.ReLU(inplace=True), conv(6, 4, 3, stride=2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(4 * 2**dims, 3),
+    ).double()
+    x = torch.randn(2, 2, *[9] * dims, dtype=torch.float64)
+    target = torch.tensor([2, 0])
+    saliency = CaptumSaliency(model).attribute(x, target=target, abs=True).amax(dim=1)
+    torch.testing.assert_close(create_explainer("saliency")(model, x, target).maps[:, 0], saliency)
+    ours = create_explainer("integrated-gradients", steps=8, batch_size=8)(model, x, target).maps[:, 0]
+    reference = CaptumIG(model).attribute(x, target=target, n_steps=8).sum(dim=1)
+    torch.testing.assert_close(ours, reference)
+    assert hook_count(model) == 0
+    assert all(p.grad is None for p in model.parameters())
 
 
 @pytest.mark.parametrize("baseline", ["zeros", 0.5, "blur", "tensor"])

@@ -11,6 +11,8 @@ from torch import Tensor, nn
 from medexplain.errors import MedexplainError
 from medexplain.explain.base import create_explainer, explainer_params, register_explainer
 from medexplain.explain.explanation import Explanation
+from medexplain.explain.hooks import Hooks
+from medexplain.explain.polyphase import polyphase_input_gradient
 from medexplain.explain.targets import ResolvedTarget, Target, explicit_indices, resolve_target
 
 
@@ -29,8 +31,10 @@ def target_gradients(
         ``(gradients (B, K, C_in, *spatial), logits (B, C), resolved target)``. One forward pass; K targets cost
         K backward passes through the same graph (samples are independent, so the batch sum is per sample).
     """
-    with torch.enable_grad():
+    with torch.enable_grad(), Hooks() as hooks:
         inputs = x.detach().requires_grad_(True)
+        if not create_graph:
+            polyphase_input_gradient(hooks, model, inputs)
         logits = model(inputs)
         resolved = resolve_target(logits, target)
         scores = resolved.scores(logits)

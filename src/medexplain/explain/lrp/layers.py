@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medexplain.explain.lrp.polyphase import conv_transpose_polyphase, polyphase_applies
+from medexplain.explain.polyphase import conv_transpose_polyphase, polyphase_applies
 
 CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 LINEAR_TYPES: tuple[type[nn.Module], ...] = (*CONV_TYPES, nn.Linear)

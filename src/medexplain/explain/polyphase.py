@@ -12,8 +12,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from medexplain.explain.hooks import Hooks
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 MAX_PHASE_CHANNELS = 32
@@ -73,3 +76,38 @@ def conv_transpose_polyphase(
 def _pad_spec(per_axis: list[tuple[int, int]]) -> list[int]:
     """``F.pad``'s argument (last axis first) from ``(before, after)`` per axis, first axis first."""
     return [n for before_after in reversed(per_axis) for n in before_after]
+
+
+class _PolyphaseInputGradient(torch.autograd.Function):
+    """The output of ``module`` (a convolution reading the model input) with its input gradient by polyphase."""
+
+    @staticmethod
+    def forward(ctx, inputs: Tensor, holder: list[Tensor], module: nn.Module) -> Tensor:  # type: ignore[override]
+        ctx.module, ctx.input_size = module, inputs.shape[2:]
+        return holder[0]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        module = ctx.module
+        weight = module.weight.detach()
+        return conv_transpose_polyphase(grad, ctx.input_size, weight, module.stride, module.padding), None, None
+
+
+def polyphase_input_gradient(hooks: Hooks, model: nn.Module, inputs: Tensor) -> None:
+    """Inside ``hooks``, make every convolution that reads ``inputs`` directly and where
+    :func:`polyphase_applies` give ``inputs`` its gradient by :func:`conv_transpose_polyphase`.
+
+    Only the gradient with respect to ``inputs`` stays correct through such a layer (not its weights'), and
+    only to first order: for input gradients without ``create_graph``.
+    """
+
+    def hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor | None:
+        if args[0] is not inputs or module.padding_mode != "zeros" or isinstance(module.padding, str):
+            return None
+        if not polyphase_applies(inputs, module.weight, module.stride, module.dilation, module.groups):
+            return None
+        return _PolyphaseInputGradient.apply(inputs, [output.detach()], module)
+
+    for module in model.modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            hooks.forward(module, hook)
