@@ -1,10 +1,12 @@
 """The input gradient of a strided convolution with few input channels, as one stride-1 convolution.
 
-On CPU, PyTorch computes ``W^T g`` for a convolution like a ResNet stem (7x7, stride 2, 1-3 input channels)
-two to three times slower than the convolution itself. Split by output phase (the position modulo the
-stride), the transposed convolution is ``prod(stride)`` stride-1 correlations of ``g`` with sub-kernels of
-``W``; stacked as output channels they are one ordinary convolution, whose outputs are interleaved back
-(the polyphase decomposition, e.g. Vaidyanathan, "Multirate Systems and Filter Banks", 1993, ch. 4).
+On CPU, PyTorch's ``W^T g`` for a convolution like a ResNet stem (7x7, stride 2, 1-3 input channels) takes
+about ten times as long as the convolution itself, and 2-3x as long as the form below. Split by output phase
+(the position modulo the stride), the transposed convolution is ``prod(stride)`` stride-1 correlations of
+``g`` with sub-kernels of ``W``; stacked as output channels they are one ordinary convolution, whose outputs
+are interleaved back (the polyphase decomposition, e.g. Vaidyanathan, "Multirate Systems and Filter Banks",
+1993, ch. 4). The LRP rules use it for their transposed convolutions, the gradient methods for a first
+layer of that kind.
 """
 
 from __future__ import annotations
