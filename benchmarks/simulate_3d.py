@@ -133,7 +133,6 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--margin", type=float, default=5.0)
     parser.add_argument("--max-displacement", type=float, default=1.5, help="magnitude bound (voxels)")
-    parser.add_argument("--hinge", choices=("relative", "target"), default="relative")
     parser.add_argument("--smoothness", type=float, default=0.04)
     parser.add_argument("--channels", default="8,16,32")
     parser.add_argument("--seed", type=int, default=0)
@@ -171,7 +170,7 @@ def main() -> None:
     start = time.perf_counter()
     config = SimulatorConfig(args.dims, 1, channels=tuple(int(c) for c in args.channels.split(",")))
     settings = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                              margin=args.margin, magnitude_bound=args.max_displacement, hinge=args.hinge,
+                              margin=args.margin, magnitude_bound=args.max_displacement,
                               smoothness_weight=args.smoothness, seed=args.seed)
     simulator, history = train_simulator(classifier, TensorDataset(images), config, settings)
     timings["simulator"] = time.perf_counter() - start

@@ -109,7 +109,6 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--margin", type=float, default=5.0)
     parser.add_argument("--max-displacement", type=float, default=1.5, help="magnitude bound (voxels)")
-    parser.add_argument("--hinge", choices=("relative", "target"), default="relative")
     parser.add_argument("--channels", default="8,16,32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -144,8 +143,7 @@ def main() -> None:
     subset = balanced_subset(train_labels, args.per_class, torch.Generator().manual_seed(args.seed))
     config = SimulatorConfig(3, 1, channels=tuple(int(c) for c in args.channels.split(",")))
     settings = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                              margin=args.margin, magnitude_bound=args.max_displacement, hinge=args.hinge,
-                              seed=args.seed)
+                              margin=args.margin, magnitude_bound=args.max_displacement, seed=args.seed)
     simulator, history = train_simulator(classifier, TensorDataset(train_images[subset]), config, settings)
     timings["simulator"] = time.perf_counter() - start
 

@@ -17,7 +17,6 @@ from medexplain.simulate import (
     frozen,
     hinge_loss,
     smoothness_loss,
-    target_hinge_loss,
     warp,
 )
 from medexplain.simulate.training import TrainingConfig, simulator_loss
@@ -85,41 +84,6 @@ def test_disease_logit_and_hinge_by_hand() -> None:
     direction = torch.tensor([1.0, 1.0, -1.0])
     # (0-3)*1+2 -> 0 ; (0+1)*1+2 -> 3 ; (1-0.5)*-1+2 -> 1.5
     torch.testing.assert_close(hinge_loss(original, simulated, direction, 2.0), torch.tensor(4.5 / 3))
-
-
-def test_target_hinge_by_hand() -> None:
-    simulated = torch.tensor([3.0, 6.0, -1.0, -7.0])
-    direction = torch.tensor([1.0, 1.0, -1.0, -1.0])
-    # 5-3 -> 2 ; 5-6 -> 0 ; 5-1 -> 4 ; 5-7 -> 0
-    torch.testing.assert_close(target_hinge_loss(simulated, direction, 5.0), torch.tensor(1.5))
-
-
-@pytest.mark.parametrize("dims", [2, 3])
-def test_target_hinge_leaves_images_already_beyond_the_target_alone(dims: int) -> None:
-    """Removing disease from images the classifier already calls healthy by more than the margin: the relative
-    hinge still asks for a shift of ``margin`` (and pushes the field), the target hinge costs and pushes nothing."""
-    classifier = nn.Sequential(nn.Flatten(), nn.Linear(6**dims, 2))
-    with torch.no_grad():
-        classifier[1].weight.normal_(0, 0.1)
-        classifier[1].bias.copy_(torch.tensor([10.0, -10.0]))  # disease logit about -20 for every image
-    image = torch.rand(3, 1, *([6] * dims))
-    remove = -torch.ones(3)
-    gradients = {}
-    for hinge in ("relative", "target"):
-        simulator = Simulator(SimulatorConfig(spatial_dims=dims, in_channels=1, channels=(4, 8)))
-        settings = TrainingConfig(margin=5.0, hinge=hinge, cycle_weight=0, smoothness_weight=0,
-                                  cycle_smoothness_weight=0)
-        with frozen(classifier):
-            loss, parts = simulator_loss(simulator, classifier, image, remove, settings)
-            loss.backward()
-        gradients[hinge] = float(simulator.head.weight.grad.abs().sum())
-        assert parts["hinge"] == pytest.approx(5.0 if hinge == "relative" else 0.0, abs=1e-5)
-    assert gradients["relative"] > 0 and gradients["target"] == 0
-
-
-def test_unknown_hinge_is_a_one_line_error() -> None:
-    with pytest.raises(MedexplainError, match="hinge 'absolute': must be one of relative, target"):
-        TrainingConfig(hinge="absolute")
 
 
 def test_smoothness_is_the_mean_absolute_finite_difference() -> None:

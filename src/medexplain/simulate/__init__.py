@@ -13,7 +13,6 @@ from medexplain.simulate.losses import (
     hinge_loss,
     magnitude_loss,
     smoothness_loss,
-    target_hinge_loss,
 )
 from medexplain.simulate.network import Simulation, Simulator, SimulatorConfig, as_direction
 from medexplain.simulate.training import TrainingConfig, simulator_loss, train_simulator
@@ -39,7 +38,6 @@ __all__ = [
     "magnitude_loss",
     "simulator_loss",
     "smoothness_loss",
-    "target_hinge_loss",
     "to_normalized",
     "train_simulator",
     "warp",

@@ -31,16 +31,6 @@ def hinge_loss(original: Tensor, simulated: Tensor, direction: Tensor, margin: f
     return torch.relu((original - simulated) * direction + margin).mean()
 
 
-def target_hinge_loss(simulated: Tensor, direction: Tensor, margin: float) -> Tensor:
-    """``mean ReLU(b - d * F(x'))``: the simulated logit must reach ``d * margin`` (``(B,)`` tensors).
-
-    Unlike :func:`hinge_loss`, an image already predicted beyond the target (e.g. a healthy image asked to
-    lose its disease) costs nothing, so the simulator is free to leave it unchanged instead of pushing the
-    classifier further with whatever other features it uses.
-    """
-    return torch.relu(margin - simulated * direction).mean()
-
-
 def cycle_loss(image: Tensor, forward: Tensor, backward: Tensor) -> Tensor:
     """Mean squared difference between ``image`` and the image warped by ``forward`` and then by ``backward``."""
     return (warp(warp(image, forward), backward) - image).pow(2).mean()

@@ -2,13 +2,9 @@
 
 For each image ``x`` and a random direction ``d``: ``x' = G(x, d)``, ``x'' = G(x', -d)`` and
 
-    loss = hinge + cycle_weight * ||x'' - x||^2
+    loss = hinge(F(x), F(x'), d, margin) + cycle_weight * ||x'' - x||^2
            + smoothness_weight * |grad u_forward|_1 + cycle_smoothness_weight * |grad u_backward|_1
            [+ magnitude_weight * ReLU(|u_forward| - magnitude_bound)]
-
-with ``hinge = ReLU((F(x) - F(x')) * d + margin)`` (``hinge="relative"``, the paper's: every image moves by
-``margin``) or ``ReLU(margin - d * F(x'))`` (``hinge="target"``: the simulated logit must reach ``d * margin``;
-images already there are left alone).
 """
 
 from __future__ import annotations
@@ -29,11 +25,8 @@ from medexplain.simulate.losses import (
     hinge_loss,
     magnitude_loss,
     smoothness_loss,
-    target_hinge_loss,
 )
 from medexplain.simulate.network import Simulator, SimulatorConfig
-
-HINGES = ("relative", "target")
 
 
 @dataclass(frozen=True)
@@ -49,15 +42,12 @@ class TrainingConfig:
     cycle_smoothness_weight: float = 0.01
     magnitude_bound: float | None = None
     magnitude_weight: float = 1.0
-    hinge: str = "relative"
     disease_class: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0 or self.margin < 0:
             raise MedexplainError(f"invalid simulator training settings {self}")
-        if self.hinge not in HINGES:
-            raise MedexplainError(f"hinge {self.hinge!r}: must be one of {', '.join(HINGES)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,11 +76,7 @@ def simulator_loss(
     original_logit = disease_logit(classifier(image), settings.disease_class).detach()
     simulated_logit = disease_logit(classifier(forward.image), settings.disease_class)
     parts = {
-        "hinge": (
-            hinge_loss(original_logit, simulated_logit, direction, settings.margin)
-            if settings.hinge == "relative"
-            else target_hinge_loss(simulated_logit, direction, settings.margin)
-        ),
+        "hinge": hinge_loss(original_logit, simulated_logit, direction, settings.margin),
         "cycle": settings.cycle_weight * cycle_loss(image, forward.displacement, backward.displacement),
         "smoothness": settings.smoothness_weight * smoothness_loss(forward.displacement),
         "cycle_smoothness": settings.cycle_smoothness_weight * smoothness_loss(backward.displacement),
