@@ -9,8 +9,8 @@ modules without it).
 No copy of the model is made: the buffers, and each layer's parameters when its turn comes, are swapped for
 copies of themselves, which are re-initialised (or updated by forward passes), and the original storage is
 swapped back at the end (also when the explainer fails), so the model comes back bit for bit, with the same
-parameter objects, flags and hooks. While the check
-runs, the model computes with the randomised layers: do not use it from another thread meanwhile.
+parameter objects, flags and hooks. While the check runs, the model computes with the randomised layers: do
+not use it from another thread meanwhile.
 """
 
 from __future__ import annotations
