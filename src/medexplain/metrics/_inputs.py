@@ -97,8 +97,9 @@ def _radix_order(row: np.ndarray) -> np.ndarray:
     """Stable ascending order of a 1D float32/float64 array: an LSD radix sort over 16-bit digits.
 
     Each float becomes an order-preserving unsigned key (``-0.0`` first turned into ``+0.0``, so the two
-    tie); numpy's stable sort of ``uint16`` is a counting sort, which makes two (float32) or four (float64)
-    passes several times faster on the CPU than its comparison sort of the floats.
+    tie); numpy's stable sort of ``uint16`` is a counting sort, so the two (float32) or four (float64) passes
+    beat numpy's comparison sort of the floats on a CPU without a SIMD sort (here ~13 against ~22 ns per value
+    for rows of 50k float32).
     """
     size = row.dtype.itemsize
     signed = (row + row.dtype.type(0)).view(f"i{size}")
