@@ -36,10 +36,6 @@ def _neg(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.clamp(max=0)
 
 
-def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
-    return a if b is None else (b if a is None else a + b)
-
-
 def _nonnegative(x: Tensor) -> bool:
     return bool((x >= 0).all())
 
