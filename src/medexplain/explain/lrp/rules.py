@@ -159,7 +159,8 @@ class Gamma(Rule):
             raising = layer.forward(x, layer.weight_pos, _pos(b))
             up = torch.add(y, raising, alpha=gamma)
             negative = y < 0
-            if not relevance.masked_select(negative).any():  # then gu = R / stab(up) where y > 0, and 0 = R
+            if not relevance.masked_select(negative).any():  # e.g. a ReLU follows: gd = 0, and R = 0 where
+                # y <= 0, so gu = R / (max(up, 0) + stabilizer) needs no mask
                 return layer.transpose(relevance.div_(up.clamp_(min=0).add_(self.stabilizer)), x, w_up)
             g_up = relevance / up.add_(self.stabilizer)
             g_up.masked_fill_(y <= 0, 0.0)
