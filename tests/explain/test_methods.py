@@ -15,6 +15,7 @@ from tests.explain.models import BagNetLike, DenseNetLike, ResNetLike
 from torch import nn
 
 from medexplain.explain import cam_maps, create_explainer
+from medexplain.explain.gradients import target_gradients
 from medexplain.explain.hooks import capture_output, hook_count
 
 MODES = {2: "bilinear", 3: "trilinear"}
@@ -96,6 +97,12 @@ def test_gradients_through_a_strided_stem_equal_captum(dims: int) -> None:
     torch.testing.assert_close(ours, reference)
     assert hook_count(model) == 0
     assert all(p.grad is None for p in model.parameters())
+    # with create_graph the stem keeps autograd's own backward: a loss on the gradients reaches its weights
+    grads, _, _ = target_gradients(model, x, target, create_graph=True)
+    (stem_grad,) = torch.autograd.grad(grads.square().sum(), model[0].weight)
+    leaf = x.clone().requires_grad_(True)
+    (plain,) = torch.autograd.grad(model(leaf).gather(1, target[:, None]).sum(), leaf, create_graph=True)
+    torch.testing.assert_close(stem_grad, torch.autograd.grad(plain.square().sum(), model[0].weight)[0])
 
 
 @pytest.mark.parametrize("baseline", ["zeros", 0.5, "blur", "tensor"])
