@@ -307,14 +307,14 @@ def _score_metric(
 ) -> tuple[list[dict[str, Any]], int]:
     """Per-map rows of one metric; when a batch is refused, item by item with NaN for the refused maps."""
     try:
-        return evaluate_explanations(stored, dataset, [metric], model=model, mask_name=mask, progress=False)[0], 0
+        return evaluate_explanations(stored, dataset, [metric], model=model, mask_name=mask, progress=False).rows, 0
     except MedexplainError:
         rows, refused = [], 0
         for item in stored.items:
             try:
                 rows += evaluate_explanations(
                     replace(stored, items=(item,)), dataset, [metric], model=model, mask_name=mask, progress=False
-                )[0]
+                ).rows
             except MedexplainError:
                 refused += 1
                 rows += [{"method": m, "metric": metric, "score": math.nan} for m in item.maps]

@@ -221,7 +221,7 @@ def _evaluate(
     stored = load_explanations(maps_dir)
     metrics = [m for m in settings.metrics if mask is not None or m in ("deletion-auc", "insertion-auc", "gini")]
     rows, _empty, curves = evaluate_explanations(
-        stored, dataset, metrics, model=network, mask_name=mask, batch_size=16, progress=progress, curves=True
+        stored, dataset, metrics, model=network, mask_name=mask, batch_size=16, progress=progress
     )
     shares = [float(m.mean()) for m in (dataset[i.index].masks[mask] for i in stored.items) if m.any()] if mask else []
     # Chance level of the pointing game: the mean share of the image a lesion covers, over the scored images.

@@ -1,4 +1,4 @@
-"""``evaluate_explanations(curves=True)``: the deletion/insertion scores and their mean curves from one set of
+"""``evaluate_explanations``: the deletion/insertion scores and their mean curves from one set of
 forward passes; the curves equal those of the former second pass (``mean_curves``, now removed) and the scores
 equal the metric functions."""
 
@@ -73,14 +73,14 @@ def test_scores_and_mean_curves_come_from_one_set_of_forward_passes(tmp_path: Pa
     assert len(units) == 10  # 5 images x 2 methods, one target each
 
     old = _two_pass_curves(stored, dataset, network, batch_size=2)
-    rows, empty, curves = evaluate_explanations(stored, dataset, NAMES, model=model, batch_size=2, curves=True,
+    rows, empty, curves = evaluate_explanations(stored, dataset, NAMES, model=model, batch_size=2,
                                                 progress=False)  # fmt: skip
     assert empty == 0
     assert curves == old  # the same mean curves, bit for bit
     assert set(curves) == {"saliency", "gradcam"} and all(len(c["deletion"]) == 21 for c in curves.values())
 
     model.calls = model.rows = 0
-    evaluate_explanations(stored, dataset, NAMES, model=model, batch_size=2, curves=True, progress=False)
+    evaluate_explanations(stored, dataset, NAMES, model=model, batch_size=2, progress=False)
     # every (image, step) pair of each curve reaches the model once: steps + 1 rows per image and curve metric
     assert model.rows == len(units) * 2 * forward_passes("deletion-auc")
     # per batch and curve metric: one call on the clean inputs, one on all perturbed steps (<= 64 rows)
@@ -102,7 +102,7 @@ def test_scores_and_mean_curves_come_from_one_set_of_forward_passes(tmp_path: Pa
             area = curve_area(torch.tensor([modes[mode]], dtype=torch.float64))[0]
             torch.testing.assert_close(area, torch.tensor(scores, dtype=torch.float64).mean(), rtol=0, atol=1e-6)
 
-    assert evaluate_explanations(stored, dataset, ["gini"], model=model, curves=True, progress=False)[2] == {}
+    assert evaluate_explanations(stored, dataset, ["gini"], model=model, progress=False).curves == {}
 
     # `medexplain evaluate` writes these curves after one pass too
     counted, load_inputs = [], evaluate_cli._inputs

@@ -103,7 +103,7 @@ def test_ray_evaluation_writes_the_same_tables_as_the_local_engine_and_rerun_ski
 ) -> None:
     model, dataset = _inputs(setup["run"], setup["data"], None, "cpu")
     rows, _, curves = evaluate_explanations(load_explanations(setup["local"]), dataset, METRICS, model=model,
-                                            batch_size=3, progress=False, curves=True)  # fmt: skip
+                                            batch_size=3, progress=False)  # fmt: skip
     out = tmp_path / "ray"
     inputs = partial(_inputs, setup["run"], setup["data"], None, "cpu")
     fingerprint = {"model": str(setup["run"]), "data": str(setup["data"]), "split": None, "device": "cpu"}

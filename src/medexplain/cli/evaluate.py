@@ -64,7 +64,7 @@ def evaluate_command(
         explainers = _explainers(stored.methods, names)
         rows, empty, curves = evaluate_explanations(
             stored, dataset, names, model=network, explainers=explainers, mask_name=mask, batch_size=batch_size,
-            device=device, progress=progress, curves=True,
+            device=device, progress=progress,
         )  # fmt: skip
     extra = {"noise_auroc": _noise_auroc(network, dataset, batch_size, device)} if noise_auroc and network else {}
     if wants_curves:

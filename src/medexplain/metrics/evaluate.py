@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -34,6 +34,20 @@ from medexplain.metrics.summary import summarise
 CURVE_METRICS = {"deletion-auc": "deletion", "insertion-auc": "insertion"}
 """The metrics scored as the area under a perturbation curve, and the curve's mode."""
 Curves = dict[str, dict[str, list[float]]]
+
+
+class Evaluation(NamedTuple):
+    """What :func:`evaluate_explanations` returns.
+
+    ``rows``: per-sample rows (:data:`ROW_FIELDS`); ``empty``: the number of NaN scores (empty masks, maps a
+    metric cannot score); ``curves``: the mean deletion / insertion curve per method,
+    ``{method: {"deletion": [...], ...}}`` (``steps + 1`` model scores at evenly spaced fractions of perturbed
+    features; the area under a mean curve is the mean of the scores), empty without curve metrics or model.
+    """
+
+    rows: list[dict[str, Any]]
+    empty: int
+    curves: Curves
 """Mean curves per method and mode: ``{method: {"deletion": [...], "insertion": [...]}}``."""
 ROW_FIELDS = ("id", "index", "label", "method", "target", "metric", "score")
 SUMMARY_FIELDS = ("method", "metric", "category", "higher_is_better", "n", "excluded", "mean", "ci_low", "ci_high")
@@ -109,8 +123,7 @@ def evaluate_explanations(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     progress: bool = True,
-    curves: bool = False,
-) -> tuple[list[dict[str, Any]], int] | tuple[list[dict[str, Any]], int, Curves]:
+) -> Evaluation:
     """Score every stored map with every metric.
 
     The curve metrics (:data:`CURVE_METRICS`) are scored from their perturbation curves (at the metrics'
@@ -124,13 +137,9 @@ def evaluate_explanations(
         model: needed by model-bound metrics; run in eval mode, not modified.
         explainers: method name -> explainer, for robustness and sanity metrics.
         mask_name: which of the dataset's masks to use (default: the first).
-        curves: also return the mean curves.
 
     Returns:
-        per-sample rows (:data:`ROW_FIELDS`) and the number of NaN scores (empty masks); with ``curves``, a
-        third item: the mean deletion / insertion curve per method, ``{method: {"deletion": [...], ...}}``
-        (``steps + 1`` model scores at evenly spaced fractions of perturbed features; the area under a mean
-        curve is the mean of the scores). Empty when no curve metric is requested.
+        :class:`Evaluation`: the rows, the count of NaN scores and the mean curves.
     """
     if batch_size < 1:
         raise MedexplainError(f"--batch-size must be positive, got {batch_size}")
@@ -185,10 +194,8 @@ def evaluate_explanations(
                     for u, s in zip(batch, scores.tolist(), strict=True)
                 )
             bar.advance(task, len(batch))
-    if not curves:
-        return rows, empty
     means = {m: {mode: (total / counts[m]).tolist() for mode, total in c.items()} for m, c in sums.items()}
-    return rows, empty, means
+    return Evaluation(rows, empty, means)
 
 
 def metric_curve(name: str, context: Mapping[str, Any]) -> Tensor:

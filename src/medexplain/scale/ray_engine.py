@@ -316,7 +316,7 @@ class EvaluateWorker:
         items = tuple(replace(item, maps={method: item.maps[method]}) for item in chosen)
         part = replace(self.stored, items=items)
         rows, empty, means = evaluate_explanations(part, self.dataset, model=self.model, explainers=self.explainers,
-                                                   progress=False, curves=True, **self.settings)  # fmt: skip
+                                                   progress=False, **self.settings)  # fmt: skip
         units = sum(len(item.targets or (-1,)) for item in items)
         curves = {mode: [value * units for value in curve] for mode, curve in means.get(method, {}).items()}
         return {"rows": rows, "empty": empty, "curves": curves, "units": units}
