@@ -14,6 +14,7 @@ from medexplain.data import load_dataset
 from medexplain.errors import MedexplainError
 from medexplain.metrics.classification import accuracy
 from medexplain.models import load
+from medexplain.models.bagnet import FlipAveraged
 from medexplain.models.checkpoint import read_tensors
 from medexplain.train import preprocessing_transform, train
 from medexplain.train.averaging import WeightAverage
@@ -89,11 +90,15 @@ def test_flip_averaged_run_records_the_metrics_of_the_flip_averaged_model(fundus
     settings = {"epochs": 1, "batch_size": 8, "progress": False, "tta_flip_axes": [0, 1], "label_smoothing": 0.1}
     config = train("sparse-bagnet9-light", fundus, tmp_path / "run", **settings)
     assert config["training"]["tta_flip_axes"] == [0, 1] and config["training"]["label_smoothing"] == 0.1
-    model, config = load(tmp_path / "run")
+    averaged, config = load(tmp_path / "run")
+    assert isinstance(averaged, FlipAveraged) and averaged.axes == (0, 1)  # what explain and evaluate will see
+    model = averaged.model
     test = load_dataset(config["data"], split="test", transform=preprocessing_transform(config["preprocessing"]))
     images = torch.stack([test[i].image for i in range(len(test))])
     with torch.no_grad():  # the mean of the logits of the four flipped copies, computed here from the plain model
         logits = sum(model(images.flip(dims) if dims else images) for dims in ([], [2], [3], [2, 3])) / 4
+    with torch.no_grad():
+        torch.testing.assert_close(averaged(images), logits)
     recorded = config["metrics"]["test"]
     assert accuracy(test.labels, logits.argmax(1)) == pytest.approx(recorded["accuracy"], abs=1e-12)
     with (tmp_path / "run" / "predictions.csv").open(newline="") as handle:

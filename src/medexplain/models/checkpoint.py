@@ -15,6 +15,7 @@ from torch import nn
 
 from medexplain.errors import MedexplainError
 from medexplain.files import write_bytes
+from medexplain.models.bagnet import FlipAveraged
 from medexplain.models.registry import create_model
 
 CONFIG_FILE = "config.json"
@@ -84,9 +85,14 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 def load(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model of a run folder from ``config.json`` and load ``model.safetensors``.
 
-    Returns ``(model, config)`` with the model in eval mode on ``device``.
+    Returns ``(model, config)`` with the model in eval mode on ``device``; a run trained with test-time flips
+    (``training.tta_flip_axes``) comes back wrapped in :class:`~medexplain.models.bagnet.FlipAveraged`, the model
+    its metrics were measured on.
     """
     config = read_config(run_dir)
     model = create_model(config["model"], **config.get("model_args", {}))
     load_weights(model, Path(run_dir) / WEIGHTS_FILE)
+    flip_axes = config.get("training", {}).get("tta_flip_axes")
+    if flip_axes:
+        model = FlipAveraged(model, flip_axes)
     return model.to(device).eval(), config
