@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,6 @@ def fundus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def referable_fundus(tmp_path_factory) -> Path:
-    """160 synthetic fundus photographs at 48 px labelled referable DR (grade >= 2) or not."""
-    return make_referable(write_fundus(tmp_path_factory.mktemp("data") / "referable", 160, 48, 0, show_progress=False))
-
-
-def make_referable(folder: Path) -> Path:
-    """Rewrite a fundus set's manifest in place with the binary label "referable DR" (grade >= 2), as in the paper."""
-    with (folder / "manifest.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    columns = [c for c in rows[0] if c != "class_name"]
-    with (folder / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            row.pop("class_name")
-            writer.writerow({**row, "label": int(int(row["label"]) >= 2)})
-    return folder
+    """160 synthetic fundus photographs at 48 px labelled referable DR (grade >= 2) or not, as in the paper."""
+    folder = tmp_path_factory.mktemp("data") / "referable"
+    return write_fundus(folder, 160, 48, 0, show_progress=False, label="referable")
