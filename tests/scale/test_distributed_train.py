@@ -16,7 +16,7 @@ from medexplain.data.synth import write_fundus
 from medexplain.errors import MedexplainError
 from medexplain.models import create_model
 from medexplain.train import train
-from medexplain.train.distributed import Context
+from medexplain.train.distributed import Context, is_main_process
 
 # 20 training images, global batch 6 (3 steps, parts of 3 per rank), augmentation on, SGD with momentum
 SETTINGS = {"epochs": 2, "batch_size": 6, "optimizer": "sgd", "lr": 0.05, "seed": 1, "augment": True}
@@ -61,3 +61,12 @@ def test_global_batch_parts_cover_it_once_with_shares_summing_to_one() -> None:
     assert sum(share for _, share in parts) == pytest.approx(1.0)
     with pytest.raises(MedexplainError, match="cannot be split over 3 processes"):
         Context(0, 3).part(2)
+
+
+def test_only_rank_0_counts_as_the_main_process(monkeypatch) -> None:
+    monkeypatch.delenv("RANK", raising=False)
+    assert is_main_process()  # a plain process, not launched by torchrun
+    monkeypatch.setenv("RANK", "0")
+    assert is_main_process()
+    monkeypatch.setenv("RANK", "1")
+    assert not is_main_process()

@@ -82,6 +82,7 @@ def train_command(
 ) -> None:
     """Train a model and write config.json, model.safetensors and metrics.csv to --out."""
     from medexplain.train import train
+    from medexplain.train.distributed import is_main_process
 
     config = train(
         model,
@@ -116,7 +117,8 @@ def train_command(
         for name, value in config["metrics"].get(split, {}).items()
         if name in ("accuracy", "auroc")
     )
-    typer.echo(f"{out}: best epoch {config['metrics']['best_epoch']}; {summary}")
+    if is_main_process():  # under torchrun every rank returns the same config; one line is enough
+        typer.echo(f"{out}: best epoch {config['metrics']['best_epoch']}; {summary}")
 
 
 def register(app: typer.Typer) -> None:

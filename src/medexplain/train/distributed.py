@@ -92,6 +92,11 @@ class _Step(nn.Module):
         return objective(self.net, x, target)
 
 
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of a ``torchrun`` job, or not part of one (what prints the summary)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def context(device: torch.device) -> tuple[Context, torch.device]:
     """Join the ``torchrun`` process group when ``WORLD_SIZE`` > 1; returns the context and this rank's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
