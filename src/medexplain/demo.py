@@ -69,9 +69,16 @@ class DemoSettings:
                 "sparsity_lambda": 0.01,
                 "sparsity_on": "local",
                 "sparsity_warmup": 2,
+                # With 44 validation images AUROC saturates early (0.99 at an epoch with accuracy 0.64).
+                "monitor": "balanced_accuracy",
             },
         ),
-        DemoModel("resnet18", ("gradcam", "lrp-epsilon-plus-flat", "integrated-gradients"), epochs=6),
+        DemoModel(
+            "resnet18",
+            ("gradcam", "lrp-epsilon-plus-flat", "integrated-gradients"),
+            epochs=6,
+            training={"monitor": "balanced_accuracy"},
+        ),
     )
     metrics: tuple[str, ...] = (
         "pointing-game",
