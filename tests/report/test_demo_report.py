@@ -167,3 +167,9 @@ def test_demo_runs_the_same_pipeline_on_a_real_dataset_folder(shared_data: Path,
     scored = {r["id"] for r in rows if r["metric"] == "pointing-game" and r["score"] != "nan"}
     assert scored and all(lesion_area[i] > 0 for i in scored)  # images without a lesion are left out, not scored
     assert "concepts-concepts" not in report.read_text(encoding="utf-8")  # BUSI has no concept labels
+
+
+def test_explainers_run_with_the_settings_method_params(demo: Path) -> None:
+    for model in ("sparse-bagnet9-light", "resnet18"):
+        index = json.loads((demo / "explanations" / model / "index.json").read_text())
+        assert index["methods"]["integrated-gradients"]["steps"] == TINY.method_params["integrated-gradients"]["steps"]
