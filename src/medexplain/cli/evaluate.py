@@ -54,12 +54,11 @@ def evaluate_command(
     wants_curves = model is not None and bool(CURVE_METRICS.keys() & set(names))
     if scale_out is not None:
         fingerprint = {"model": str(model), "data": str(data), "split": split, "device": device}
-        result = scale_out.evaluate_with_ray(
+        rows, empty, curves = scale_out.evaluate_with_ray(
             explanations, inputs, out, names, fingerprint, make_explainers=_explainers, mask_name=mask,
             batch_size=batch_size, device=device, overwrite=overwrite, address=address, workers=workers,
             progress=progress,
-        )  # fmt: skip
-        rows, empty, curves = result.rows, result.empty, result.curves
+        ).evaluation  # fmt: skip
     else:
         explainers = _explainers(stored.methods, names)
         rows, empty, curves = evaluate_explanations(

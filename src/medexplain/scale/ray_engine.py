@@ -34,6 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from medexplain.errors import MedexplainError
 from medexplain.files import write_text
+from medexplain.metrics.evaluate import Evaluation
 
 ACTOR_RESTARTS = 2  # Ray restarts a crashed actor this often and retries the call it was running
 SHARD_ATTEMPTS = 3  # then the driver submits a shard to a fresh actor this often before giving up
@@ -323,12 +324,11 @@ class EvaluateWorker:
 
 
 @dataclass
-class Evaluation:
-    """The gathered result: per-sample ``rows`` in single-process order, NaN count, mean curves per method."""
+class ScaledEvaluation:
+    """The gathered result: what ``evaluate_explanations`` returns in one process, rows in its order, and the
+    pool's report."""
 
-    rows: list[dict[str, Any]]
-    empty: int
-    curves: dict[str, dict[str, list[float]]]
+    evaluation: Evaluation
     report: PoolReport
 
 
@@ -350,7 +350,7 @@ def evaluate_with_ray(
     gpus_per_worker: float | None = None,
     progress: bool = True,
     on_dispatch: Callable[[Any, int], None] | None = None,
-) -> Evaluation:
+) -> ScaledEvaluation:
     """``evaluate_explanations`` (scores and mean curves, one pass) on a Ray cluster, gathered by the driver.
 
     ``inputs()`` (run once by each worker) returns the model (or ``None``) and the dataset that was explained;
@@ -419,7 +419,8 @@ def evaluate_with_ray(
             total = sums.setdefault(method, {}).get(mode)
             sums[method][mode] = curve if total is None else [a + b for a, b in zip(total, curve, strict=True)]
     curves = {m: {mode: [v / units[m] for v in curve] for mode, curve in c.items()} for m, c in sums.items()}
-    return Evaluation(rows, sum(results[n]["empty"] for n in range(len(shards))), curves, report)
+    empty = sum(results[n]["empty"] for n in range(len(shards)))
+    return ScaledEvaluation(Evaluation(rows, empty, curves), report)
 
 
 def shard_folder(out: str | os.PathLike[str]) -> Path:
