@@ -83,14 +83,21 @@ def saliency_auroc(model: nn.Module, images: torch.Tensor, masks: torch.Tensor) 
     return float(mask_auroc(x.grad.abs()[:, 0], masks[:, 0] > 0.5).nanmean())
 
 
+def applied_items(folder: Path) -> list[dict]:
+    """The items of an ``apply_simulator`` output folder, as its ``index.json`` lists them."""
+    return json.loads((folder / "index.json").read_text())["items"]
+
+
+def log_jacobian(folder: Path, item: dict, floor: float) -> np.ndarray:
+    """``log det J`` ``(1, *spatial)`` of one applied item, the determinant clipped below at ``floor``."""
+    return np.log(np.clip(np.load(folder / item["jacobians"]), floor, None))
+
+
 def target_class(folder: Path, dataset, label: int) -> dict[str, float]:
     """Over the test images of one true class (read back from disk): mean AUROC, mean log det J in the mask."""
-    items = json.loads((folder / "index.json").read_text())["items"]
+    items = applied_items(folder)
     chosen = [i for i, item in enumerate(items) if item["label"] == label]
-    log_det_in_mask = [
-        np.log(np.clip(np.load(folder / items[i]["jacobians"])[0], 1e-6, None))[dataset[i].masks["atrophy"][0] > 0.5]
-        for i in chosen
-    ]
+    log_det_in_mask = [log_jacobian(folder, items[i], 1e-6)[0][dataset[i].masks["atrophy"][0] > 0.5] for i in chosen]
     return {
         "auroc_atrophy_target_class": float(np.mean([items[i]["localisation_auroc"]["atrophy"] for i in chosen])),
         "log_det_in_mask": float(np.mean([values.mean() for values in log_det_in_mask])),
@@ -101,12 +108,12 @@ def slices(out: Path, dataset, folders: dict[str, Path], count: int = 4) -> None
     """Axial slices through the mask centre: image, simulated image and log det J per direction."""
     fig, axes = plt.subplots(2 * len(folders), count, figsize=(3 * count, 6 * len(folders)), squeeze=False)
     for row, (direction, folder) in enumerate(folders.items()):
-        items = json.loads((folder / "index.json").read_text())["items"]
+        items = applied_items(folder)
         for col in range(count):
             mask = dataset[col].masks["atrophy"][0].numpy()
             plane = (int(np.argwhere(mask).mean(0)[0].round()),) if mask.ndim == 3 else ()
             image = np.load(folder / items[col]["images"])[0][plane]
-            log_det = np.log(np.clip(np.load(folder / items[col]["jacobians"])[0][plane], 1e-3, None))
+            log_det = log_jacobian(folder, items[col], 1e-3)[0][plane]
             mask = mask[plane]
             axes[2 * row, col].imshow(image, cmap="gray")
             axes[2 * row, col].set_title(f"{direction} label {items[col]['label']}: "

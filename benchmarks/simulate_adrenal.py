@@ -31,7 +31,7 @@ from medexplain.data import load_dataset
 from medexplain.data.transforms import Resize
 from medexplain.simulate import SimulatorConfig, TrainingConfig, disease_logit, train_simulator
 from medexplain.simulate.apply import apply_simulator
-from simulate_3d import fit, fmt, small_cnn
+from simulate_3d import applied_items, fit, fmt, log_jacobian, small_cnn
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -56,9 +56,7 @@ def balanced_subset(labels: torch.Tensor, per_class: int, generator: torch.Gener
 
 def where_it_deforms(folder: Path, images: torch.Tensor) -> dict[str, float]:
     """Mean log det J inside the gland and the share of |log det J| in or near it (2-voxel band)."""
-    items = json.loads((folder / "index.json").read_text())["items"]
-    jacobians = torch.stack([torch.from_numpy(np.load(folder / item["jacobians"])) for item in items])
-    log_det = jacobians.clamp(min=1e-6).log()
+    log_det = torch.stack([torch.from_numpy(log_jacobian(folder, item, 1e-6)) for item in applied_items(folder)])
     gland = images > 0.5
     near = F.max_pool3d(gland.float(), 5, stride=1, padding=2) > 0
     magnitude = log_det.abs()
@@ -74,13 +72,13 @@ def slices(out: Path, images: torch.Tensor, labels: torch.Tensor, folders: dict[
     centre of the input (gland outline in black), the simulated image and log det J (red: growth)."""
     fig, axes = plt.subplots(3 * len(folders), count, figsize=(2.6 * count, 7.2 * len(folders)), squeeze=False)
     for block, (direction, folder) in enumerate(folders.items()):
-        items = json.loads((folder / "index.json").read_text())["items"]
+        items = applied_items(folder)
         chosen = [i for i in range(len(items)) if items[i]["label"] == int(direction == "remove")][:count]
         for col, index in enumerate(chosen):
             gland = images[index, 0].numpy() > 0.5
             plane = int(np.argwhere(gland).mean(0)[0].round())
             simulated = np.load(folder / items[index]["images"])[0, plane]
-            log_det = np.log(np.clip(np.load(folder / items[index]["jacobians"])[0, plane], 1e-3, None))
+            log_det = log_jacobian(folder, items[index], 1e-3)[0, plane]
             title = f"{items[index]['logit_before']:.1f} -> {items[index]['logit_after']:.1f}"
             axes[3 * block, col].imshow(images[index, 0, plane].numpy(), cmap="gray", vmin=0, vmax=1)
             axes[3 * block, col].set_title(f"{direction}, label {items[index]['label']}", fontsize=9)
