@@ -93,6 +93,24 @@ def log_jacobian(folder: Path, item: dict, floor: float) -> np.ndarray:
     return np.log(np.clip(np.load(folder / item["jacobians"]), floor, None))
 
 
+def log_jacobian_panel(
+    fig, ax, log_det: np.ndarray, outline: np.ndarray, limit: float, title: str, line: float, **text
+) -> None:
+    """``log det J`` of one slice in a blue-white-red map over [-limit, limit], the region outlined, a colour bar."""
+    shown = ax.imshow(log_det, cmap="bwr", vmin=-limit, vmax=limit)
+    ax.contour(outline, levels=[0.5], colors="k", linewidths=line)
+    ax.set_title(title, **text)
+    fig.colorbar(shown, ax=ax, fraction=0.046)
+
+
+def save_figure(fig, axes: np.ndarray, path: Path, dpi: int) -> None:
+    """Save a grid of image panels ``axes``, their axes hidden."""
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+
+
 def target_class(folder: Path, dataset, label: int) -> dict[str, float]:
     """Over the test images of one true class (read back from disk): mean AUROC, mean log det J in the mask."""
     items = applied_items(folder)
@@ -118,14 +136,8 @@ def slices(out: Path, dataset, folders: dict[str, Path], count: int = 4) -> None
             axes[2 * row, col].imshow(image, cmap="gray")
             axes[2 * row, col].set_title(f"{direction} label {items[col]['label']}: "
                                          f"{items[col]['logit_before']:.1f} -> {items[col]['logit_after']:.1f}")
-            shown = axes[2 * row + 1, col].imshow(log_det, cmap="bwr", vmin=-0.5, vmax=0.5)
-            axes[2 * row + 1, col].contour(mask, levels=[0.5], colors="k", linewidths=0.8)
-            axes[2 * row + 1, col].set_title("log det J (blue: shrink)")
-            fig.colorbar(shown, ax=axes[2 * row + 1, col], fraction=0.046)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    fig.tight_layout()
-    fig.savefig(out / "slices.png", dpi=80)
+            log_jacobian_panel(fig, axes[2 * row + 1, col], log_det, mask, 0.5, "log det J (blue: shrink)", 0.8)
+    save_figure(fig, axes, out / "slices.png", dpi=80)
 
 
 def main() -> None:

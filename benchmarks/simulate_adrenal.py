@@ -31,7 +31,7 @@ from medexplain.data import load_dataset
 from medexplain.data.transforms import Resize
 from medexplain.simulate import SimulatorConfig, TrainingConfig, disease_logit, train_simulator
 from medexplain.simulate.apply import apply_simulator
-from simulate_3d import applied_items, fit, fmt, log_jacobian, small_cnn
+from simulate_3d import applied_items, fit, fmt, log_jacobian, log_jacobian_panel, save_figure, small_cnn
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -85,14 +85,9 @@ def slices(out: Path, images: torch.Tensor, labels: torch.Tensor, folders: dict[
             axes[3 * block + 1, col].imshow(simulated, cmap="gray", vmin=0, vmax=1)
             axes[3 * block + 1, col].contour(gland[plane], levels=[0.5], colors="r", linewidths=0.6)
             axes[3 * block + 1, col].set_title(f"simulated, logit {title}", fontsize=9)
-            shown = axes[3 * block + 2, col].imshow(log_det, cmap="bwr", vmin=-0.4, vmax=0.4)
-            axes[3 * block + 2, col].contour(gland[plane], levels=[0.5], colors="k", linewidths=0.6)
-            axes[3 * block + 2, col].set_title("log det J (red: growth)", fontsize=9)
-            fig.colorbar(shown, ax=axes[3 * block + 2, col], fraction=0.046)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    fig.tight_layout()
-    fig.savefig(out / "slices.png", dpi=60)
+            log_jacobian_panel(fig, axes[3 * block + 2, col], log_det, gland[plane], 0.4, "log det J (red: growth)",
+                               0.6, fontsize=9)  # fmt: skip
+    save_figure(fig, axes, out / "slices.png", dpi=60)
 
 
 def main() -> None:
