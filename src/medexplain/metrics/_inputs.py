@@ -126,9 +126,7 @@ def sort_rows(values: Tensor) -> tuple[Tensor, Tensor]:
 
 def sorted_values(values: Tensor) -> Tensor:
     """Each row of ``values`` (B, N) sorted ascending, as :func:`sort_rows` without the order."""
-    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64) and len(values):
-        return torch.from_numpy(np.stack([row[_radix_order(row)] for row in values.detach().numpy()]))
-    return values.sort(dim=1).values
+    return sort_rows(values)[0]
 
 
 def _tied_ranks(ordered: Tensor) -> Tensor:
