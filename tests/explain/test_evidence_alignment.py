@@ -9,6 +9,7 @@ import torch
 from medexplain.explain import create_explainer
 from medexplain.explain.resample import patches_to_input
 from medexplain.models import create_model
+from medexplain.models.bagnet import FlipAveraged
 
 
 def test_patches_to_input_places_values_at_centres_and_interpolates_between_them() -> None:
@@ -39,9 +40,24 @@ def test_evidence_of_every_patch_is_at_its_centre_and_its_mean_is_the_logit(spat
     torch.testing.assert_close(coarse.flatten(1).mean(1), explanation.logits[[0, 1], [2, 0]])
 
 
-def test_a_changed_patch_moves_the_map_where_the_change_is() -> None:
+def test_flip_averaged_evidence_sits_at_the_patch_centres_like_its_bagnet() -> None:
+    torch.manual_seed(2)
+    bagnet = create_model("bagnet9-light", in_channels=1, num_classes=2, width=4).double().eval()
+    averaged = FlipAveraged(bagnet, (0, 1))
+    x = torch.randn(1, 1, 33, 33, dtype=torch.float64)
+    explanation = create_explainer("evidence")(averaged, x, 1)
+    with torch.no_grad():
+        expected = patches_to_input(averaged.evidence_map(x)[:, 1:], (33, 33), bagnet.patch_size, bagnet.patch_stride)
+    torch.testing.assert_close(explanation.maps[:, 0], expected[:, 0])
+    assert not torch.allclose(averaged.evidence_map(x), bagnet.evidence_map(x))  # the flips do change the map
+
+
+@pytest.mark.parametrize("flip_averaged", [False, True])
+def test_a_changed_patch_moves_the_map_where_the_change_is(flip_averaged: bool) -> None:
     torch.manual_seed(1)
     model = create_model("bagnet9-light", in_channels=1, num_classes=2, width=4).double().eval()
+    if flip_averaged:  # 41 - 9 is a multiple of 8: flipped-back patches coincide with the unflipped ones
+        model = FlipAveraged(model, (0, 1))
     x = torch.zeros(1, 1, 41, 41, dtype=torch.float64)
     changed = x.clone()
     changed[0, 0, 24:33, 8:17] = torch.randn(9, 9, dtype=torch.float64) * 5  # exactly patch (3, 1): centre (28, 12)

@@ -165,7 +165,8 @@ class FlipAveraged(nn.Module):
     map ``(B, K, *spatial')`` whose spatial mean is the logits, and ``forward(x)`` equals the mean of the flipped
     inputs' logits. Flipped-back positions align exactly with the unflipped ones when ``(n - q)`` is a multiple
     of the stride 8 along each flipped axis of length ``n`` (e.g. n = 33, 41, 49, 57 for q = 9 or 17); otherwise
-    they are shifted by ``(n - q) mod 8`` input pixels.
+    they are shifted by ``(n - q) mod 8`` input pixels. The wrapped model's ``patch_size`` and ``patch_stride``
+    are passed through, so the ``evidence`` explainer places the averaged map on the unflipped patches' centres.
 
     Args:
         model: a model with ``evidence_map(x) -> (B, K, *spatial')`` (a :class:`BagNet`).
@@ -186,6 +187,16 @@ class FlipAveraged(nn.Module):
     def class_bias(self) -> Tensor:
         """The wrapped model's per-class bias ``(K,)`` (flips leave it unchanged)."""
         return self.model.class_bias
+
+    @property
+    def patch_size(self) -> int:
+        """The wrapped model's patch size q, so explainers place the averaged evidence on the patch centres."""
+        return self.model.patch_size
+
+    @property
+    def patch_stride(self) -> int:
+        """The wrapped model's evidence stride (8 for the BagNets)."""
+        return self.model.patch_stride
 
     def evidence_map(self, x: Tensor) -> Tensor:
         """Mean of the flipped-back evidence maps of all flipped copies of ``x``, ``(B, K, *spatial')``."""
