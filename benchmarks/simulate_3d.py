@@ -3,9 +3,12 @@
 Writes ``medexplain.data.synth.write_deformation`` volumes (class 1: local atrophy of the left hippocampus,
 mask ``atrophy``), trains a small 3D CNN classifier (``--classifier small``) or a registered model through
 ``medexplain.train`` (``--classifier resnet18``), then a simulator, and applies it in both directions to the
-test split. Prints flip rate, logit shift, folding rate, smoothness and the localisation AUROC of
-``-d log det J`` against the atrophy mask, next to the AUROC of a gradient saliency map of the same classifier
-(|d logit / d x|, Simonyan et al. 2014) computed in the same run. Example slices go to ``OUT/slices.png``.
+test split. Prints flip rate, logit shift, folding rate, smoothness, the localisation AUROC of
+``-d log det J`` against the atrophy mask and the share of the ``|log det J|`` mass inside it, next to the same
+for a gradient saliency map of the same classifier (|d logit / d x|, Simonyan et al. 2014) computed in the same
+run and the share for the true atrophy. The simulator is trained with a minimal-change penalty
+(``--displacement-weight``, default 0.5: without it the 3D maps localised in one seed of two, see
+benchmarks/RESULTS.md). Example slices go to ``OUT/slices.png``.
 One torch thread by default: on a shared 2-core machine two threads made each simulator step 5-8x slower.
 
     .venv/bin/python benchmarks/simulate_3d.py --out /tmp/simulate_3d
@@ -76,11 +79,13 @@ def fit(
     return model.eval()
 
 
-def saliency_auroc(model: nn.Module, images: torch.Tensor, masks: torch.Tensor) -> float:
-    """Mean AUROC of |d disease logit / d x| against the masks (the saliency baseline)."""
+def saliency_baseline(model: nn.Module, images: torch.Tensor, masks: torch.Tensor) -> tuple[float, float]:
+    """|d disease logit / d x| against the masks (the saliency baseline): mean AUROC, mean share of its mass inside."""
     x = images.clone().requires_grad_(True)
     disease_logit(model(x)).sum().backward()
-    return float(mask_auroc(x.grad.abs()[:, 0], masks[:, 0] > 0.5).nanmean())
+    saliency, inside = x.grad.abs()[:, 0], masks[:, 0] > 0.5
+    share = (saliency * inside).flatten(1).sum(1) / saliency.flatten(1).sum(1).clamp_min(1e-12)
+    return float(mask_auroc(saliency, inside).nanmean()), float(share.mean())
 
 
 def applied_items(folder: Path) -> list[dict]:
@@ -111,15 +116,35 @@ def save_figure(fig, axes: np.ndarray, path: Path, dpi: int) -> None:
     fig.savefig(path, dpi=dpi)
 
 
+def share_in_mask(log_det: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the ``|log det J|`` mass (the whole deformation's volume change) that lies inside ``mask``."""
+    magnitude = np.abs(log_det)
+    return float(magnitude[mask].sum() / max(magnitude.sum(), 1e-12))
+
+
 def target_class(folder: Path, dataset, label: int) -> dict[str, float]:
-    """Over the test images of one true class (read back from disk): mean AUROC, mean log det J in the mask."""
+    """Over the test images of one true class (read back from disk): mean AUROC, mean log det J in the mask and
+    mean share of the |log det J| mass in the mask."""
     items = applied_items(folder)
     chosen = [i for i, item in enumerate(items) if item["label"] == label]
-    log_det_in_mask = [log_jacobian(folder, items[i], 1e-6)[0][dataset[i].masks["atrophy"][0] > 0.5] for i in chosen]
+    log_dets = {i: log_jacobian(folder, items[i], 1e-6)[0] for i in chosen}
+    masks = {i: dataset[i].masks["atrophy"][0].numpy() > 0.5 for i in chosen}
     return {
         "auroc_atrophy_target_class": float(np.mean([items[i]["localisation_auroc"]["atrophy"] for i in chosen])),
-        "log_det_in_mask": float(np.mean([values.mean() for values in log_det_in_mask])),
+        "log_det_in_mask": float(np.mean([log_dets[i][masks[i]].mean() for i in chosen])),
+        "share_in_mask": float(np.mean([share_in_mask(log_dets[i], masks[i]) for i in chosen])),
     }
+
+
+def true_share_in_mask(dataset) -> float:
+    """The same share for the true atrophy (the generator's det J, stored per phantom) of the atrophied images."""
+    shares = []
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        if sample.label == 1:
+            log_det = np.log(np.load(Path(dataset.source) / sample.meta["jacobian"], allow_pickle=False))
+            shares.append(share_in_mask(log_det, sample.masks["atrophy"][0].numpy() > 0.5))
+    return float(np.mean(shares))
 
 
 def slices(out: Path, dataset, folders: dict[str, Path], count: int = 4) -> None:
@@ -153,8 +178,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--margin", type=float, default=5.0)
+    parser.add_argument("--relative-margin", type=float, default=None,
+                        help="set the margin to this multiple of the mean |disease logit| of the training images "
+                             "(instead of --margin)")
     parser.add_argument("--max-displacement", type=float, default=1.5, help="magnitude bound (voxels)")
     parser.add_argument("--smoothness", type=float, default=0.04)
+    parser.add_argument("--displacement-weight", type=float, default=0.5,
+                        help="minimal-change penalty: weight of the mean displacement length (voxels)")
     parser.add_argument("--channels", default="8,16,32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -188,11 +218,16 @@ def main() -> None:
     with torch.no_grad():
         accuracy = float((classifier(test_images).argmax(1) == test.labels).float().mean())
 
+    if args.relative_margin is not None:
+        with torch.no_grad():
+            args.margin = args.relative_margin * float(disease_logit(classifier(images)).abs().mean())
+
     start = time.perf_counter()
     config = SimulatorConfig(args.dims, 1, channels=tuple(int(c) for c in args.channels.split(",")))
     settings = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                               margin=args.margin, magnitude_bound=args.max_displacement,
-                              smoothness_weight=args.smoothness, seed=args.seed)
+                              smoothness_weight=args.smoothness, displacement_weight=args.displacement_weight,
+                              seed=args.seed)
     simulator, history = train_simulator(classifier, TensorDataset(images), config, settings)
     timings["simulator"] = time.perf_counter() - start
 
@@ -202,26 +237,29 @@ def main() -> None:
         rows.append(apply_simulator(simulator, classifier, test, direction, folders[direction], overwrite=True))
         # the images the direction is meant for: healthy ones get atrophy injected, atrophied ones lose it
         rows[-1].update(target_class(folders[direction], test, int(direction == "remove")))
-    saliency = saliency_auroc(classifier, test_images, test_masks)
+    saliency, saliency_share = saliency_baseline(classifier, test_images, test_masks)
+    truth_share = true_share_in_mask(test)
 
     print(f"\n{args.dims}D synthetic atrophy, {args.size}^{args.dims}, n={args.n} (train {len(train)}, "
-          f"test {len(test)}), classifier {args.classifier} test accuracy {accuracy:.3f}")
+          f"test {len(test)}), classifier {args.classifier} test accuracy {accuracy:.3f}, margin {args.margin:.2f}")
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     header = ("direction", "eligible", "flip rate", "logit shift", "AUROC -d log detJ", "AUROC, target class",
-              "log detJ in mask, target class", "folding", "smoothness", "|u|")
+              "log detJ in mask, target class", "share of mass in mask, target class", "folding", "smoothness", "|u|")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
         print(f"| {row['direction']} | {row['eligible']} | {fmt(row['flip_rate'], '.3f')} | "
               f"{row['logit_shift']:+.2f} | "
               f"{row['auroc_atrophy']:.3f} | {row['auroc_atrophy_target_class']:.3f} | {row['log_det_in_mask']:+.3f} | "
-              f"{row['folding_rate']:.2e} | "
+              f"{row['share_in_mask']:.3f} | {row['folding_rate']:.2e} | "
               f"{row['smoothness']:.4f} | "
               f"{row['mean_displacement']:.3f} |")
-    print(f"| gradient saliency baseline | | | | {saliency:.3f} | | | | | |")
+    print(f"| gradient saliency baseline | | | | {saliency:.3f} | | | {saliency_share:.3f} | | | |")
+    print(f"| true atrophy (atrophied images) | | | | | | | {truth_share:.3f} | | | |")
     (args.out / "results.json").write_text(json.dumps(
         {"args": {k: str(v) for k, v in vars(args).items()}, "accuracy": accuracy, "timings": timings,
-         "summaries": rows, "saliency_auroc": saliency, "history": history}, indent=2))
+         "summaries": rows, "saliency_auroc": saliency,
+         "saliency_share_in_mask": saliency_share, "true_share_in_mask": truth_share, "history": history}, indent=2))
     slices(args.out, test, folders)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -67,9 +68,10 @@ def test_simulator_flips_predictions_and_its_jacobians_localise_the_atrophy(atro
     for name, value in classifier.state_dict().items():  # the user's classifier is never modified
         torch.testing.assert_close(value, weights[name], rtol=0, atol=0)
 
+    summaries = {}
     for direction in ("inject", "remove"):
         out = tmp_path / direction
-        summary = apply_simulator(simulator, classifier, test, direction, out, progress=False)
+        summary = summaries[direction] = apply_simulator(simulator, classifier, test, direction, out, progress=False)
         assert summary["eligible"] >= 10
         assert summary["flip_rate"] >= 0.8, summary
         assert summary["logit_shift"] * (1 if direction == "inject" else -1) > 3.0
@@ -84,3 +86,16 @@ def test_simulator_flips_predictions_and_its_jacobians_localise_the_atrophy(atro
             jacobian = np.load(out / row["jacobians"])
             expected = roc_auc_score(sample.masks["atrophy"].numpy().ravel() > 0.5, -sign * np.log(jacobian).ravel())
             assert float(row["auroc_atrophy"]) == pytest.approx(expected, abs=1e-5)
+
+    # with the minimal-change penalty (the 3D benchmark's setting): flips, no folding, displacements at least 20 %
+    # shorter, localisation still well above chance (AUROC 0.75 inject / 0.86 remove here when written, vs 0.90 / 0.96
+    # without: in this 2D case the penalty does not sharpen the maps; in 3D it is what makes them hold across seeds)
+    minimal_change = replace(settings, displacement_weight=0.5)
+    penalised, _ = train_simulator(classifier, TensorDataset(images), config, minimal_change, progress=False)
+    for direction in ("inject", "remove"):
+        summary = apply_simulator(penalised, classifier, test, direction, tmp_path / f"penalised_{direction}",
+                                  progress=False)
+        assert summary["flip_rate"] >= 0.8, summary
+        assert summary["auroc_atrophy"] > 0.7, summary
+        assert summary["folding_rate"] < 0.01
+        assert summary["mean_displacement"] < 0.8 * summaries[direction]["mean_displacement"], summary

@@ -35,7 +35,8 @@ def run(atrophy_2d, tmp_path_factory):
 def simulator_dir(run, atrophy_2d, tmp_path_factory):
     out = tmp_path_factory.mktemp("simulator") / "sim"
     code = main(["simulate", "train", "--classifier", str(run), "--data", str(atrophy_2d), "--out", str(out),
-                 "--epochs", "1", "--batch-size", "16", "--channels", "4,8", "--lr", "3e-3", "--no-progress"])
+                 "--epochs", "1", "--batch-size", "16", "--channels", "4,8", "--lr", "3e-3",
+                 "--displacement-weight", "0.5", "--no-progress"])
     assert code == 0
     return out
 
@@ -45,6 +46,7 @@ def test_train_writes_safetensors_and_json(simulator_dir, run) -> None:
     document = json.loads((simulator_dir / "simulator.json").read_text())
     assert document["simulator"]["channels"] == [4, 8] and document["simulator"]["spatial_dims"] == 2
     assert document["classifier"] == str(run.resolve())
+    assert document["training"]["displacement_weight"] == 0.5 and document["training"]["epochs"] == 1
     simulator, _ = load_simulator(simulator_dir)
     assert not simulator.training
 

@@ -14,6 +14,7 @@ from medexplain.simulate import (
     SimulatorConfig,
     compose,
     disease_logit,
+    displacement_loss,
     frozen,
     hinge_loss,
     smoothness_loss,
@@ -90,6 +91,29 @@ def test_smoothness_is_the_mean_absolute_finite_difference() -> None:
     field = torch.zeros(1, 2, 4, 5)
     field[0, 0] = torch.arange(5.0)  # slope 1 along the last axis, 0 along the first
     torch.testing.assert_close(smoothness_loss(field), torch.tensor(0.5))  # mean over both channels
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_displacement_penalty_is_the_mean_length_of_the_displacements(dims: int) -> None:
+    field = torch.zeros(1, dims, *([2] * dims))
+    field[(0, slice(None), *([0] * dims))] = torch.tensor([3.0, 4.0, 12.0][:dims])  # length 5 (2D) or 13 (3D)
+    field[(0, 0, *([1] * dims))] = -1.0  # length 1
+    expected = (5.0 if dims == 2 else 13.0) + 1.0
+    torch.testing.assert_close(displacement_loss(field), torch.tensor(expected / 2**dims))
+    # in the objective: weight x the penalty on the forward (sampling) field, and nothing when the weight is 0
+    simulator = Simulator(SimulatorConfig(spatial_dims=dims, in_channels=1, channels=(4, 8)))
+    with torch.no_grad():
+        simulator.head.bias.normal_(0, 0.3)
+    classifier = nn.Sequential(nn.Flatten(), nn.Linear(6**dims, 2))
+    image, direction = torch.rand(2, 1, *([6] * dims)), torch.tensor([1.0, -1.0])
+    _, parts = simulator_loss(simulator, classifier, image, direction, TrainingConfig(displacement_weight=2.5))
+    with torch.no_grad():
+        forward = simulator.simulate(image, direction).displacement
+    assert parts["displacement"] == pytest.approx(2.5 * float(forward.norm(dim=1).mean()), rel=1e-5)
+    assert float(forward.norm(dim=1).mean()) > 0.05
+    assert "displacement" not in simulator_loss(simulator, classifier, image, direction, TrainingConfig())[1]
+    with pytest.raises(MedexplainError, match="invalid simulator training settings"):
+        TrainingConfig(displacement_weight=-1.0)
 
 
 @pytest.mark.parametrize("dims", [2, 3])

@@ -46,6 +46,8 @@ def train_command(
     smoothness: float = typer.Option(0.04, help="Weight of the L1 gradient of the forward field."),
     cycle_smoothness: float = typer.Option(0.01, help="Weight of the L1 gradient of the backward (cycle) field."),
     max_displacement: float | None = typer.Option(None, help="Penalise displacements longer than this (voxels)."),
+    displacement_weight: float = typer.Option(
+        0.0, help="Weight of the minimal-change penalty, the mean displacement length (voxels); 0: off."),
     channels: str = typer.Option("16,32,64", help="U-Net channels per level."),
     experts: int = typer.Option(4, help="Expert kernels per conditional convolution."),
     integration_steps: int = typer.Option(7, help="Scaling-and-squaring steps (0: plain displacement field)."),
@@ -62,7 +64,7 @@ def train_command(
     settings = TrainingConfig(
         epochs=epochs, batch_size=batch_size, learning_rate=lr, margin=margin, cycle_weight=cycle_weight,
         smoothness_weight=smoothness, cycle_smoothness_weight=cycle_smoothness, magnitude_bound=max_displacement,
-        disease_class=disease_class, seed=seed,
+        displacement_weight=displacement_weight, disease_class=disease_class, seed=seed,
     )
     document = train_from_run(
         classifier, data, out, split=split or None, settings=settings, device=device, overwrite=overwrite,

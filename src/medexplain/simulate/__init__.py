@@ -9,6 +9,7 @@ from medexplain.simulate.jacobian import folding_rate, jacobian_determinant, jac
 from medexplain.simulate.losses import (
     cycle_loss,
     disease_logit,
+    displacement_loss,
     frozen,
     hinge_loss,
     magnitude_loss,
@@ -28,6 +29,7 @@ __all__ = [
     "compose",
     "cycle_loss",
     "disease_logit",
+    "displacement_loss",
     "folding_rate",
     "frozen",
     "hinge_loss",

@@ -41,6 +41,16 @@ def smoothness_loss(field: Tensor) -> Tensor:
     return sum(field.diff(dim=axis).abs().mean() for axis in range(2, field.dim()))
 
 
+def displacement_loss(field: Tensor) -> Tensor:
+    """Mean length ``|u(p)|`` of the displacements (voxels): a minimal-change penalty.
+
+    An L1 penalty over voxels on the Euclidean length of each displacement (a group lasso), so deforming a few
+    voxels a lot costs the same as deforming many a little: a simulator that must move the logit while paying it
+    deforms only where the classifier is sensitive.
+    """
+    return field.norm(dim=1).mean()
+
+
 def magnitude_loss(field: Tensor, bound: float) -> Tensor:
     """Mean ``ReLU(|u(p)| - bound)``: penalises displacements longer than ``bound`` voxels."""
     return torch.relu(field.norm(dim=1) - bound).mean()

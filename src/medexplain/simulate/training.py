@@ -4,7 +4,9 @@ For each image ``x`` and a random direction ``d``: ``x' = G(x, d)``, ``x'' = G(x
 
     loss = hinge(F(x), F(x'), d, margin) + cycle_weight * ||x'' - x||^2
            + smoothness_weight * |grad u_forward|_1 + cycle_smoothness_weight * |grad u_backward|_1
-           [+ magnitude_weight * ReLU(|u_forward| - magnitude_bound)]
+           [+ magnitude_weight * ReLU(|u_forward| - magnitude_bound)] [+ displacement_weight * |u_forward|]
+
+(means over the batch and the voxels; ``|u|`` is the Euclidean length of a displacement in voxels).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from medexplain.errors import MedexplainError
 from medexplain.simulate.losses import (
     cycle_loss,
     disease_logit,
+    displacement_loss,
     frozen,
     hinge_loss,
     magnitude_loss,
@@ -31,7 +34,12 @@ from medexplain.simulate.network import Simulator, SimulatorConfig
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Optimisation settings; loss weights default to the paper's (smoothness 0.04, cycle field 0.01)."""
+    """Optimisation settings; loss weights default to the paper's (smoothness 0.04, cycle field 0.01).
+
+    ``displacement_weight`` (0: off) weights the minimal-change penalty :func:`~medexplain.simulate.displacement_loss`,
+    which is not in the paper: it keeps the deformation where the classifier is sensitive (see the simulator section
+    of benchmarks/RESULTS.md; 0.5 with margin 5 in the 3D benchmark).
+    """
 
     epochs: int = 30
     batch_size: int = 8
@@ -42,11 +50,13 @@ class TrainingConfig:
     cycle_smoothness_weight: float = 0.01
     magnitude_bound: float | None = None
     magnitude_weight: float = 1.0
+    displacement_weight: float = 0.0
     disease_class: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0 or self.margin < 0:
+        if (self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0 or self.margin < 0
+                or self.displacement_weight < 0):
             raise MedexplainError(f"invalid simulator training settings {self}")
 
     def to_dict(self) -> dict:
@@ -83,6 +93,8 @@ def simulator_loss(
     }
     if settings.magnitude_bound is not None:
         parts["magnitude"] = settings.magnitude_weight * magnitude_loss(forward.displacement, settings.magnitude_bound)
+    if settings.displacement_weight:
+        parts["displacement"] = settings.displacement_weight * displacement_loss(forward.displacement)
     total = sum(parts.values())
     logs = {name: float(value.detach()) for name, value in parts.items()}
     logs["logit_shift"] = float(((simulated_logit - original_logit) * direction).mean().detach())
