@@ -12,7 +12,6 @@ seconds and ratios to the single-process engine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
@@ -77,17 +76,14 @@ def main() -> None:
     import ray
 
     from medexplain.data.synth import write_fundus
-    from medexplain.models import create_model, save_weights
+    from medexplain.models import create_model, save_run
 
     with tempfile.TemporaryDirectory(prefix="medexplain-scale-") as folder:
         work = Path(folder)
         data = write_fundus(work / "data", options.items, 48, seed=0, show_progress=False)
-        run = work / "run"
-        run.mkdir()
         torch.manual_seed(0)
         model_args = {"in_channels": 3, "num_classes": 5, "spatial_dims": 2}
-        save_weights(create_model("bagnet9-light", **model_args), run / "model.safetensors")
-        (run / "config.json").write_text(json.dumps({"model": "bagnet9-light", "model_args": model_args}))
+        run = save_run(create_model("bagnet9-light", **model_args), work / "run", "bagnet9-light", model_args)
 
         rows = [("explain+evaluate", "local engine, 1 process", _explain_evaluate(run, data, work, "local", None))]
         ray.init(num_cpus=max(counts), include_dashboard=False, logging_level="ERROR", log_to_driver=False)

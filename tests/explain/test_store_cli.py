@@ -15,19 +15,16 @@ from medexplain.data.synth import write_fundus
 from medexplain.errors import MedexplainError
 from medexplain.explain import create_explainer
 from medexplain.explain.store import ExplanationWriter, load_explanations
-from medexplain.models import create_model, load, save_weights
+from medexplain.models import create_model, load, save_run
 
 
 @pytest.fixture(scope="module")
 def run_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("explain_cli")
     data = write_fundus(root / "data", n=5, size=48, seed=0, show_progress=False)
-    run = root / "run"
-    run.mkdir()
     torch.manual_seed(0)
     model_args = {"in_channels": 3, "num_classes": 5, "spatial_dims": 2}
-    save_weights(create_model("bagnet9-light", **model_args), run / "model.safetensors")
-    (run / "config.json").write_text(json.dumps({"model": "bagnet9-light", "model_args": model_args}))
+    run = save_run(create_model("bagnet9-light", **model_args), root / "run", "bagnet9-light", model_args)
     return run, data
 
 

@@ -17,17 +17,13 @@ from medexplain.data import load_dataset
 from medexplain.data.synth import write_deformation
 from medexplain.explain.store import load_explanations
 from medexplain.metrics import get_metric
-from medexplain.models import create_model
-from medexplain.models.checkpoint import save_weights
+from medexplain.models import create_model, save_run
 
 
 def _run_folder(path: Path, dataset, spatial_dims: int) -> Path:
     torch.manual_seed(0)
     args = {"in_channels": dataset.in_channels, "num_classes": dataset.num_classes, "spatial_dims": spatial_dims}
-    model = create_model("bagnet9-light", **args)
-    path.mkdir()
-    save_weights(model, path / "model.safetensors")
-    (path / "config.json").write_text(json.dumps({"model": "bagnet9-light", "model_args": args}))
+    save_run(create_model("bagnet9-light", **args), path, "bagnet9-light", args)
     return path
 
 

@@ -18,8 +18,7 @@ from medexplain.explain.store import load_explanations
 from medexplain.metrics import forward_passes, get_metric
 from medexplain.metrics.evaluate import _context, evaluate_explanations, method_batches, stored_units
 from medexplain.metrics.faithfulness import curve_area, perturbation_curve
-from medexplain.models import create_model
-from medexplain.models.checkpoint import save_weights
+from medexplain.models import create_model, save_run
 
 NAMES = ["deletion-auc", "gini", "insertion-auc"]
 
@@ -56,12 +55,9 @@ def _two_pass_curves(stored, dataset, model: nn.Module, batch_size: int) -> dict
 
 def test_scores_and_mean_curves_come_from_one_set_of_forward_passes(tmp_path: Path, monkeypatch) -> None:
     data = write_deformation(tmp_path / "data", n=5, spatial_dims=2, size=24, seed=0, show_progress=False)
-    run = tmp_path / "run"
-    run.mkdir()
     torch.manual_seed(0)
     args = {"in_channels": 1, "num_classes": 2, "spatial_dims": 2}
-    save_weights(create_model("bagnet9-light", **args), run / "model.safetensors")
-    (run / "config.json").write_text(json.dumps({"model": "bagnet9-light", "model_args": args}))
+    run = save_run(create_model("bagnet9-light", **args), tmp_path / "run", "bagnet9-light", args)
     explained = tmp_path / "maps"
     command = ["explain", "--model", str(run), "--data", str(data), "--method", "saliency,gradcam", "--split", "",
                "--out", str(explained), "--no-progress"]  # fmt: skip

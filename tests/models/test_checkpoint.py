@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medexplain.errors import MedexplainError
-from medexplain.models import create_model, load, save_weights
+from medexplain.models import create_model, load, save_run
 
 
 def _run_folder(tmp_path: Path, name: str, **model_args) -> tuple[Path, torch.nn.Module]:
@@ -19,10 +19,7 @@ def _run_folder(tmp_path: Path, name: str, **model_args) -> tuple[Path, torch.nn
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.running_mean.uniform_(-1, 1)
                 module.num_batches_tracked.fill_(7)
-    save_weights(model, tmp_path / "model.safetensors")
-    config = {"model": name, "model_args": model_args}
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    return tmp_path, model
+    return save_run(model, tmp_path, name, model_args), model
 
 
 @pytest.mark.parametrize(

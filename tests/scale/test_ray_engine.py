@@ -17,7 +17,7 @@ from medexplain.cli.explain import _inputs
 from medexplain.data.synth import write_fundus
 from medexplain.explain.store import ExplanationWriter, load_explanations
 from medexplain.metrics.evaluate import evaluate_explanations
-from medexplain.models import create_model, save_weights
+from medexplain.models import create_model, save_run
 from medexplain.scale import ray_engine
 from medexplain.scale.ray_engine import evaluate_with_ray, shard_folder
 
@@ -37,12 +37,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A 7-image dataset, an untrained 5-class BagNet and its single-process explanations (batches of 2)."""
     root = tmp_path_factory.mktemp("scale")
     data = write_fundus(root / "data", n=7, size=48, seed=0, show_progress=False)
-    run = root / "run"
-    run.mkdir()
     torch.manual_seed(0)
     model_args = {"in_channels": 3, "num_classes": 5, "spatial_dims": 2}
-    save_weights(create_model("bagnet9-light", **model_args), run / "model.safetensors")
-    (run / "config.json").write_text(json.dumps({"model": "bagnet9-light", "model_args": model_args}))
+    run = save_run(create_model("bagnet9-light", **model_args), root / "run", "bagnet9-light", model_args)
     args = ["explain", "--model", str(run), "--data", str(data), "--split", "", "--batch-size", "2", "--no-progress",
             "--method", ",".join(METHODS)]  # fmt: skip
     assert main([*args, "--out", str(root / "local")]) == 0

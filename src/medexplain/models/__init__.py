@@ -2,7 +2,7 @@
 
 from medexplain.models import zoo  # noqa: F401  (registers the models)
 from medexplain.models.bagnet import BagNet
-from medexplain.models.checkpoint import load, load_weights, save_weights
+from medexplain.models.checkpoint import load, load_weights, save_run, save_weights
 from medexplain.models.registry import MODELS, available, create_model, register_model
 from medexplain.models.resnet import ResNet18
 
@@ -15,5 +15,6 @@ __all__ = [
     "load",
     "load_weights",
     "register_model",
+    "save_run",
     "save_weights",
 ]

@@ -14,7 +14,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from medexplain.errors import MedexplainError
-from medexplain.files import write_bytes
+from medexplain.files import write_bytes, write_text
 from medexplain.models.bagnet import FlipAveraged
 from medexplain.models.registry import create_model
 
@@ -64,6 +64,20 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
         raise MedexplainError(f"{path}: checkpoint does not match the model: unexpected tensor {extra[0]!r}")
     model.load_state_dict(tensors, strict=True)
     return model
+
+
+def save_run(model: nn.Module, run_dir: str | os.PathLike[str], name: str, model_args: dict[str, Any]) -> Path:
+    """Write ``model`` (built as ``create_model(name, **model_args)``) as a run folder that :func:`load` reads.
+
+    For weights trained elsewhere, or an untrained model: ``model.safetensors`` and a ``config.json`` with just
+    the model's name and arguments (``medexplain train`` adds data, preprocessing and metrics). Both files are
+    written atomically; returns the folder.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_weights(model, run_dir / WEIGHTS_FILE)
+    write_text(run_dir / CONFIG_FILE, json.dumps({"model": name, "model_args": dict(model_args)}, indent=2) + "\n")
+    return run_dir
 
 
 def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
