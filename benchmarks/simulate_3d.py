@@ -57,6 +57,31 @@ def small_cnn(dims: int, size: int) -> nn.Module:
     )
 
 
+def add_simulator_options(parser: argparse.ArgumentParser, epochs: int, displacement_weight: float) -> None:
+    """The simulator's training options shared by the simulator benchmarks, and ``--seed`` / ``--threads``."""
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--margin", type=float, default=5.0)
+    parser.add_argument("--max-displacement", type=float, default=1.5, help="magnitude bound (voxels)")
+    parser.add_argument("--smoothness", type=float, default=0.04)
+    parser.add_argument("--displacement-weight", type=float, default=displacement_weight,
+                        help="minimal-change penalty: weight of the mean displacement length (voxels)")
+    parser.add_argument("--channels", default="8,16,32")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+
+
+def simulator_settings(args: argparse.Namespace, dims: int) -> tuple[SimulatorConfig, TrainingConfig]:
+    """The network and training settings that :func:`add_simulator_options` parsed, for images of ``dims``."""
+    config = SimulatorConfig(dims, 1, channels=tuple(int(c) for c in args.channels.split(",")))
+    settings = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                              margin=args.margin, magnitude_bound=args.max_displacement,
+                              smoothness_weight=args.smoothness, displacement_weight=args.displacement_weight,
+                              seed=args.seed)
+    return config, settings
+
+
 def fmt(value: float | None, spec: str) -> str:
     """``format(value, spec)``, or ``n/a`` for an undefined value (e.g. a flip rate with no eligible image)."""
     return "n/a" if value is None else format(value, spec)
@@ -174,20 +199,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--classifier", choices=("small", "resnet18"), default="small")
     parser.add_argument("--classifier-epochs", type=int, default=25)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--margin", type=float, default=5.0)
     parser.add_argument("--relative-margin", type=float, default=None,
                         help="set the margin to this multiple of the mean |disease logit| of the training images "
                              "(instead of --margin)")
-    parser.add_argument("--max-displacement", type=float, default=1.5, help="magnitude bound (voxels)")
-    parser.add_argument("--smoothness", type=float, default=0.04)
-    parser.add_argument("--displacement-weight", type=float, default=0.5,
-                        help="minimal-change penalty: weight of the mean displacement length (voxels)")
-    parser.add_argument("--channels", default="8,16,32")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    add_simulator_options(parser, epochs=5, displacement_weight=0.5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -223,11 +238,7 @@ def main() -> None:
             args.margin = args.relative_margin * float(disease_logit(classifier(images)).abs().mean())
 
     start = time.perf_counter()
-    config = SimulatorConfig(args.dims, 1, channels=tuple(int(c) for c in args.channels.split(",")))
-    settings = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                              margin=args.margin, magnitude_bound=args.max_displacement,
-                              smoothness_weight=args.smoothness, displacement_weight=args.displacement_weight,
-                              seed=args.seed)
+    config, settings = simulator_settings(args, args.dims)
     simulator, history = train_simulator(classifier, TensorDataset(images), config, settings)
     timings["simulator"] = time.perf_counter() - start
 

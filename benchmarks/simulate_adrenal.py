@@ -29,9 +29,19 @@ from torch.utils.data import TensorDataset
 
 from medexplain.data import load_dataset
 from medexplain.data.transforms import Resize
-from medexplain.simulate import SimulatorConfig, TrainingConfig, disease_logit, train_simulator
+from medexplain.simulate import disease_logit, train_simulator
 from medexplain.simulate.apply import apply_simulator
-from simulate_3d import applied_items, fit, fmt, log_jacobian, log_jacobian_panel, save_figure, small_cnn
+from simulate_3d import (
+    add_simulator_options,
+    applied_items,
+    fit,
+    fmt,
+    log_jacobian,
+    log_jacobian_panel,
+    save_figure,
+    simulator_settings,
+    small_cnn,
+)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -97,14 +107,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32, help="voxels per side after resizing (64: no resizing)")
     parser.add_argument("--classifier-epochs", type=int, default=12)
     parser.add_argument("--per-class", type=int, default=160, help="training images per class for the simulator")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--margin", type=float, default=5.0)
-    parser.add_argument("--max-displacement", type=float, default=1.5, help="magnitude bound (voxels)")
-    parser.add_argument("--channels", default="8,16,32")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    add_simulator_options(parser, epochs=4, displacement_weight=0.0)  # 0: as the recorded run, before the penalty
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -134,9 +137,7 @@ def main() -> None:
 
     start = time.perf_counter()
     subset = balanced_subset(train_labels, args.per_class, torch.Generator().manual_seed(args.seed))
-    config = SimulatorConfig(3, 1, channels=tuple(int(c) for c in args.channels.split(",")))
-    settings = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                              margin=args.margin, magnitude_bound=args.max_displacement, seed=args.seed)
+    config, settings = simulator_settings(args, 3)
     simulator, history = train_simulator(classifier, TensorDataset(train_images[subset]), config, settings)
     timings["simulator"] = time.perf_counter() - start
 
