@@ -50,7 +50,12 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: in
     return model.eval()
 
 
+SEEDS = (0, 1, 2)
+
+
 def test_simulator_flips_predictions_and_its_jacobians_localise_the_atrophy(atrophy_2d, tmp_path) -> None:
+    """Over three simulator seeds (one training trajectory is not a property: a seed can localise at AUROC 0.64
+    where the others reach 0.9, and the penalty's effect varies from 3 % to 60 % per run; benchmarks/RESULTS.md)."""
     scale = ScaleIntensity((0, 255))
     train = load_dataset(atrophy_2d, "train", transform=scale)
     images = torch.stack([train[i].image for i in range(len(train))])
@@ -62,40 +67,41 @@ def test_simulator_flips_predictions_and_its_jacobians_localise_the_atrophy(atro
     weights = {name: value.clone() for name, value in classifier.state_dict().items()}
 
     config = SimulatorConfig(spatial_dims=2, in_channels=1, channels=(8, 16, 32))
-    settings = TrainingConfig(epochs=5, batch_size=16, learning_rate=1e-3, margin=5.0, magnitude_bound=1.5)
-    simulator, history = train_simulator(classifier, TensorDataset(images), config, settings, progress=False)
-    assert history[-1]["hinge"] < history[0]["hinge"]
+    plain = TrainingConfig(epochs=5, batch_size=16, learning_rate=1e-3, margin=5.0, magnitude_bound=1.5)
+    # with the minimal-change penalty (the 3D benchmark's setting)
+    settings = {"plain": plain, "penalised": replace(plain, displacement_weight=0.5)}
+    summaries: dict[str, list[dict]] = {"plain": [], "penalised": []}
+    for seed in SEEDS:
+        for kind, setting in settings.items():
+            simulator, history = train_simulator(
+                classifier, TensorDataset(images), config, replace(setting, seed=seed), progress=False
+            )
+            assert history[-1]["hinge"] < history[0]["hinge"]
+            for direction in ("inject", "remove"):
+                out = tmp_path / f"{kind}_{seed}_{direction}"
+                summary = apply_simulator(simulator, classifier, test, direction, out, progress=False)
+                summaries[kind].append(summary)
+                assert summary["eligible"] >= 10
+                assert summary["flip_rate"] >= 0.75, summary  # 0.94-1.00 in the runs measured
+                assert summary["logit_shift"] * (1 if direction == "inject" else -1) > 3.0
+                assert summary["folding_rate"] < 0.01
+                assert json.loads((out / "summary.json").read_text()) == pytest.approx(summary)
     for name, value in classifier.state_dict().items():  # the user's classifier is never modified
         torch.testing.assert_close(value, weights[name], rtol=0, atol=0)
 
-    summaries = {}
-    for direction in ("inject", "remove"):
-        out = tmp_path / direction
-        summary = summaries[direction] = apply_simulator(simulator, classifier, test, direction, out, progress=False)
-        assert summary["eligible"] >= 10
-        assert summary["flip_rate"] >= 0.8, summary
-        assert summary["logit_shift"] * (1 if direction == "inject" else -1) > 3.0
-        assert summary["auroc_atrophy"] > 0.75, summary
-        assert summary["folding_rate"] < 0.01
-        assert json.loads((out / "summary.json").read_text()) == pytest.approx(summary)
+    def mean(kind: str, key: str) -> float:
+        return float(np.mean([summary[key] for summary in summaries[kind]]))
 
-        # the AUROC in items.csv is that of -d log det J (read back from disk) against the mask (scikit-learn)
-        sign = 1 if direction == "inject" else -1
-        rows = list(csv.DictReader((out / "items.csv").open()))
+    # localisation well above chance (0.5): 0.81-0.93 per seed measured, 0.84-0.97 with the penalty
+    assert mean("plain", "auroc_atrophy") > 0.7
+    assert mean("penalised", "auroc_atrophy") > 0.7
+    # the penalty shortens the fields on average (by 35-40 % in the runs measured; not in every single run)
+    assert mean("penalised", "mean_displacement") < 0.8 * mean("plain", "mean_displacement")
+
+    # the AUROC in items.csv is that of -d log det J (read back from disk) against the mask (scikit-learn)
+    for direction, sign in (("inject", 1), ("remove", -1)):
+        rows = list(csv.DictReader((tmp_path / f"plain_0_{direction}" / "items.csv").open()))
         for row, sample in list(zip(rows, (test[i] for i in range(len(test))), strict=False))[:5]:
-            jacobian = np.load(out / row["jacobians"])
+            jacobian = np.load(tmp_path / f"plain_0_{direction}" / row["jacobians"])
             expected = roc_auc_score(sample.masks["atrophy"].numpy().ravel() > 0.5, -sign * np.log(jacobian).ravel())
             assert float(row["auroc_atrophy"]) == pytest.approx(expected, abs=1e-5)
-
-    # with the minimal-change penalty (the 3D benchmark's setting): flips, no folding, displacements at least 20 %
-    # shorter, localisation still well above chance (AUROC 0.75 inject / 0.86 remove here when written, vs 0.90 / 0.96
-    # without: in this 2D case the penalty does not sharpen the maps; in 3D it is what makes them hold across seeds)
-    minimal_change = replace(settings, displacement_weight=0.5)
-    penalised, _ = train_simulator(classifier, TensorDataset(images), config, minimal_change, progress=False)
-    for direction in ("inject", "remove"):
-        summary = apply_simulator(penalised, classifier, test, direction, tmp_path / f"penalised_{direction}",
-                                  progress=False)
-        assert summary["flip_rate"] >= 0.8, summary
-        assert summary["auroc_atrophy"] > 0.7, summary
-        assert summary["folding_rate"] < 0.01
-        assert summary["mean_displacement"] < 0.8 * summaries[direction]["mean_displacement"], summary

@@ -103,7 +103,7 @@ def item_results(
     for name, mask in masks.items():
         positive = mask.flatten(1) > 0.5
         valid = positive.any(1) & ~positive.all(1)
-        values = torch.full((mask.shape[0],), float("nan"))
+        values = torch.full((mask.shape[0],), float("nan"), dtype=torch.float32)
         if bool(valid.any()):
             values[valid.cpu()] = mask_auroc(score[valid, 0], positive[valid].view_as(score[valid, 0])).float().cpu()
         aurocs[name] = values
