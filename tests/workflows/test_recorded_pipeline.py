@@ -72,4 +72,5 @@ def test_summary_equals_the_recorded_values(pipeline) -> None:
     assert set(RECORDED) == set(summary)
     for (method, metric), value in RECORDED.items():
         tolerance = 1 / 8 + 1e-9 if metric == "pointing-game" else 2e-3
-        assert float(summary[method, metric]["mean"]) == pytest.approx(value, rel=tolerance, abs=tolerance), (method, metric)
+        mean = float(summary[method, metric]["mean"])
+        assert mean == pytest.approx(value, rel=tolerance, abs=tolerance), (method, metric)

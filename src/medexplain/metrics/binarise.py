@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.spatial import ConvexHull, QhullError
 from torch import Tensor
 
 from medexplain.errors import MedexplainError
@@ -73,6 +72,8 @@ def convex_hull(mask: Tensor) -> Tensor:
     Returns:
         ``(B, *spatial)`` bool, a superset of ``mask``.
     """
+    from scipy.spatial import ConvexHull, QhullError
+
     out = mask.detach().cpu().numpy().astype(bool).copy()
     for sample in out:
         points = np.argwhere(sample)

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 
 from medexplain.errors import MedexplainError
 
@@ -80,6 +79,8 @@ def binary_auroc(positive: ArrayLike, scores: ArrayLike) -> float:
     n_neg = is_positive.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
+    from scipy.stats import rankdata
+
     ranks = rankdata(values)  # average ranks: ties count half
     return float((ranks[is_positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 

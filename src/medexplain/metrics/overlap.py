@@ -13,8 +13,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import distance_transform_edt
-from scipy.spatial import cKDTree
 from torch import Tensor
 
 from medexplain.errors import MedexplainError
@@ -69,6 +67,8 @@ def _nearest_distances(source: Tensor, target: Tensor) -> Tensor:
         chunk = max(1, _CDIST_CHUNK // max(1, len(target)))
         target = target.double()
         return torch.cat([torch.cdist(part.double(), target).amin(1) for part in source.split(chunk)])
+    from scipy.spatial import cKDTree
+
     tree = cKDTree(target.numpy())
     distances = tree.query(source.numpy(), k=1, workers=torch.get_num_threads())[0]
     return torch.from_numpy(np.asarray(distances, dtype=np.float64))
@@ -89,6 +89,8 @@ def _surface_distances(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     volume = int(torch.prod(high - low))
     if volume > _DENSE_SURFACE * len(both):
         return _nearest_distances(points_a, points_b), _nearest_distances(points_b, points_a)
+    from scipy.ndimage import distance_transform_edt
+
     to_b = distance_transform_edt(~b[box].numpy())
     to_a = distance_transform_edt(~a[box].numpy())
     local_a, local_b = (points_a - low).numpy(), (points_b - low).numpy()

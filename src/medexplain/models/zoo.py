@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from monai.networks.nets import DenseNet121
 from torch import nn
 
 from medexplain.models.bagnet import BagNet
@@ -76,4 +75,6 @@ def resnet18(
 @register_model("densenet121", interpretable=False, family="densenet")
 def densenet121(*, in_channels: int = 3, num_classes: int = 2, spatial_dims: int = 2) -> nn.Module:
     """MONAI's DenseNet-121 (Huang et al., CVPR 2017), 2D/3D."""
+    from monai.networks.nets import DenseNet121
+
     return DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes)

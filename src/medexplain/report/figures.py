@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from scipy import ndimage
 
 UNSIGNED_CMAP = "inferno"
@@ -75,18 +72,24 @@ def upscale_nearest(rgb: np.ndarray, min_side: int = 192) -> np.ndarray:
     return rgb.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else rgb
 
 
-def figure_png(fig: plt.Figure) -> bytes:
-    """Render a matplotlib figure to PNG bytes and close it."""
+def new_figure(width: float, height: float) -> tuple[Figure, object]:
+    """A figure with one axes on its own Agg canvas: no pyplot state, no global backend."""
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def figure_png(fig: Figure) -> bytes:
+    """Render a matplotlib figure to PNG bytes."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return buffer.getvalue()
 
 
 def confusion_matrix_png(matrix: np.ndarray, class_names: list[str]) -> bytes:
     """Confusion matrix ``(K, K)`` (rows true, columns predicted) with counts in the cells."""
     k = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.1 * k + 2, 1.1 * k + 1.5))
+    fig, ax = new_figure(1.1 * k + 2, 1.1 * k + 1.5)
     ax.imshow(matrix, cmap="Blues")
     for i in range(k):
         for j in range(k):
@@ -101,7 +104,7 @@ def confusion_matrix_png(matrix: np.ndarray, class_names: list[str]) -> bytes:
 
 def curves_png(curves: dict[str, np.ndarray], xlabel: str, ylabel: str, title: str) -> bytes:
     """Mean curve with a 25-75 % band per name; each value is ``(N, T)`` curves over T steps."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = new_figure(5.5, 3.6)
     for name, values in curves.items():
         steps = np.linspace(0, 1, values.shape[1])
         ax.plot(steps, values.mean(0), label=name)
@@ -117,7 +120,7 @@ def curves_png(curves: dict[str, np.ndarray], xlabel: str, ylabel: str, title: s
 
 def histograms_png(values: dict[str, np.ndarray], xlabel: str, title: str) -> bytes:
     """Overlaid histograms, one per name (e.g. Gini sparseness per method)."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = new_figure(5.5, 3.6)
     finite = [v[np.isfinite(v)] for v in values.values()]
     if any(len(v) for v in finite):
         bins = np.linspace(min(v.min() for v in finite if len(v)), max(v.max() for v in finite if len(v)), 25)
@@ -132,7 +135,7 @@ def histograms_png(values: dict[str, np.ndarray], xlabel: str, title: str) -> by
 
 def line_png(series: dict[str, tuple[np.ndarray, np.ndarray]], xlabel: str, ylabel: str, title: str) -> bytes:
     """Simple line plot of named ``(x, y)`` series (training curves, ROC curves)."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = new_figure(5.5, 3.6)
     for name, (x, y) in series.items():
         ax.plot(x, y, label=name, marker="o" if len(x) < 30 else None, markersize=3)
     ax.set_xlabel(xlabel)

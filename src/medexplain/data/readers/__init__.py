@@ -12,30 +12,30 @@ dimensionality) raises :class:`~medexplain.errors.MedexplainError` with one line
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from torch import Tensor
 
-from medexplain.data.readers import dicom, nifti, numpy, pillow
-from medexplain.data.readers.common import MAX_SIDE, MAX_VOXELS
+from medexplain.data.readers.common import MAX_SIDE, MAX_VOXELS, has_dicom_preamble
 from medexplain.errors import MedexplainError
 
 __all__ = ["MAX_SIDE", "MAX_VOXELS", "SUPPORTED_SUFFIXES", "read_image"]
 
-_READERS: dict[str, Callable[..., Tensor]] = {
-    ".png": pillow.read,
-    ".jpg": pillow.read,
-    ".jpeg": pillow.read,
-    ".tif": pillow.read,
-    ".tiff": pillow.read,
-    ".bmp": pillow.read,
-    ".dcm": dicom.read,
-    ".dicom": dicom.read,
-    ".nii": nifti.read,
-    ".nii.gz": nifti.read,
-    ".npy": numpy.read,
+# The reader module of each suffix, imported on first use (pydicom alone takes half a second to import).
+_READERS: dict[str, str] = {
+    ".png": "pillow",
+    ".jpg": "pillow",
+    ".jpeg": "pillow",
+    ".tif": "pillow",
+    ".tiff": "pillow",
+    ".bmp": "pillow",
+    ".dcm": "dicom",
+    ".dicom": "dicom",
+    ".nii": "nifti",
+    ".nii.gz": "nifti",
+    ".npy": "numpy",
 }
 SUPPORTED_SUFFIXES = tuple(_READERS)
 
@@ -56,20 +56,21 @@ def read_image(path: str | os.PathLike[str], *, window: bool = False, spatial_di
     ``(1, X, Y, Z)`` for 3D and ``(T, X, Y, Z)`` for 4D (the 4th axis becomes channels).
     """
     file = Path(path)
-    reader = _READERS.get(_suffix(file))
-    if reader is None and dicom.has_preamble(file):
-        reader = dicom.read
-    if reader is None:
+    kind = _READERS.get(_suffix(file))
+    if kind is None and has_dicom_preamble(file):
+        kind = "dicom"
+    if kind is None:
         known = " ".join(SUPPORTED_SUFFIXES)
         raise MedexplainError(f"{file}: unknown image file type {_suffix(file) or '(no extension)'!r}; known: {known}")
     if not file.is_file():
         raise MedexplainError(f"{file}: image file not found")
-    if reader is dicom.read:
-        return dicom.read(file, window=window)
+    reader = importlib.import_module(f"medexplain.data.readers.{kind}").read
+    if kind == "dicom":
+        return reader(file, window=window)
     if window:
         raise MedexplainError(f"{file}: window=True applies only to DICOM files")
-    if reader is numpy.read:
-        return numpy.read(file, spatial_dims=spatial_dims)
+    if kind == "numpy":
+        return reader(file, spatial_dims=spatial_dims)
     return reader(file)
 
 

@@ -17,6 +17,15 @@ MAX_SIDE = 65536
 """Largest size along any axis a header may claim."""
 
 
+def has_dicom_preamble(file: Path) -> bool:
+    """True when ``file`` starts with the 128-byte DICOM preamble and ``DICM`` (files often lack an extension)."""
+    try:
+        with file.open("rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
 def check_header_size(file: Path, shape: tuple[int, ...]) -> None:
     """Refuse a header-declared ``shape`` that is empty or absurdly large, before any pixel is decoded."""
     dims = "x".join(str(s) for s in shape)

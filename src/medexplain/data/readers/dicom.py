@@ -18,15 +18,6 @@ from medexplain.errors import MedexplainError
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
-def has_preamble(file: Path) -> bool:
-    """True when ``file`` starts with the 128-byte DICOM preamble and ``DICM`` (files often lack an extension)."""
-    try:
-        with file.open("rb") as handle:
-            return handle.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
-
-
 def read(file: Path, *, window: bool = False) -> Tensor:
     """``(C, H, W)`` for one frame, ``(C, F, H, W)`` for ``NumberOfFrames > 1``; C is 1 (grey) or 3 (colour).
 
