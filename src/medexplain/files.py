@@ -1,13 +1,20 @@
-"""Atomic output: a result is either complete on disk or absent, never half-written."""
+"""Files: atomic output (a result is complete on disk or absent, never half-written), checked JSON and CSV.
+
+Every file the library writes goes through these helpers.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from medexplain.errors import MedexplainError
 
@@ -64,3 +71,35 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
             os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_json(path: str | os.PathLike[str], *, format_prefix: str | None = None) -> dict[str, Any]:
+    """The JSON object in ``path``; a missing, unreadable or malformed file is a :class:`MedexplainError`.
+
+    ``format_prefix``: the document's ``"format"`` field must start with it (e.g. ``"medexplain-run/"``).
+    """
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MedexplainError(f"{path}: no such file") from None
+    except OSError as error:
+        raise MedexplainError(f"{path}: cannot read ({error.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise MedexplainError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise MedexplainError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    if format_prefix is not None and not str(value.get("format", "")).startswith(format_prefix):
+        raise MedexplainError(f"{path}: not a {format_prefix.rstrip('/')} file (format {value.get('format')!r})")
+    return value
+
+
+def csv_text(rows: Iterable[Mapping[str, Any]], fields: Sequence[str] | None = None) -> str:
+    """``rows`` as CSV text with a header (``fields``, default: every key in first-seen order), ``\\n`` line ends."""
+    rows = list(rows)
+    columns = list(fields) if fields is not None else list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

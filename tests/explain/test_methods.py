@@ -119,7 +119,7 @@ def test_integrated_gradients_equal_captum(baseline, dims: int) -> None:
         baseline if isinstance(baseline, torch.Tensor) else torch.full_like(x, baseline)
     )
     if reference_baseline is None:
-        from medexplain.explain.resample import gaussian_blur
+        from medexplain.ndimage import gaussian_blur
 
         reference_baseline = gaussian_blur(x, 1.0)
     attributions, delta = CaptumIG(model).attribute(

@@ -220,7 +220,7 @@ def test_faithfulness_bad_input() -> None:
 def test_blur_baseline_equals_scipy(shape) -> None:
     from scipy.ndimage import gaussian_filter
 
-    from medexplain.metrics._filters import gaussian_blur
+    from medexplain.ndimage import gaussian_blur
 
     x = torch.rand(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     expected = np.stack(

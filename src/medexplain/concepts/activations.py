@@ -9,18 +9,19 @@ the image size.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from rich.progress import Progress
 from torch import Tensor, nn
 
 from medexplain.data.sample import collate
 from medexplain.errors import MedexplainError
 from medexplain.explain.hooks import capture_output, find_module
+from medexplain.models.modes import evaluation_mode
+from medexplain.progress import progress_bar
 
 POOLS = ("mean", "max")
 
@@ -116,17 +117,6 @@ def pool_activation(output: Tensor, pool: Sequence[str] = ("mean",)) -> Tensor:
     return torch.cat(blocks, dim=1)
 
 
-@contextmanager
-def _evaluation_mode(model: nn.Module) -> Iterator[None]:
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, mode in modes.items():
-            module.train(mode)
-
-
 def collect_activations(
     model: nn.Module,
     dataset: Sequence[object],
@@ -161,9 +151,9 @@ def collect_activations(
     ids: list[str] = []
     total = len(dataset)
     with ExitStack() as stack:
-        stack.enter_context(_evaluation_mode(model))
+        stack.enter_context(evaluation_mode(model))
         captures = {name: stack.enter_context(capture_output(model, name)) for name in layers}
-        bar = stack.enter_context(Progress(disable=not progress, transient=True))
+        bar = stack.enter_context(progress_bar(progress, transient=True))
         task = bar.add_task(description, total=total)
         for start in range(0, total, batch_size):
             indices = range(start, min(start + batch_size, total))

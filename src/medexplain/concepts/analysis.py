@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from rich.progress import Progress
 from threadpoolctl import threadpool_limits
 from torch import nn
 
@@ -45,6 +44,7 @@ from medexplain.concepts.probes import (
 )
 from medexplain.errors import MedexplainError
 from medexplain.explain.hooks import last_conv_block
+from medexplain.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ def analyse_activations(
     roc: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
     steps = len(train.features) * len(names)
     # thousands of small logistic regressions: multi-threaded BLAS only adds overhead (20x on a busy machine)
-    with Progress(disable=not progress, transient=True) as bar, threadpool_limits(limits=1, user_api="blas"):
+    with progress_bar(progress, transient=True) as bar, threadpool_limits(limits=1, user_api="blas"):
         task = bar.add_task("concept probes", total=steps)
         for layer in train.features:
             channels = train.channels[layer]

@@ -25,6 +25,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from medexplain.concepts.influence import holm
 from medexplain.errors import MedexplainError
+from medexplain.files import read_json
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,8 @@ def read_table(path: str | Path) -> ConceptClassTable:
         raise MedexplainError(f"{path}: concept-class table not found")
     try:
         if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            data = read_json(path)
+            if not all(isinstance(v, dict) for v in data.values()):
                 raise MedexplainError(f"{path}: expected a JSON object {{concept: {{class: -1|0|1}}}}")
             rows = {str(c): {str(k): v for k, v in row.items()} for c, row in data.items()}
         else:

@@ -5,8 +5,6 @@ The folder appears complete or not at all (written atomically)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from medexplain.concepts.analysis import ConceptReport
-from medexplain.files import atomic_directory, write_bytes, write_text
+from medexplain.files import atomic_directory, csv_text, write_bytes, write_text
 from medexplain.report.figures import line_png
 
 TABLES = ("concepts", "influence", "learning_curve", "images")
@@ -42,15 +40,8 @@ def _cell(value: object) -> object:
 
 def rows_to_csv(rows: list[dict[str, object]]) -> str:
     """CSV text of flat rows (columns in first-seen order); lists of detected concepts become one cell."""
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(k for k in row if k not in columns)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _cell(row.get(k)) for k in columns})
-    return buffer.getvalue()
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return csv_text([{k: _cell(row.get(k)) for k in columns} for row in rows], columns)
 
 
 def roc_png(roc: dict[str, tuple[np.ndarray, np.ndarray, float]]) -> bytes:

@@ -18,6 +18,7 @@ from torch import Tensor
 from medexplain.data.sample import Sample
 from medexplain.data.window import apply_window
 from medexplain.errors import MedexplainError
+from medexplain.ndimage import LINEAR_MODES
 
 __all__ = [
     "Compose",
@@ -32,7 +33,6 @@ __all__ = [
 
 Transform = Callable[[Sample], Sample]
 
-_LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
 class Compose:
@@ -222,7 +222,7 @@ class Window:
 
 
 def _interpolate(image: Tensor, size: tuple[int, ...], mode: str) -> Tensor:
-    torch_mode = _LINEAR_MODES[len(size)] if mode == "linear" else "area"
+    torch_mode = LINEAR_MODES[len(size)] if mode == "linear" else "area"
     extra = {"align_corners": False} if mode == "linear" else {}
     return F.interpolate(image[None], size=size, mode=torch_mode, **extra)[0]
 

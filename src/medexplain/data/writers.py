@@ -3,7 +3,6 @@ no time stamps (byte-identical under a seed) and the manifest itself, each writt
 
 from __future__ import annotations
 
-import csv
 import gzip
 import io
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-from medexplain.files import write_bytes, write_text
+from medexplain.files import csv_text, write_bytes, write_text
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -51,8 +50,4 @@ def write_file(folder: Path, relative: str, data: bytes) -> str:
 
 def write_manifest(folder: Path, rows: Sequence[dict[str, object]]) -> None:
     """``manifest.csv`` with the columns of the first row, in order, ``\\n`` line ends."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(folder / "manifest.csv", buffer.getvalue())
+    write_text(folder / "manifest.csv", csv_text(rows, list(rows[0])))

@@ -12,8 +12,8 @@ from medexplain.errors import MedexplainError
 from medexplain.explain.base import explainer_params, register_explainer
 from medexplain.explain.explanation import Explanation
 from medexplain.explain.gradients import target_gradients
-from medexplain.explain.resample import gaussian_blur
 from medexplain.explain.targets import Target, resolve_target
+from medexplain.ndimage import gaussian_blur
 
 Baseline = str | float | Tensor
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")

@@ -21,9 +21,9 @@ from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
 from medexplain.explain.targets import Target, resolve_target
-from medexplain.metrics._filters import gaussian_blur
 from medexplain.metrics._inputs import as_float, drop_channel, pearson
 from medexplain.metrics.registry import register_metric
+from medexplain.ndimage import gaussian_blur
 
 Baseline = float | str | Tensor
 """What replaces removed features: a value, ``"blur"`` (Gaussian, sigma ``blur_sigma``), ``"mean"`` (per image

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medexplain.errors import MedexplainError
-from medexplain.metrics._filters import gaussian_window, separable_filter
 from medexplain.metrics._inputs import maps_and_mask, nan_where_empty
 from medexplain.metrics.binarise import binarise
 from medexplain.metrics.registry import register_metric
+from medexplain.ndimage import gaussian_window, separable_filter
 
 _CDIST_CHUNK = 1 << 24  # distances held at once on an accelerator
 _DENSE_SURFACE = 4  # bounding-box voxels per surface point below which distance transforms beat a k-d tree

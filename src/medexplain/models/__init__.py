@@ -3,6 +3,7 @@
 from medexplain.models import zoo  # noqa: F401  (registers the models)
 from medexplain.models.bagnet import BagNet
 from medexplain.models.checkpoint import load, load_weights, save_run, save_weights
+from medexplain.models.modes import evaluation_mode
 from medexplain.models.registry import MODELS, available, create_model, register_model
 from medexplain.models.resnet import ResNet18
 
@@ -12,6 +13,7 @@ __all__ = [
     "ResNet18",
     "available",
     "create_model",
+    "evaluation_mode",
     "load",
     "load_weights",
     "register_model",

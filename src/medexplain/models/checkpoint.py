@@ -14,7 +14,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from medexplain.errors import MedexplainError
-from medexplain.files import write_bytes, write_text
+from medexplain.files import read_json, write_bytes, write_text
 from medexplain.models.bagnet import FlipAveraged
 from medexplain.models.registry import create_model
 
@@ -85,11 +85,8 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise MedexplainError(f"{path}: no such file (is {run_dir} a model run folder written by `medexplain train`?)")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise MedexplainError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("model"), str):
+    config = read_json(path)
+    if not isinstance(config.get("model"), str):
         raise MedexplainError(f'{path}: has no "model" name')
     if not isinstance(config.get("model_args", {}), dict):
         raise MedexplainError(f'{path}: "model_args" must be an object')

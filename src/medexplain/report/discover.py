@@ -5,12 +5,12 @@ Each kind is recognised by its marker file; a folder may hold several kinds in s
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from medexplain.errors import MedexplainError
+from medexplain.files import read_json
 
 MAX_DEPTH = 3
 
@@ -26,10 +26,9 @@ class Component:
 
 def _json(path: Path) -> dict | None:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(path)
+    except MedexplainError:
         return None
-    return value if isinstance(value, dict) else {}
 
 
 def _marks(path: Path, prefix: str) -> bool:

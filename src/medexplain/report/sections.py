@@ -15,6 +15,7 @@ import numpy as np
 
 from medexplain.data.writers import png_bytes
 from medexplain.errors import MedexplainError
+from medexplain.files import read_json
 from medexplain.report.discover import Component
 from medexplain.report.figures import (
     confusion_matrix_png,
@@ -37,15 +38,6 @@ def read_csv(path: Path) -> list[dict[str, str]]:
             return list(csv.DictReader(handle))
     except OSError as error:
         raise MedexplainError(f"{path}: cannot read ({error.strerror})") from None
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise MedexplainError(f"{path}: cannot read ({error.strerror})") from None
-    except ValueError as error:
-        raise MedexplainError(f"{path}: not valid JSON ({error})") from None
 
 
 def number(text: str) -> float | str:

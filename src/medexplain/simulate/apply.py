@@ -16,8 +16,6 @@ and an identity affine.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -28,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from medexplain.errors import MedexplainError
-from medexplain.files import atomic_directory
+from medexplain.files import atomic_directory, csv_text
 from medexplain.metrics.localisation import mask_auroc
+from medexplain.progress import progress_bar
 from medexplain.simulate.jacobian import folding_rate
 from medexplain.simulate.losses import disease_logit, frozen, smoothness_loss
 from medexplain.simulate.network import Simulation, Simulator
@@ -233,11 +231,10 @@ def apply_simulator(
     items: list[ItemResult] = []
     entries: list[dict] = []
     used: set[str] = set()
-    columns = (TextColumn("simulate {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with atomic_directory(out, overwrite=overwrite) as folder, Progress(*columns, disable=not progress) as bar:
+    with atomic_directory(out, overwrite=overwrite) as folder, progress_bar(progress) as bar:
         for sub in ("images", "displacements", "jacobians"):
             (folder / sub).mkdir()
-        task = bar.add_task(direction, total=len(dataset))
+        task = bar.add_task(f"simulate {direction}", total=len(dataset))
         for batch in loader:
             simulation, before, after = simulate_batch(
                 simulator, classifier, batch["image"].to(device), sign, disease_class
@@ -271,11 +268,9 @@ def _items_csv(entries: list[dict]) -> str:
     mask_names = sorted({name for entry in entries for name in entry["localisation_auroc"]})
     header = [key for key in (entries[0] if entries else {}) if key != "localisation_auroc"]
     header += [f"auroc_{name}" for name in mask_names]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
+    rows = []
     for entry in entries:
         aurocs = entry["localisation_auroc"]
         row = {**entry, **{f"auroc_{n}": "" if aurocs.get(n) is None else aurocs[n] for n in mask_names}}
-        writer.writerow([row[key] for key in header])
-    return buffer.getvalue()
+        rows.append({key: row[key] for key in header})
+    return csv_text(rows, header)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from medexplain.errors import MedexplainError
-from medexplain.files import write_text
+from medexplain.files import read_json, write_text
 from medexplain.models.checkpoint import load_weights, save_weights
 from medexplain.simulate.network import Simulator, SimulatorConfig
 
@@ -32,12 +32,9 @@ def read_simulator_config(folder: str | os.PathLike[str]) -> tuple[SimulatorConf
     """The :class:`SimulatorConfig` and the whole JSON document of a simulator folder."""
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
-        raise MedexplainError(f"{path}: no such file (is {folder} a folder written by `medexplain simulate train`?)")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise MedexplainError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise MedexplainError(f"{path}: no such file (is {folder} a simulator folder?)")
+    document = read_json(path)
+    if document.get("format") != FORMAT:
         raise MedexplainError(f"{path}: not a simulator config (expected \"format\": \"{FORMAT}\")")
     settings = document.get("simulator")
     if not isinstance(settings, dict):

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from medexplain.models.modes import evaluation_mode
 from medexplain.simulate.transform import warp
 
 
@@ -64,14 +65,11 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
     the training mode of every submodule are restored on exit, also after an exception.
     """
     flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
-    modes = [(module, module.training) for module in model.modules()]
     try:
         for parameter, _ in flags:
             parameter.requires_grad_(False)
-        model.eval()
-        yield model
+        with evaluation_mode(model):
+            yield model
     finally:
         for parameter, flag in flags:
             parameter.requires_grad_(flag)
-        for module, mode in modes:
-            module.train(mode)

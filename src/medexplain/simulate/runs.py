@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import track
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -20,6 +19,7 @@ from medexplain.data import ImageDataset, load_dataset
 from medexplain.errors import MedexplainError
 from medexplain.files import atomic_directory, write_text
 from medexplain.models import load as load_model
+from medexplain.progress import progress_bar
 from medexplain.simulate.apply import apply_simulator
 from medexplain.simulate.checkpoint import load_simulator, save_simulator
 from medexplain.simulate.network import SimulatorConfig
@@ -57,7 +57,8 @@ def _disease_class(value: int, classifier_config: dict[str, Any], run_dir: str |
 
 def preload(dataset: ImageDataset, progress: bool = True) -> TensorDataset:
     """Decode every image once: ``TensorDataset`` of ``(N, C, *spatial)`` (images must share one shape)."""
-    images = [dataset[i].image for i in track(range(len(dataset)), "loading images", disable=not progress)]
+    with progress_bar(progress, transient=True) as bar:
+        images = [dataset[i].image for i in bar.track(range(len(dataset)), description="loading images")]
     shapes = {tuple(image.shape) for image in images}
     if len(shapes) > 1:
         raise MedexplainError(f"{dataset.source}: images of different shapes {sorted(shapes)[:2]}; resize them first")

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from medexplain.errors import MedexplainError
+from medexplain.progress import progress_bar
 from medexplain.simulate.losses import (
     cycle_loss,
     disease_logit,
@@ -124,9 +124,8 @@ def train_simulator(
     loader = DataLoader(data, batch_size=settings.batch_size, shuffle=True, generator=generator,
                         collate_fn=_stack_images, drop_last=len(data) > settings.batch_size)
     history: list[dict[str, float]] = []
-    columns = (TextColumn("simulator {task.fields[status]}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with frozen(classifier), Progress(*columns, disable=not progress, transient=True) as bar:
-        task = bar.add_task("train", total=settings.epochs * len(loader), status="")
+    with frozen(classifier), progress_bar(progress, transient=True) as bar:
+        task = bar.add_task("simulator", total=settings.epochs * len(loader))
         for epoch in range(settings.epochs):
             simulator.train()
             sums: dict[str, float] = {}
@@ -139,6 +138,6 @@ def train_simulator(
                 optimizer.step()
                 for name, value in {"loss": float(loss.detach()), **logs}.items():
                     sums[name] = sums.get(name, 0.0) + value
-                bar.update(task, advance=1, status=f"epoch {epoch + 1} loss {float(loss.detach()):.3f}")
+                bar.update(task, advance=1, description=f"simulator epoch {epoch + 1} loss {float(loss.detach()):.3f}")
             history.append({"epoch": epoch + 1, **{k: v / len(loader) for k, v in sums.items()}})
     return simulator.eval(), history

@@ -10,8 +10,6 @@ learning rate is a function of the epoch number, so the schedule needs no state 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import math
 import os
@@ -22,16 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
-from medexplain.files import write_text
+from medexplain.files import csv_text, write_text
 from medexplain.metrics.classification import classification_summary, multilabel_summary
 from medexplain.metrics.complexity import gini
 from medexplain.models.bagnet import FlipAveraged
 from medexplain.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_weights, save_weights
+from medexplain.models.modes import evaluation_mode
 from medexplain.models.registry import MODELS, create_model
+from medexplain.progress import progress_bar
 from medexplain.train import distributed
 from medexplain.train.augment import Augment
 from medexplain.train.averaging import WeightAverage
@@ -144,7 +144,7 @@ def train(
     run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ctx, run_device = distributed.context(run_device)  # torchrun: one rank of a data-parallel job
 
-    with _progress(progress and ctx.is_main) as bar, _deterministic(), torch.random.fork_rng(devices=[]):
+    with progress_bar(progress and ctx.is_main) as bar, _deterministic(), torch.random.fork_rng(devices=[]):
         splits = {"train": read_split(data, "train", size=size, task=task, progress=bar)}
         splits["val"] = read_split(data, "val", size=size, task=task, progress=bar)
         try:
@@ -327,26 +327,22 @@ def _evaluate(
     """Loss, classification metrics and (for evidence models) the mean Gini of |evidence| on ``split``, and the
     predicted probabilities ``(N, K)`` (softmax for "ce", per-label sigmoid for "bce"); with ``tta_flip_axes``
     of the flip-averaged model (its evidence maps are the flip-averaged maps)."""
-    was_training = net.training
-    net.eval()
-    model = net
-    if tta_flip_axes:
-        net = FlipAveraged(model, tta_flip_axes)
+    model = FlipAveraged(net, tta_flip_axes) if tta_flip_axes else net
     logits, ginis, local_ginis, losses = [], [], [], []
-    for start in range(0, len(split), 64):
-        x = split.images[start : start + 64].to(device)
-        target = split.targets[start : start + 64].to(device)
-        if hasattr(net, "evidence_map"):
-            evidence = net.evidence_map(x)
-            batch_logits = evidence.flatten(2).mean(2)
-            ginis.append(gini(evidence).cpu())
-            if hasattr(net, "class_bias"):
-                local_ginis.append(gini(local_part(net, evidence)).cpu())
-        else:
-            batch_logits = net(x)
-        losses.append(float(objective.task_loss(batch_logits, target)) * len(x))
-        logits.append(batch_logits.cpu())
-    model.train(was_training)
+    with evaluation_mode(net):
+        for start in range(0, len(split), 64):
+            x = split.images[start : start + 64].to(device)
+            target = split.targets[start : start + 64].to(device)
+            if hasattr(model, "evidence_map"):
+                evidence = model.evidence_map(x)
+                batch_logits = evidence.flatten(2).mean(2)
+                ginis.append(gini(evidence).cpu())
+                if hasattr(model, "class_bias"):
+                    local_ginis.append(gini(local_part(model, evidence)).cpu())
+            else:
+                batch_logits = model(x)
+            losses.append(float(objective.task_loss(batch_logits, target)) * len(x))
+            logits.append(batch_logits.cpu())
     scores = torch.cat(logits).double()
     probabilities = scores.softmax(1) if objective.task == "ce" else scores.sigmoid()
     summary = classification_summary if objective.task == "ce" else multilabel_summary
@@ -361,16 +357,16 @@ def _evaluate(
 
 def _predictions_csv(split: Split, probabilities: Tensor, name: str) -> str:
     """One row per image of the held-out ``split``: id, split, label(s), predicted class, probabilities."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
     single = split.targets.ndim == 1
     k = probabilities.shape[1]
     labels = ["label", "predicted"] if single else [f"label_{j}" for j in range(k)]
-    writer.writerow(["id", "split", *labels, *(f"p_{j}" for j in range(k))])
+    fields = ["id", "split", *labels, *(f"p_{j}" for j in range(k))]
+    rows = []
     for i, sample_id in enumerate(split.ids):
         truth = [int(split.targets[i]), int(probabilities[i].argmax())] if single else split.targets[i].int().tolist()
-        writer.writerow([sample_id, name, *truth, *(repr(float(p)) for p in probabilities[i])])
-    return buffer.getvalue()
+        values = [sample_id, name, *truth, *(repr(float(p)) for p in probabilities[i])]
+        rows.append(dict(zip(fields, values, strict=True)))
+    return csv_text(rows, fields)
 
 
 def _optional_settings(
@@ -464,21 +460,7 @@ def _best_val(state: dict[str, Any]) -> dict[str, float]:
 
 
 def _csv(rows: list[dict[str, float]]) -> str:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
-    return buffer.getvalue()
-
-
-@contextlib.contextmanager
-def _progress(show: bool) -> Iterator[Progress]:
-    columns = (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()
-    )  # fmt: skip
-    with Progress(*columns, disable=not show, transient=False) as bar:
-        yield bar
+    return csv_text({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
@@ -22,6 +21,8 @@ from medexplain.explain.hooks import Hooks, find_module, last_conv_block
 from medexplain.explain.resample import to_input_resolution
 from medexplain.metrics.overlap import dice_coefficient
 from medexplain.models.layers import conv
+from medexplain.models.modes import evaluation_mode
+from medexplain.progress import progress_bar
 
 RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
 
@@ -38,17 +39,12 @@ def default_layers(encoder: nn.Module) -> list[str]:
 def encoder_features(encoder: nn.Module, x: Tensor, layers: Sequence[str], batch_size: int = 64) -> list[Tensor]:
     """Outputs ``(N, C_l, *s_l)`` of ``layers`` for inputs ``x`` ``(N, C, *spatial)``, the encoder in eval mode."""
     modules = [find_module(encoder, name) for name in layers]
-    was_training = encoder.training
-    encoder.eval()
     outputs: list[list[Tensor]] = [[] for _ in layers]
-    try:
-        with Hooks() as hooks:
-            for module, store in zip(modules, outputs, strict=True):
-                hooks.forward(module, lambda _m, _a, output, store=store: store.append(output.detach()))
-            for chunk in x.split(batch_size):
-                encoder(chunk)
-    finally:
-        encoder.train(was_training)
+    with evaluation_mode(encoder), Hooks() as hooks:
+        for module, store in zip(modules, outputs, strict=True):
+            hooks.forward(module, lambda _m, _a, output, store=store: store.append(output.detach()))
+        for chunk in x.split(batch_size):
+            encoder(chunk)
     return [torch.cat(store) for store in outputs]
 
 
@@ -138,7 +134,7 @@ def train_decoder(
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.AdamW(decoder.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(1, epochs))
-    with Progress(disable=not progress, transient=True) as bar:
+    with progress_bar(progress, transient=True) as bar:
         task = bar.add_task("decoder", total=epochs)
         for _ in range(epochs):
             for chosen in torch.randperm(len(images), generator=generator).split(batch_size):

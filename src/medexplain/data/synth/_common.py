@@ -6,10 +6,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from medexplain.errors import MedexplainError
+from medexplain.progress import progress_bar
 
 T = TypeVar("T")
 
@@ -61,13 +60,6 @@ def to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def progress(items: Iterable[T], total: int, description: str, enabled: bool) -> Iterator[T]:
-    """Iterate ``items`` behind a rich progress bar on stderr when ``enabled``."""
-    if not enabled:
-        yield from items
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(description, total=total)
-        for item in items:
-            yield item
-            bar.advance(task)
+    """Iterate ``items`` behind a progress bar on stderr when ``enabled``."""
+    with progress_bar(enabled) as bar:
+        yield from bar.track(items, total=total, description=description)

@@ -1,4 +1,8 @@
-"""Separable Gaussian filtering in any number of spatial dimensions (SSIM windows, blurred baselines)."""
+"""N-d image operations shared by every layer: separable Gaussian filtering and linear interpolation modes.
+
+One code path for 1D, 2D and 3D (``(N, C, *spatial)``): SSIM windows, blurred baselines of explainers and metrics,
+resizing of images and maps.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+"""``F.interpolate``'s linear mode for each number of spatial dimensions."""
 
 
 def gaussian_window(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -49,6 +56,11 @@ def separable_filter(x: Tensor, window: Tensor, *, same: bool = False) -> Tensor
 
 
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """``x`` (N, C, *spatial) blurred by a Gaussian of ``sigma`` (window ``2 * ceil(3 sigma) + 1``), same size."""
+    """``x`` (N, C, *spatial) blurred by a Gaussian of ``sigma`` (window ``2 * ceil(3 sigma) + 1``), same size.
+
+    Reflect padding (replicate along axes shorter than the window's half); ``sigma <= 0`` returns a copy.
+    """
+    if sigma <= 0:
+        return x.clone()
     size = 2 * int(torch.tensor(3.0 * sigma).ceil()) + 1
     return separable_filter(x, gaussian_window(size, sigma, x.device, x.dtype), same=True)
