@@ -30,18 +30,19 @@ from rich.progress import Progress
 
 from _bagnet_runs import Config, run, single_thread
 from medexplain.data import load_dataset
+from medexplain.data.preprocessing import preprocessing_transform
 from medexplain.data.transforms import Resize
 from medexplain.data.writers import png_bytes, write_file, write_manifest
 from medexplain.errors import MedexplainError
-from medexplain.explain.run import build_explainers, explain_dataset
-from medexplain.explain.store import StoredExplanations, load_explanations
 from medexplain.files import write_text
 from medexplain.metrics import EmptyMaskWarning, pointing_game
 from medexplain.metrics.classification import auroc, balanced_accuracy
-from medexplain.metrics.evaluate import evaluate_explanations, summary_rows
 from medexplain.metrics.summary import bootstrap_interval
 from medexplain.models import load
-from medexplain.train import preprocessing_transform
+from medexplain.workflows.evaluate import evaluate_explanations
+from medexplain.workflows.explain import build_explainers, explain_dataset
+from medexplain.workflows.explanations import StoredExplanations, load_explanations
+from medexplain.workflows.scores import summary_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -37,8 +37,9 @@ from medexplain.concepts import (
 )
 from medexplain.concepts.run import analyse_run
 from medexplain.data import load_dataset
+from medexplain.data.preprocessing import preprocessing_transform
 from medexplain.models import load
-from medexplain.train import preprocessing_transform, train
+from medexplain.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 NIH = ROOT.parent / "shared" / "data" / "nih_cxr1000"

@@ -38,9 +38,9 @@ from _headline import (
     write_subset,
 )
 from medexplain.data import load_dataset
-from medexplain.explain.store import load_explanations
 from medexplain.files import atomic_file
 from medexplain.metrics import relevance_mass
+from medexplain.workflows.explanations import load_explanations
 
 SIZES = {
     "smoke": Size({"train": 24, "val": 12, "test": 12}, 32, 1),

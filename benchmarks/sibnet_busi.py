@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from _bagnet_runs import Config, run, single_thread
 from _headline import bootstrap_statistic, cell, mean_interval
 from medexplain.data import collate, load_dataset
+from medexplain.data.preprocessing import preprocessing_transform
 from medexplain.data.transforms import Resize
 from medexplain.explain.cam import cam_maps
 from medexplain.files import write_text
@@ -42,7 +43,6 @@ from medexplain.metrics.localisation import pointing_game, relevance_mass
 from medexplain.metrics.overlap import dice, hd95, ssim
 from medexplain.metrics.robustness import auroc_under_noise
 from medexplain.models import load
-from medexplain.train.data import preprocessing_transform
 from medexplain.train.transfer import segmentation_dice, train_decoder
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi"

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from medexplain.data.synth import write_deformation
-from medexplain.explain import create_explainer
-from medexplain.explain.run import explain_dataset
 from medexplain.report import build_report
 from medexplain.train import train
+from medexplain.workflows.explain import explain_run
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTEFACTS = ROOT / "runs" / "test-artefacts"
@@ -20,19 +19,11 @@ ARTEFACTS = ROOT / "runs" / "test-artefacts"
 
 @pytest.fixture(scope="module")
 def report_3d(tmp_path_factory) -> Path:
-    from medexplain.data import load_dataset
-    from medexplain.models import load
-    from medexplain.train import preprocessing_transform
-
     root = tmp_path_factory.mktemp("volume")
     data = write_deformation(root / "data", n=12, spatial_dims=3, size=24, seed=0, show_progress=False)
     run = root / "model"
     train("resnet18", data, run, epochs=1, batch_size=4, seed=0, progress=False)
-    network, config = load(run)
-    dataset = load_dataset(data, "test", preprocessing_transform(config["preprocessing"]))
-    header = {"model": str(run), "data": str(data), "split": "test"}
-    explain_dataset(network.eval(), dataset, {"gradcam": create_explainer("gradcam")}, root / "maps", header,
-                    progress=False)  # fmt: skip
+    explain_run(run, data, ["gradcam"], root / "maps", split="test", progress=False)
     return build_report(root)
 
 

@@ -17,9 +17,9 @@ from PIL import Image
 
 from medexplain.concepts.analysis import ConceptSettings
 from medexplain.data import load_dataset
-from medexplain.demo import DemoModel, DemoSettings, run_demo
 from medexplain.errors import MedexplainError
 from medexplain.report import build_report
+from medexplain.workflows.demo import DemoModel, DemoSettings, run_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTEFACTS = ROOT / "runs" / "test-artefacts"
@@ -41,7 +41,7 @@ TINY = DemoSettings(
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "run"
-    report = run_demo(out, settings=TINY, progress=False, echo=lambda _: None)
+    report = run_demo(out, settings=TINY, progress=False, echo=lambda _: None, report=build_report)
     assert report == out / "report.html"
     return out
 
@@ -156,7 +156,8 @@ def test_demo_runs_the_same_pipeline_on_a_real_dataset_folder(shared_data: Path,
     that folder, explained and scored against its lesion masks; no synthetic data is written."""
     busi = shared_data / "busi"
     one_model = replace(TINY, models=TINY.models[:1], explain_items=6)
-    report = run_demo(tmp_path / "run", data=busi, settings=one_model, progress=False, echo=lambda _: None)
+    report = run_demo(tmp_path / "run", data=busi, settings=one_model, progress=False, echo=lambda _: None,
+                      report=build_report)
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["data"] == str(busi) and not (tmp_path / "run" / "data").exists()
     config = json.loads((tmp_path / "run" / "models" / "sparse-bagnet9-light" / "config.json").read_text())

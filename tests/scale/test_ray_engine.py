@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,14 +11,15 @@ import ray
 import torch
 
 from medexplain.cli import main
-from medexplain.cli.evaluate import _explainers
-from medexplain.cli.explain import _inputs
 from medexplain.data.synth import write_fundus
-from medexplain.explain.store import ExplanationWriter, load_explanations
-from medexplain.metrics.evaluate import evaluate_explanations
-from medexplain.models import create_model, save_run
+from medexplain.files import LOCK_FILE
+from medexplain.models import create_model, load_run, save_run
 from medexplain.scale import ray_engine
-from medexplain.scale.ray_engine import evaluate_with_ray, shard_folder
+from medexplain.scale.ray_engine import RayExecutor
+from medexplain.workflows import evaluate as evaluate_workflow
+from medexplain.workflows.evaluate import evaluate_explanations, evaluate_run
+from medexplain.workflows.explain import explain_run
+from medexplain.workflows.explanations import ExplanationWriter, load_explanations
 
 METHODS = ["gradcam", "saliency"]
 METRICS = ["deletion-auc", "entropy", "gini"]
@@ -47,7 +47,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file of ``folder`` but the (empty) lock file that runs hold."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != LOCK_FILE}  # fmt: skip
 
 
 def test_cli_ray_engine_resumes_survives_a_killed_worker_and_writes_the_local_bytes_once(
@@ -79,54 +81,51 @@ def test_cli_ray_engine_resumes_survives_a_killed_worker_and_writes_the_local_by
             ray.kill(actor, no_restart=True)
             killed.append(actor)
 
-    reports = []
-    original_run_shards = ray_engine.run_shards
-
-    def run_shards_with_fault(*args, **kwargs):
-        reports.append(original_run_shards(*args, **{**kwargs, "on_dispatch": kill_on_third_shard}))
-        return reports[-1]
-
     monkeypatch.setattr(ExplanationWriter, "write", counting_write)
-    monkeypatch.setattr(ray_engine, "run_shards", run_shards_with_fault)
-    assert main([*setup["args"], "--out", str(out), "--engine", "ray", "--workers", "2"]) == 0
-    assert killed and reports[0].resubmitted >= 1
-    assert reports[0].shards == 4  # batches (0, 1) (2, 3) (4, 5) (6), each with a missing map
+    executor = RayExecutor(workers=2, on_dispatch=kill_on_third_shard)
+    explain_run(setup["run"], setup["data"], METHODS, out, split=None, batch_size=2, executor=executor, progress=False)
+    assert killed and executor.report.resubmitted >= 1
+    assert executor.report.shards == 4  # batches (0, 1) (2, 3) (4, 5) (6), each with a missing map
     assert writes == dict.fromkeys(missing, 1)  # only the missing maps, each written once
     local = _files(setup["local"])
     assert len(local) == 1 + 7 * len(METHODS)  # index.json + one map per item and method
     assert _files(out) == local  # maps and index.json, byte for byte
 
 
-def test_ray_evaluation_writes_the_same_tables_as_the_local_engine_and_rerun_skips_shards(
+def test_ray_evaluation_writes_the_same_tables_as_the_local_engine_and_rerun_skips_batches(
     setup, tmp_path, monkeypatch
 ) -> None:
-    model, dataset = _inputs(setup["run"], setup["data"], None, "cpu")
-    rows, _, curves = evaluate_explanations(load_explanations(setup["local"]), dataset, METRICS, model=model,
-                                            batch_size=3, progress=False)  # fmt: skip
+    model, _config, dataset = load_run(setup["run"], setup["data"], None)
+    rows, _, curves, _ = evaluate_explanations(load_explanations(setup["local"]), dataset, METRICS, model=model,
+                                               batch_size=3, progress=False)  # fmt: skip
     out = tmp_path / "ray"
-    inputs = partial(_inputs, setup["run"], setup["data"], None, "cpu")
-    fingerprint = {"model": str(setup["run"]), "data": str(setup["data"]), "split": None, "device": "cpu"}
-    first = evaluate_with_ray(setup["local"], inputs, out, METRICS, fingerprint, make_explainers=_explainers,
-                              batch_size=3, workers=2, progress=False)  # fmt: skip
-    assert first.report.shards == 6  # 7 items = 3 batches of 3 per method, one shard each
-    assert first.evaluation.rows == rows
-    assert len(list(shard_folder(out).iterdir())) == 6
+    executor = RayExecutor(workers=2)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the run were killed once every batch is scored, before the tables
+
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluate_workflow, "write_scores", killed)
+        with pytest.raises(KeyboardInterrupt):
+            evaluate_run(setup["local"], setup["data"], out, model=setup["run"], metrics=METRICS, batch_size=3,
+                         executor=executor, progress=False)  # fmt: skip
+    assert executor.report.shards == 6  # 7 items = 3 batches of 3 per method, one shard each
+    kept = out.parent / f".{out.name}.shards"
+    assert len(list(kept.iterdir())) == 6 and not out.exists()
 
     def no_work(*args, **kwargs):
-        raise AssertionError("a kept shard was computed again")
+        raise AssertionError("a kept batch was computed again")
 
-    monkeypatch.setattr(ray_engine, "run_shards", no_work)  # the CLI re-run below must find every shard kept
+    monkeypatch.setattr(ray_engine, "run_shards", no_work)  # the CLI re-run below must find every batch kept
     args = ["evaluate", "--explanations", str(setup["local"]), "--data", str(setup["data"]), "--model",
             str(setup["run"]), "--metrics", ",".join(METRICS), "--batch-size", "3", "--resamples", "50",
             "--no-progress"]  # fmt: skip
     assert main([*args, "--out", str(tmp_path / "local")]) == 0
     assert main([*args, "--out", str(out), "--engine", "ray", "--workers", "2"]) == 0
-    for name in ("per_sample.csv", "summary.csv"):  # per-sample rows and the bootstrap summary, byte for byte
+    for name in ("per_sample.csv", "summary.csv", "summary.json"):  # byte for byte, mean curves included
         assert (out / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
-    local, scaled = (json.loads((folder / "summary.json").read_text()) for folder in (tmp_path / "local", out))
-    assert scaled["summary"] == local["summary"] and scaled["curves"].keys() == local["curves"].keys() == set(METHODS)
-    assert local["curves"] == curves  # the library's one-pass curves, bit for bit
-    for method, curves in local["curves"].items():  # mean curves: summed per shard, equal up to rounding
-        torch.testing.assert_close(torch.tensor(scaled["curves"][method]["deletion"]),
-                                   torch.tensor(curves["deletion"]), rtol=0, atol=1e-12)  # fmt: skip
-    assert not shard_folder(out).exists()  # kept shards are removed once the output is complete
+    local = json.loads((tmp_path / "local" / "summary.json").read_text())
+    assert local["curves"] == curves and set(curves) == set(METHODS)  # the library's one-pass curves, bit for bit
+    assert [row["score"] for row in rows] == [float(r.split(",")[-1] or "nan")
+                                             for r in (out / "per_sample.csv").read_text().splitlines()[1:]]
+    assert not kept.exists()  # kept batches are removed once the output is complete

@@ -11,12 +11,13 @@ import torch
 from torch import nn
 
 from medexplain.data import load_dataset
+from medexplain.data.preprocessing import preprocessing_transform
 from medexplain.errors import MedexplainError
 from medexplain.metrics.classification import accuracy
 from medexplain.models import load
 from medexplain.models.bagnet import FlipAveraged
 from medexplain.models.checkpoint import read_tensors
-from medexplain.train import preprocessing_transform, train
+from medexplain.train import train
 from medexplain.train.averaging import WeightAverage
 
 

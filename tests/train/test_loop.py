@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from medexplain.data import load_dataset
+from medexplain.data.preprocessing import preprocessing_transform
 from medexplain.errors import MedexplainError
 from medexplain.metrics.classification import accuracy
 from medexplain.models import load
 from medexplain.models.checkpoint import read_tensors
-from medexplain.train import preprocessing_transform, train
+from medexplain.train import train
 
 FAST = {"epochs": 3, "batch_size": 8, "progress": False, "lr": 3e-3}
 

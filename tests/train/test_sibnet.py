@@ -18,10 +18,10 @@ from torch import nn
 
 from medexplain.cli import main
 from medexplain.data import collate, load_dataset
+from medexplain.data.preprocessing import preprocessing_transform
 from medexplain.errors import MedexplainError
 from medexplain.models import load
 from medexplain.train import Objective, train
-from medexplain.train.data import preprocessing_transform
 from medexplain.train.sibnet import (
     ClassDistinctivenessLoss,
     SIBnetLoss,

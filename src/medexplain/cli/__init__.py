@@ -40,12 +40,20 @@ def _root(
     """Interpretable deep learning for medical images (2D and 3D)."""
 
 
+def in_flags(error: MedexplainError) -> str:
+    """The error's message with the parameter it quotes (``"`batch_size`"``) written as its flag (``--batch-size``)."""
+    message = str(error)
+    if not error.parameter:
+        return message
+    return message.replace(f"`{error.parameter}`", "--" + error.parameter.replace("_", "-"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``medexplain`` script; returns the exit code."""
     try:
         code = app(args=argv, prog_name="medexplain", standalone_mode=False)
     except MedexplainError as error:
-        typer.echo(f"medexplain: error: {error}", err=True)
+        typer.echo(f"medexplain: error: {in_flags(error)}", err=True)
         return 2
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("medexplain: interrupted", err=True)

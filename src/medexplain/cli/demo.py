@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from medexplain.demo import DemoSettings
+from medexplain.workflows.demo import DemoSettings
 
 
 def demo_command(
@@ -22,10 +22,15 @@ def demo_command(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Generate data, train a sparse BagNet and a ResNet-18, explain, evaluate, analyse concepts, report."""
-    from medexplain.demo import run_demo
+    import sys
+
+    from medexplain.report import build_report
+    from medexplain.workflows.demo import run_demo
 
     settings = DemoSettings(n=n, size=size, seed=seed, label=label)
-    report = run_demo(out, data=data, settings=settings, overwrite=overwrite, progress=progress, echo=typer.echo)
+    command = " ".join(["medexplain", *sys.argv[1:]])
+    report = run_demo(out, data=data, settings=settings, overwrite=overwrite, progress=progress, echo=typer.echo,
+                      report=build_report, command=command)  # fmt: skip
     typer.echo(f"report: {report}")
 
 

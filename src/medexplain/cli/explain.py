@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import typer
 
-_MODEL = typer.Option(..., "--model", help="Run folder written by `medexplain train`.")
+from medexplain.cli.common import engine_options, parse_target
+
+_MODEL = typer.Option(..., "--model", help="Run folder written by `medexplain train` (or models.save_run).")
 _DATA = typer.Option(..., "--data", help="Dataset folder with manifest.csv, or a MedMNIST .npz.")
-_OUT = typer.Option(..., "--out", help="Output folder (an existing one is resumed).")
+_OUT = typer.Option(..., "--out", help="Output folder (an existing one is continued).")
 
 
 def explain_command(
@@ -28,41 +29,15 @@ def explain_command(
     address: str | None = typer.Option(None, help="Ray cluster to join (host:port or auto; default: a local one)."),
     workers: int | None = typer.Option(None, help="Ray workers (default: one per CPU, or per GPU with cuda)."),
 ) -> None:
-    """Write OUT/maps/<method>/<id>.npy and OUT/index.json; items already written are skipped."""
-    from medexplain.explain.run import build_explainers, explain_dataset, parse_target
-    from medexplain.scale import check_engine, load_ray_engine
+    """Write OUT/maps/<method>/<id>.npy and OUT/index.json; maps already written are skipped."""
+    from medexplain.workflows.explain import explain_run
 
-    check_engine(engine)
-    scale_out = load_ray_engine() if engine == "ray" else None
-    methods = [m.strip() for m in method.split(",") if m.strip()]
-    explainers = build_explainers(methods, layer)
-    parsed_target = parse_target(target)
-    header = {"model": str(model), "data": str(data), "split": split or None}
-    if scale_out is not None:
-        inputs = partial(_inputs, model, data, split or None, device)
-        dataset = inputs(load_model=False)[1]
-        scale_out.explain_with_ray(
-            inputs, len(dataset), methods, out, header, layer=layer, target=parsed_target, batch_size=batch_size,
-            map_format=map_format, device=device, address=address, workers=workers, progress=progress,
-        )  # fmt: skip
-    else:
-        network, dataset = _inputs(model, data, split or None, device)
-        explain_dataset(
-            network, dataset, explainers, out, header, target=parsed_target, batch_size=batch_size,
-            map_format=map_format, device=device, progress=progress,
-        )  # fmt: skip
-    typer.echo(f"{out}: {len(dataset)} items x {len(explainers)} methods")
-
-
-def _inputs(model: Path, data: Path, split: str | None, device: str, *, load_model: bool = True) -> tuple:
-    """The run's model (``None`` unless ``load_model``) and the dataset as it sees it; Ray workers call it too."""
-    from medexplain.models.checkpoint import read_config
-    from medexplain.runs import load_run, run_dataset
-
-    if not load_model:
-        return None, run_dataset(read_config(model), data, split)
-    network, _config, dataset = load_run(model, data, split, device=device)
-    return network, dataset
+    stored = explain_run(
+        model, data, [m.strip() for m in method.split(",") if m.strip()], out, split=split or None,
+        target=parse_target(target), layer=layer, batch_size=batch_size, map_format=map_format, device=device,
+        executor=engine_options(engine, address, workers, device), progress=progress,
+    )  # fmt: skip
+    typer.echo(f"{out}: {len(stored.items)} items x {len(stored.methods)} methods")
 
 
 def register(app: typer.Typer) -> None:

@@ -26,7 +26,7 @@ def analyse_run(
     Probes and CAVs are fit on ``train_split``; everything else is reported on ``held_out_split``. ``table`` is
     a concept-class table (or a CSV/JSON path to one); by default it is learned from the training annotations.
     """
-    from medexplain.runs import load_run, run_dataset
+    from medexplain.models import load_run, run_dataset
 
     model, config, train = load_run(run_dir, data, train_split, device=device)
     held_out = run_dataset(config, data, held_out_split)

@@ -22,12 +22,14 @@ from medexplain.metrics.faithfulness import (
 )
 from medexplain.metrics.localisation import mask_auroc, pointing_game, relevance_mass, relevance_rank
 from medexplain.metrics.overlap import dice_coefficient, hausdorff_distance, iou_score, structural_similarity
-from medexplain.metrics.passes import forward_passes
 from medexplain.metrics.registry import (
     CATEGORIES,
     METRICS,
+    NEEDS,
+    Curve,
     MetricInfo,
     available,
+    forward_passes,
     get_metric,
     metric_info,
     register_metric,
@@ -39,6 +41,8 @@ from medexplain.metrics.summary import bootstrap_interval, summarise
 __all__ = [
     "CATEGORIES",
     "METRICS",
+    "NEEDS",
+    "Curve",
     "EmptyMaskWarning",
     "MetricInfo",
     "UndefinedScoreWarning",

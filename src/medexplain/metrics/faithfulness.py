@@ -7,7 +7,7 @@ Inputs: ``x`` ``(B, C, *spatial)``, maps ``(B, *spatial)`` or ``(B, 1, *spatial)
 one per sample, or ``None`` for the predicted class). A *feature* is a pixel/voxel (all channels together) or,
 with ``patch_size > 1``, a patch of the grid that Quantus uses (image padded evenly to a multiple of the patch).
 Every perturbed input is built as a tensor and the model runs on chunks of at most ``max_batch`` inputs:
-:func:`medexplain.metrics.passes.forward_passes` gives the forward passes each image needs. The model is
+:func:`medexplain.metrics.registry.forward_passes` gives the forward passes each image needs. The model is
 run as given under ``torch.no_grad()`` (call ``model.eval()`` first); its state is never changed.
 """
 
@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from medexplain.errors import MedexplainError
 from medexplain.explain.targets import Target, resolve_target
 from medexplain.metrics._inputs import as_float, drop_channel, pearson
-from medexplain.metrics.registry import register_metric
+from medexplain.metrics.registry import Curve, register_metric
 from medexplain.ndimage import gaussian_blur
 
 Baseline = float | str | Tensor
@@ -179,7 +179,10 @@ def curve_area(curve: Tensor) -> Tensor:
     return ((curve[:, 1:] + curve[:, :-1]) / 2).mean(1)
 
 
-@register_metric("deletion-auc", category="faithfulness", higher_is_better=False, needs_model=True)
+@register_metric(
+    "deletion-auc", category="faithfulness", higher_is_better=False, needs=("model",),
+    curve=Curve("deletion", perturbation_curve), passes=lambda p: p["steps"] + 1,
+)
 def deletion_auc(
     maps: Tensor,
     *,
@@ -216,7 +219,10 @@ def deletion_auc(
     )
 
 
-@register_metric("insertion-auc", category="faithfulness", higher_is_better=True, needs_model=True)
+@register_metric(
+    "insertion-auc", category="faithfulness", higher_is_better=True, needs=("model",),
+    curve=Curve("insertion", perturbation_curve), passes=lambda p: p["steps"] + 1,
+)
 def insertion_auc(
     maps: Tensor,
     *,
@@ -271,7 +277,10 @@ def pixel_flipping_curve(
     )
 
 
-@register_metric("pixel-flipping", category="faithfulness", higher_is_better=True, needs_model=True)
+@register_metric(
+    "pixel-flipping", category="faithfulness", higher_is_better=True, needs=("model",),
+    passes=lambda p: p["steps"] + 1,
+)
 def pixel_flipping(
     maps: Tensor,
     *,
@@ -326,7 +335,10 @@ def region_perturbation_curve(
     return scorer.clean[:, None] - scorer.perturbed(regions, build)
 
 
-@register_metric("region-perturbation", category="faithfulness", higher_is_better=True, needs_model=True)
+@register_metric(
+    "region-perturbation", category="faithfulness", higher_is_better=True, needs=("model",),
+    passes=lambda p: p["regions"] + 1,
+)
 def region_perturbation(
     maps: Tensor,
     *,
@@ -366,7 +378,10 @@ def random_subsets(features: int, runs: int, size: int, seed: int) -> Tensor:
     return torch.rand(runs, features, generator=generator).topk(size, dim=1).indices
 
 
-@register_metric("faithfulness-correlation", category="faithfulness", higher_is_better=True, needs_model=True)
+@register_metric(
+    "faithfulness-correlation", category="faithfulness", higher_is_better=True, needs=("model",),
+    passes=lambda p: p["runs"] + 1,
+)
 def faithfulness_correlation(
     maps: Tensor,
     *,

@@ -29,7 +29,7 @@ def dilate(mask: Tensor, radius: float) -> Tensor:
     return hits.squeeze(1) > 0.5
 
 
-@register_metric("pointing-game", category="localisation", higher_is_better=True, needs_mask=True)
+@register_metric("pointing-game", category="localisation", higher_is_better=True, needs=("mask",))
 def pointing_game(maps: Tensor, mask: Tensor, *, tolerance: float = 0.0) -> Tensor:
     """Pointing game (Zhang et al., ECCV 2016): 1 if the map's maximum falls in the mask, else 0.
 
@@ -52,7 +52,7 @@ def pointing_game(maps: Tensor, mask: Tensor, *, tolerance: float = 0.0) -> Tens
     return nan_where_empty(hit, mask, "pointing-game")
 
 
-@register_metric("relevance-mass", category="localisation", higher_is_better=True, needs_mask=True)
+@register_metric("relevance-mass", category="localisation", higher_is_better=True, needs=("mask",))
 def relevance_mass(maps: Tensor, mask: Tensor, *, absolute: bool = False) -> Tensor:
     """Relevance mass accuracy (Arras et al., Information Fusion 2022): relevance inside the mask / total.
 
@@ -74,7 +74,7 @@ def relevance_mass(maps: Tensor, mask: Tensor, *, absolute: bool = False) -> Ten
     return nan_where_empty(scores, mask, "relevance-mass")
 
 
-@register_metric("relevance-rank", category="localisation", higher_is_better=True, needs_mask=True)
+@register_metric("relevance-rank", category="localisation", higher_is_better=True, needs=("mask",))
 def relevance_rank(maps: Tensor, mask: Tensor) -> Tensor:
     """Relevance rank accuracy (Arras et al., Information Fusion 2022).
 
@@ -104,7 +104,7 @@ def relevance_rank(maps: Tensor, mask: Tensor) -> Tensor:
     return nan_where_empty(hits / sizes.clamp(min=1), mask, "relevance-rank")
 
 
-@register_metric("mask-auroc", category="localisation", higher_is_better=True, needs_mask=True)
+@register_metric("mask-auroc", category="localisation", higher_is_better=True, needs=("mask",))
 def mask_auroc(maps: Tensor, mask: Tensor) -> Tensor:
     """AUROC of the map as a pixel/voxel classifier of the mask (Quantus ``AUC``); ties count one half.
 

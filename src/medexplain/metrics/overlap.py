@@ -169,7 +169,7 @@ def _binary_and_mask(
     return binarise(maps, method, value=value, fraction=fraction, hull=hull), mask
 
 
-@register_metric("dice", category="localisation", higher_is_better=True, needs_mask=True)
+@register_metric("dice", category="localisation", higher_is_better=True, needs=("mask",))
 def dice(
     maps: Tensor,
     mask: Tensor,
@@ -187,7 +187,7 @@ def dice(
     return nan_where_empty(dice_coefficient(binary, mask), mask, "dice")
 
 
-@register_metric("iou", category="localisation", higher_is_better=True, needs_mask=True)
+@register_metric("iou", category="localisation", higher_is_better=True, needs=("mask",))
 def iou(
     maps: Tensor,
     mask: Tensor,
@@ -202,7 +202,7 @@ def iou(
     return nan_where_empty(iou_score(binary, mask), mask, "iou")
 
 
-@register_metric("hd95", category="localisation", higher_is_better=False, needs_mask=True)
+@register_metric("hd95", category="localisation", higher_is_better=False, needs=("mask",))
 def hd95(
     maps: Tensor,
     mask: Tensor,
@@ -221,7 +221,7 @@ def hd95(
     return nan_where_empty(hausdorff_distance(binary, mask, 95.0), mask, "hd95")
 
 
-@register_metric("ssim", category="localisation", higher_is_better=True, needs_mask=True)
+@register_metric("ssim", category="localisation", higher_is_better=True, needs=("mask",))
 def ssim(
     maps: Tensor,
     mask: Tensor,

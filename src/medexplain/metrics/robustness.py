@@ -146,7 +146,10 @@ def sensitivity(
     )
 
 
-@register_metric("max-sensitivity", category="robustness", higher_is_better=False, needs_model=True)
+@register_metric(
+    "max-sensitivity", category="robustness", higher_is_better=False, needs=("explainer",),
+    passes=lambda p: p["samples"],
+)
 def max_sensitivity(
     maps: Tensor | None,
     *,
@@ -180,7 +183,10 @@ def max_sensitivity(
     ).amax(1)
 
 
-@register_metric("avg-sensitivity", category="robustness", higher_is_better=False, needs_model=True)
+@register_metric(
+    "avg-sensitivity", category="robustness", higher_is_better=False, needs=("explainer",),
+    passes=lambda p: p["samples"],
+)
 def avg_sensitivity(
     maps: Tensor | None,
     *,
@@ -225,7 +231,10 @@ def map_similarity(a: Tensor, b: Tensor) -> Tensor:
     return structural_similarity(minmax(a), minmax(b), win_size=window, sigma=1.5 * window / 11)
 
 
-@register_metric("noise-ssim", category="robustness", higher_is_better=True, needs_model=True)
+@register_metric(
+    "noise-ssim", category="robustness", higher_is_better=True, needs=("explainer",),
+    passes=lambda p: p["samples"],
+)
 def noise_ssim(
     maps: Tensor | None,
     *,

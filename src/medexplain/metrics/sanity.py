@@ -116,7 +116,17 @@ def cascading_randomisation(
     return names, torch.stack(scores, 1)
 
 
-@register_metric("model-randomisation", category="sanity", higher_is_better=False, needs_model=True)
+def _layer_count(layers: int | None) -> int:
+    """One explainer call per randomised layer: the cost needs the count (``len(parameter_layers(model))``)."""
+    if layers is None:
+        raise MedexplainError("model-randomisation: its cost depends on the model; give layers (a count)")
+    return int(layers)
+
+
+@register_metric(
+    "model-randomisation", category="sanity", higher_is_better=False, needs=("explainer",),
+    passes=lambda p: _layer_count(p["layers"]),
+)
 def model_randomisation(
     maps: Tensor | None,
     *,

@@ -94,7 +94,7 @@ def train_section(page: Page, component: Component) -> None:
 
 def explanations_section(page: Page, component: Component) -> None:
     """A gallery per method: image, mask outline and map overlay for the first few items; 3D as slice viewers."""
-    from medexplain.explain.store import load_explanations
+    from medexplain.workflows.explanations import load_explanations
 
     stored = load_explanations(component.path)
     section = page.section(f"maps-{_anchor(component)}", f"Explanations ({component.name})")
@@ -302,8 +302,7 @@ def _dataset_images(stored) -> Callable[[int], tuple[np.ndarray, np.ndarray | No
 
     The mask is the ``lesion`` mask when the dataset has one, else the union of all its masks.
     """
-    from medexplain.models.checkpoint import read_config
-    from medexplain.runs import run_dataset
+    from medexplain.models import read_config, run_dataset
 
     try:
         dataset = run_dataset(read_config(stored.header["model"]), stored.header["data"], stored.header.get("split"))

@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from medexplain.data import ImageDataset, load_dataset
+from medexplain.data.preprocessing import preprocessing_transform
 from medexplain.errors import MedexplainError
 from medexplain.files import atomic_directory, write_text
 from medexplain.models import load as load_model
@@ -24,7 +25,6 @@ from medexplain.simulate.apply import apply_simulator
 from medexplain.simulate.checkpoint import load_simulator, save_simulator
 from medexplain.simulate.network import SimulatorConfig
 from medexplain.simulate.training import TrainingConfig, train_simulator
-from medexplain.train import preprocessing_transform
 
 
 def load_classifier(run_dir: str | os.PathLike[str], device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:

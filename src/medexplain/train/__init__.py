@@ -1,7 +1,6 @@
 """Training: ``train(...)`` for any registered model, composable losses (sparsity), augmentation, resumable runs."""
 
 from medexplain.train.augment import Augment
-from medexplain.train.data import preprocessing_transform
 from medexplain.train.loop import MONITORS, OPTIMIZERS, train
 from medexplain.train.losses import LOSSES, Objective, sparsity_penalty
 
@@ -11,7 +10,6 @@ __all__ = [
     "OPTIMIZERS",
     "Augment",
     "Objective",
-    "preprocessing_transform",
     "sparsity_penalty",
     "train",
 ]

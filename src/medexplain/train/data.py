@@ -1,7 +1,8 @@
 """Training data in memory: splits read once, resized, standardised with training-set statistics.
 
-The preprocessing is recorded in the run's ``config.json`` and rebuilt by :func:`preprocessing_transform`, so
-explanations and evaluations see exactly the inputs the model was trained on.
+The preprocessing is recorded in the run's ``config.json`` and rebuilt by
+:func:`medexplain.data.preprocessing.preprocessing_transform`, so explanations and evaluations see exactly the
+inputs the model was trained on.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from medexplain.data import load_dataset
 from medexplain.data.sample import Sample
-from medexplain.data.transforms import Compose, NormalizeIntensity, Resize, Transform
+from medexplain.data.transforms import NormalizeIntensity, Resize
 from medexplain.errors import MedexplainError
 
 MAX_BYTES = 8 * 2**30  # refuse to hold more than this in memory; ask for a smaller --size instead
@@ -39,17 +40,6 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-
-def preprocessing_transform(preprocessing: dict[str, Any]) -> Transform:
-    """The ``Sample -> Sample`` transform described by a run's ``config["preprocessing"]``."""
-    steps: list[Transform] = []
-    if preprocessing.get("size") is not None:
-        steps.append(Resize(preprocessing["size"]))
-    intensity = preprocessing.get("intensity", {})
-    if intensity:
-        steps.append(NormalizeIntensity(intensity["mean"], intensity["std"], channel_wise=True))
-    return Compose(steps)
 
 
 def read_split(

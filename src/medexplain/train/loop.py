@@ -28,9 +28,10 @@ from medexplain.files import csv_text, write_text
 from medexplain.metrics.classification import classification_summary, multilabel_summary
 from medexplain.metrics.complexity import gini
 from medexplain.models.bagnet import FlipAveraged
-from medexplain.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_weights, save_weights
+from medexplain.models.checkpoint import load_weights, save_weights
 from medexplain.models.modes import evaluation_mode
 from medexplain.models.registry import MODELS, create_model
+from medexplain.models.run import CONFIG_FILE, RUN_FORMAT, WEIGHTS_FILE
 from medexplain.progress import progress_bar
 from medexplain.train import distributed
 from medexplain.train.augment import Augment
@@ -43,7 +44,6 @@ METRICS_FILE = "metrics.csv"
 PREDICTIONS_FILE = "predictions.csv"
 MONITORS = ("loss", "accuracy", "balanced_accuracy", "auroc", "kappa")
 OPTIMIZERS = ("sgd", "adamw")
-RUN_FORMAT = "medexplain-run/1"
 
 
 def train(

@@ -14,8 +14,8 @@ from medexplain.data import collate, load_dataset
 from medexplain.data.synth import write_fundus
 from medexplain.errors import MedexplainError
 from medexplain.explain import create_explainer
-from medexplain.explain.store import ExplanationWriter, load_explanations
 from medexplain.models import create_model, load, save_run
+from medexplain.workflows.explanations import ExplanationWriter, load_explanations
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_store_round_trips_nifti_and_refuses_paths_out_of_the_folder(tmp_path: P
     writer = ExplanationWriter(tmp_path, {"model": "m", "data": "d", "split": None}, {"x": {}}, map_format="nifti")
     maps = torch.randn(2, 3, 4, 5)
     writer.write("case/01", 0, 1, [0, 1], "x", maps)
-    writer.flush()
+    writer.commit(1)
     stored = load_explanations(tmp_path)
     assert stored.items[0].maps["x"].name == "case_01-0.nii.gz"
     torch.testing.assert_close(stored.load(stored.items[0], "x"), maps)

@@ -15,9 +15,9 @@ import torch
 from medexplain.cli import main
 from medexplain.data import load_dataset
 from medexplain.data.synth import write_deformation
-from medexplain.explain.store import load_explanations
 from medexplain.metrics import get_metric
 from medexplain.models import create_model, save_run
+from medexplain.workflows.explanations import load_explanations
 
 
 def _run_folder(path: Path, dataset, spatial_dims: int) -> Path:

@@ -4,21 +4,27 @@ equal the metric functions."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from medexplain.cli import evaluate as evaluate_cli
 from medexplain.cli import main
-from medexplain.cli.explain import _inputs
 from medexplain.data.synth import write_deformation
-from medexplain.explain.store import load_explanations
 from medexplain.metrics import forward_passes, get_metric
-from medexplain.metrics.evaluate import _context, evaluate_explanations, method_batches, stored_units
 from medexplain.metrics.faithfulness import curve_area, perturbation_curve
-from medexplain.models import create_model, save_run
+from medexplain.models import create_model, load_run, save_run
+from medexplain.workflows import evaluate as evaluate_workflow
+from medexplain.workflows.evaluate import (
+    EvaluationState,
+    _context,
+    evaluate_explanations,
+    method_batches,
+    stored_units,
+)
+from medexplain.workflows.explanations import load_explanations
 
 NAMES = ["deletion-auc", "gini", "insertion-auc"]
 
@@ -42,7 +48,7 @@ def _two_pass_curves(stored, dataset, model: nn.Module, batch_size: int) -> dict
     sums: dict[str, dict[str, torch.Tensor]] = {}
     counts: dict[str, int] = {}
     for batch in method_batches(stored_units(stored), batch_size):
-        context = _context(stored, dataset, batch, None, model, "cpu")
+        context = _context(EvaluationState(stored, dataset, (), model), batch)
         method = batch[0].method
         counts[method] = counts.get(method, 0) + len(batch)
         for mode, baseline in (("deletion", 0.0), ("insertion", "blur")):
@@ -62,15 +68,15 @@ def test_scores_and_mean_curves_come_from_one_set_of_forward_passes(tmp_path: Pa
     command = ["explain", "--model", str(run), "--data", str(data), "--method", "saliency,gradcam", "--split", "",
                "--out", str(explained), "--no-progress"]  # fmt: skip
     assert main(command) == 0
-    network, dataset = _inputs(run, data, None, "cpu")
+    network, _config, dataset = load_run(run, data, None)
     model = CountingModel(network.eval())
     stored = load_explanations(explained)
     units = stored_units(stored)
     assert len(units) == 10  # 5 images x 2 methods, one target each
 
     old = _two_pass_curves(stored, dataset, network, batch_size=2)
-    rows, empty, curves = evaluate_explanations(stored, dataset, NAMES, model=model, batch_size=2,
-                                                progress=False)  # fmt: skip
+    rows, empty, curves, _chance = evaluate_explanations(stored, dataset, NAMES, model=model, batch_size=2,
+                                                         progress=False)  # fmt: skip
     assert empty == 0
     assert curves == old  # the same mean curves, bit for bit
     assert set(curves) == {"saliency", "gradcam"} and all(len(c["deletion"]) == 21 for c in curves.values())
@@ -85,7 +91,7 @@ def test_scores_and_mean_curves_come_from_one_set_of_forward_passes(tmp_path: Pa
     for name in NAMES:  # the scores are the metric functions' own, batch by batch
         expected = []
         for batch in method_batches(units, 2):
-            context = _context(stored, dataset, batch, None, network, "cpu")
+            context = _context(EvaluationState(stored, dataset, (), network), batch)
             metric = get_metric(name)
             if name == "gini":
                 expected += metric(context["maps"]).double().tolist()
@@ -101,14 +107,14 @@ def test_scores_and_mean_curves_come_from_one_set_of_forward_passes(tmp_path: Pa
     assert evaluate_explanations(stored, dataset, ["gini"], model=model, progress=False).curves == {}
 
     # `medexplain evaluate` writes these curves after one pass too
-    counted, load_inputs = [], evaluate_cli._inputs
+    counted, build_state = [], evaluate_workflow.run_evaluation_state
 
-    def counting_inputs(*args, **kwargs):
-        network, dataset = load_inputs(*args, **kwargs)
-        counted.append(CountingModel(network))
-        return counted[-1], dataset
+    def counting_state(*args, **kwargs):
+        state = build_state(*args, **kwargs)
+        counted.append(CountingModel(state.model))
+        return dataclasses.replace(state, model=counted[-1])
 
-    monkeypatch.setattr(evaluate_cli, "_inputs", counting_inputs)
+    monkeypatch.setattr(evaluate_workflow, "run_evaluation_state", counting_state)
     out = tmp_path / "scores"
     assert (
         main(

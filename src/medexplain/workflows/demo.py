@@ -1,9 +1,10 @@
-"""The main job: ``medexplain demo`` runs the whole toolkit once, end to end, and writes its report.
+"""The main job: ``medexplain demo`` runs the whole toolkit once, end to end.
 
 Synthetic fundus images with lesion masks (or a real dataset folder) -> a sparse BagNet and a ResNet-18
 baseline -> evidence maps, Grad-CAM, LRP and integrated gradients -> localisation and faithfulness against
-the lesion masks -> concept analysis of the lesion types -> ``report.html``. Every stage writes its own
-sub-folder and is skipped when already complete, so an interrupted demo continues where it stopped.
+the lesion masks -> concept analysis of the lesion types -> the report (built by the caller's ``report``
+function, the last stage). Every stage writes its own sub-folder and is skipped when already complete, so an
+interrupted demo continues where it stopped.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -99,11 +99,11 @@ Stage = Callable[[], object]
 class StageLog:
     """Times each stage and keeps ``run.json`` (command, settings, versions, stage timings) up to date."""
 
-    def __init__(self, out: Path, settings: DemoSettings, data: Path) -> None:
+    def __init__(self, out: Path, settings: DemoSettings, data: Path, command: str) -> None:
         self.path = out / "run.json"
         self.info: dict[str, Any] = {
             "kind": "medexplain-demo",
-            "command": " ".join(["medexplain", *sys.argv[1:]]) if sys.argv else "medexplain demo",
+            "command": command,
             "seed": settings.seed,
             "data": str(data),
             "settings": asdict(settings),
@@ -128,12 +128,16 @@ def run_demo(
     overwrite: bool = False,
     progress: bool = True,
     echo: Callable[[str], None] = print,
-) -> Path:
-    """Run the demo into ``out`` and return the path of its report.
+    report: Callable[[Path], Path] | None = None,
+    command: str = "medexplain demo",
+) -> Path | None:
+    """Run the demo into ``out``; returns what ``report(out)`` returned (the report's path), or ``None``.
 
     Args:
         data: a dataset folder (manifest with masks) to use instead of the synthetic fundus images.
         overwrite: start from scratch, removing a previous demo in ``out``; otherwise completed stages are kept.
+        report: the last stage, e.g. :func:`medexplain.report.build_report`.
+        command: how the demo was started, recorded in ``run.json``.
     """
     settings = settings or DemoSettings()
     out = Path(out)
@@ -143,7 +147,7 @@ def run_demo(
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(data) if data is not None else out / "data"
-    log = StageLog(out, settings, data_dir)
+    log = StageLog(out, settings, data_dir, command)
 
     if data is None and not (data_dir / "manifest.csv").is_file():
         log.run("synthetic data", partial(_synthesise, data_dir, settings, progress), echo)
@@ -164,11 +168,11 @@ def run_demo(
     if dataset.label_names and not (concepts_dir / "summary.json").is_file():
         baseline = out / "models" / settings.models[-1].name
         log.run("concepts", partial(_concepts, baseline, data_dir, concepts_dir, settings, progress), echo)
-    from medexplain.report import build_report
-
-    report: list[Path] = []
-    log.run("report", lambda: report.append(build_report(out)), echo)
-    return report[0]
+    if report is None:
+        return None
+    built: list[Path] = []
+    log.run("report", lambda: built.append(report(out)), echo)
+    return built[0]
 
 
 def _synthesise(data_dir: Path, settings: DemoSettings, progress: bool) -> None:
@@ -201,40 +205,22 @@ def _train(model: DemoModel, data_dir: Path, run_dir: Path, settings: DemoSettin
 def _explain(
     model: DemoModel, run_dir: Path, data_dir: Path, maps_dir: Path, settings: DemoSettings, progress: bool
 ) -> None:
-    from torch.utils.data import Subset
+    from medexplain.workflows.explain import explain_run
 
-    from medexplain.explain import create_explainer
-    from medexplain.explain.run import explain_dataset
-    from medexplain.runs import load_run
-
-    network, _config, dataset = load_run(run_dir, data_dir, "test")
-    network.eval()
-    subset = Subset(dataset, range(min(settings.explain_items, len(dataset))))
-    header = {"model": str(run_dir), "data": str(data_dir), "split": "test"}
-    explainers = {name: create_explainer(name, **settings.method_params.get(name, {})) for name in model.methods}
-    explain_dataset(network, subset, explainers, maps_dir, header, batch_size=8, progress=progress)
+    params = {name: p for name, p in settings.method_params.items() if name in model.methods}
+    explain_run(run_dir, data_dir, model.methods, maps_dir, split="test", method_params=params,
+                max_items=settings.explain_items, batch_size=8, progress=progress)  # fmt: skip
 
 
 def _evaluate(
     run_dir: Path, maps_dir: Path, data_dir: Path, scores_dir: Path, settings: DemoSettings, mask: str | None,
     progress: bool,
 ) -> None:  # fmt: skip
-    from medexplain.explain.store import load_explanations
-    from medexplain.metrics.evaluate import evaluate_explanations, summary_rows, write_results
-    from medexplain.runs import load_run
+    from medexplain.workflows.evaluate import evaluate_run
 
-    network, _config, dataset = load_run(run_dir, data_dir, "test")
-    network.eval()
-    stored = load_explanations(maps_dir)
     metrics = [m for m in settings.metrics if mask is not None or m in ("deletion-auc", "insertion-auc", "gini")]
-    rows, _empty, curves = evaluate_explanations(
-        stored, dataset, metrics, model=network, mask_name=mask, batch_size=16, progress=progress
-    )
-    shares = [float(m.mean()) for m in (dataset[i.index].masks[mask] for i in stored.items) if m.any()] if mask else []
-    # Chance level of the pointing game: the mean share of the image a lesion covers, over the scored images.
-    chance = {"pointing-game": sum(shares) / len(shares)} if shares else {}
-    extra = {"chance": chance, "curves": curves}
-    write_results(scores_dir, rows, summary_rows(rows, seed=settings.seed), extra, overwrite=True)
+    evaluate_run(maps_dir, data_dir, scores_dir, model=run_dir, metrics=metrics, mask=mask, batch_size=16,
+                 seed=settings.seed, overwrite=True, progress=progress)  # fmt: skip
 
 
 def _concepts(run_dir: Path, data_dir: Path, concepts_dir: Path, settings: DemoSettings, progress: bool) -> None:

@@ -1,0 +1,96 @@
+"""Run folders, the format every trained or saved model travels in (one owner: this module).
+
+```
+RUN/config.json          {"format": "medexplain-run/1", "model": name, "model_args": {...},
+                          "preprocessing": {...}, ...}   (``medexplain train`` adds data, training, metrics)
+RUN/model.safetensors    the weights (never unpickled)
+```
+
+:func:`save_run` writes one for any model built from the registry (weights trained elsewhere, an untrained model),
+:func:`load` rebuilds the model, and :func:`load_run` pairs it with a dataset as the model sees it (the run's
+recorded preprocessing), which is how explaining, evaluating, concept analysis and simulation read data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medexplain.data import ImageDataset, load_dataset
+from medexplain.data.preprocessing import preprocessing_transform
+from medexplain.errors import MedexplainError
+from medexplain.files import read_json, write_text
+from medexplain.models.bagnet import FlipAveraged
+from medexplain.models.checkpoint import load_weights, save_weights
+from medexplain.models.registry import create_model
+
+RUN_FORMAT = "medexplain-run/1"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def save_run(model: nn.Module, run_dir: str | os.PathLike[str], name: str, model_args: dict[str, Any]) -> Path:
+    """Write ``model`` (built as ``create_model(name, **model_args)``) as a run folder that :func:`load` reads.
+
+    For weights trained elsewhere, or an untrained model: ``model.safetensors`` and a ``config.json`` with the
+    format, the model's name and arguments (training runs add data, preprocessing and metrics). Both files are
+    written atomically; returns the folder.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_weights(model, run_dir / WEIGHTS_FILE)
+    config = {"format": RUN_FORMAT, "model": name, "model_args": dict(model_args)}
+    write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    return run_dir
+
+
+def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``config.json`` of a run folder."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise MedexplainError(f"{path}: no such file (is {run_dir} a model run folder written by `medexplain train`?)")
+    config = read_json(path)
+    if not isinstance(config.get("model"), str):
+        raise MedexplainError(f'{path}: has no "model" name')
+    if not isinstance(config.get("model_args", {}), dict):
+        raise MedexplainError(f'{path}: "model_args" must be an object')
+    return config
+
+
+def load(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a run folder from ``config.json`` and load ``model.safetensors``.
+
+    Returns ``(model, config)`` with the model in eval mode on ``device``; a run trained with test-time flips
+    (``training.tta_flip_axes``) comes back wrapped in :class:`~medexplain.models.bagnet.FlipAveraged`, the model
+    its metrics were measured on.
+    """
+    config = read_config(run_dir)
+    model = create_model(config["model"], **config.get("model_args", {}))
+    load_weights(model, Path(run_dir) / WEIGHTS_FILE)
+    flip_axes = config.get("training", {}).get("tta_flip_axes")
+    if flip_axes:
+        model = FlipAveraged(model, flip_axes)
+    return model.to(device).eval(), config
+
+
+def run_dataset(config: Mapping[str, Any], data: str | os.PathLike[str], split: str | None) -> ImageDataset:
+    """``split`` of ``data`` with the resizing and intensity standardisation recorded in a run's ``config``."""
+    return load_dataset(data, split, preprocessing_transform(config.get("preprocessing") or {}))
+
+
+def load_run(
+    run_dir: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    split: str | None,
+    *,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, dict[str, Any], ImageDataset]:
+    """The model of ``run_dir`` (eval mode), its config, and ``split`` of ``data`` as the model sees it."""
+    model, config = load(run_dir, device=device)
+    return model, config, run_dataset(config, data, split)

@@ -1,0 +1,193 @@
+"""Explaining a dataset into an explanations folder (:mod:`medexplain.workflows.explanations`).
+
+:func:`explain_run` explains a run folder's model on a dataset as the model sees it (its recorded preprocessing),
+on any :class:`~medexplain.workflows.executors.Executor`; :func:`explain_dataset` does the same for a model and a
+dataset already in memory. Both cut the dataset into batches of consecutive items, skip the maps a folder already
+holds (so an interrupted run continues where it stopped) and write every map once, in this process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from medexplain.data import collate
+from medexplain.errors import MedexplainError
+from medexplain.explain.base import EXPLAINERS, Explainer, create_explainer, explainer_params
+from medexplain.explain.targets import Target
+from medexplain.models import load_run, read_config, run_dataset
+from medexplain.progress import progress_bar
+from medexplain.workflows.executors import Executor, LocalExecutor
+from medexplain.workflows.explanations import StoredExplanations, explanation_output, load_explanations
+
+MapRecord = tuple[str, int, int, list[int], str, np.ndarray]
+"""``(item_id, index, label, targets, method, maps (K, *spatial))``: the arguments of ``ExplanationWriter.write``."""
+
+
+def build_explainers(
+    methods: Sequence[str], *, layer: str | None = None, params: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Explainer]:
+    """Explainers by registered name; ``layer`` goes to the methods that take one (the CAM family), ``params``
+    gives further hyperparameters per method (``{"integrated-gradients": {"steps": 24}}``)."""
+    if not methods:
+        raise MedexplainError("`methods`: none given; choose from " + ", ".join(EXPLAINERS.available()),
+                              parameter="methods")  # fmt: skip
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(methods))
+    if unknown:
+        raise MedexplainError(f"parameters given for {unknown[0]!r}, which is not among the methods {list(methods)}")
+    explainers = {}
+    for name in methods:
+        takes_layer = "layer" in {f.name for f in dataclasses.fields(EXPLAINERS.get(name))}
+        explainers[name] = create_explainer(name, **({"layer": layer} if layer and takes_layer else {}),
+                                            **params.get(name, {}))  # fmt: skip
+    return explainers
+
+
+@dataclass(frozen=True)
+class ExplainState:
+    """What explaining a batch needs: the model (eval mode), the dataset, the explainers, the target, the device."""
+
+    model: nn.Module
+    dataset: Any
+    explainers: Mapping[str, Explainer]
+    target: Target
+    device: str | torch.device
+
+
+@dataclass(frozen=True)
+class ExplainBatch:
+    """Consecutive dataset ``indices`` explained together, and per index the methods whose maps already exist."""
+
+    indices: tuple[int, ...]
+    skip: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+
+
+def explain_batch(state: ExplainState, batch: ExplainBatch) -> list[MapRecord]:
+    """The maps of every method for the items of ``batch`` (one model batch per method), as :data:`MapRecord`."""
+    samples = [state.dataset[i] for i in batch.indices]
+    records: list[MapRecord] = []
+    for name, explainer in state.explainers.items():
+        todo = [j for j, index in enumerate(batch.indices) if name not in batch.skip.get(index, ())]
+        if not todo:
+            continue
+        images = collate([samples[j] for j in todo]).image.to(state.device)
+        explanation = explainer(state.model, images, state.target)
+        maps = explanation.maps.detach().cpu()
+        for row, j in enumerate(todo):
+            sample = samples[j]
+            targets = explanation.targets[row].tolist()
+            records.append((str(sample.meta["id"]), batch.indices[j], sample.label, targets, name, maps[row].numpy()))
+    return records
+
+
+def explain_dataset(
+    model: nn.Module,
+    dataset: Any,
+    explainers: Mapping[str, Explainer],
+    out: str | os.PathLike[str],
+    header: Mapping[str, Any],
+    *,
+    target: Target = "predicted",
+    batch_size: int = 16,
+    map_format: str = "npy",
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> StoredExplanations:
+    """Write the maps of every explainer for every item of ``dataset`` (a ``medexplain.data.ImageDataset``, or a
+    ``Subset`` of one) to ``out``; ``header`` (``{"model", "data", "split"}``) identifies what was explained.
+
+    ``model`` is used as given (put it in eval mode first). Returns the folder's content.
+    """
+    state = ExplainState(model, dataset, dict(explainers), target, device)
+    methods = {name: explainer_params(explainer) for name, explainer in explainers.items()}
+    return _explain(lambda: state, len(dataset), methods, out, header, LocalExecutor(), batch_size, map_format,
+                    progress)  # fmt: skip
+
+
+def run_state(
+    model: str | os.PathLike[str], data: str | os.PathLike[str], split: str | None, explainers: Mapping[str, Explainer],
+    target: Target, device: str, max_items: int | None,
+) -> ExplainState:  # fmt: skip
+    """The state of :func:`explain_batch` for a run folder's model on ``data`` (what each worker builds)."""
+    network, _config, dataset = load_run(model, data, split, device=device)
+    return ExplainState(network, _first(dataset, max_items), explainers, target, device)
+
+
+def _first(dataset: Any, count: int | None) -> Any:
+    return dataset if count is None or count >= len(dataset) else Subset(dataset, range(count))
+
+
+def explain_run(
+    model: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    methods: Sequence[str],
+    out: str | os.PathLike[str],
+    *,
+    split: str | None = "test",
+    target: Target = "predicted",
+    layer: str | None = None,
+    method_params: Mapping[str, Mapping[str, Any]] | None = None,
+    max_items: int | None = None,
+    batch_size: int = 16,
+    map_format: str = "npy",
+    device: str = "cpu",
+    executor: Executor | None = None,
+    progress: bool = True,
+) -> StoredExplanations:
+    """Explain the model of the run folder ``model`` on ``split`` of ``data`` (``None``: every item) into ``out``.
+
+    The data is read with the run's recorded preprocessing. ``methods`` are registered explainer names, ``layer``
+    the CAM layer, ``method_params`` further hyperparameters per method, ``max_items`` explains only the first
+    items. A folder written before for the same model, data and split is continued; methods it holds with other
+    parameters are refused. Returns the folder's content.
+    """
+    if max_items is not None and max_items < 1:
+        raise MedexplainError(f"`max_items` must be positive, got {max_items}", parameter="max_items")
+    explainers = build_explainers(methods, layer=layer, params=method_params)
+    size = len(_first(run_dataset(read_config(model), data, split), max_items))
+    header = {"model": str(model), "data": str(data), "split": split}
+    setup = partial(run_state, model, data, split, explainers, target, device, max_items)
+    params = {name: explainer_params(explainer) for name, explainer in explainers.items()}
+    return _explain(setup, size, params, out, header, executor or LocalExecutor(), batch_size, map_format, progress)
+
+
+def _explain(
+    setup: Callable[[], ExplainState], size: int, methods: Mapping[str, Mapping[str, Any]],
+    out: str | os.PathLike[str], header: Mapping[str, Any], executor: Executor, batch_size: int, map_format: str,
+    progress: bool,
+) -> StoredExplanations:  # fmt: skip
+    if batch_size < 1:
+        raise MedexplainError(f"`batch_size` must be positive, got {batch_size}", parameter="batch_size")
+    if size == 0:
+        raise MedexplainError(f"{header.get('data')}: the data to explain has no items")
+    with explanation_output(out, header, methods, map_format) as writer:
+        done: dict[int, tuple[str, ...]] = {}
+        for item_id, item in writer.items.items():
+            done[item["index"]] = tuple(m for m in methods if writer.has(item_id, m))
+        batches = []
+        for start in range(0, size, batch_size):
+            indices = tuple(range(start, min(start + batch_size, size)))
+            if any(len(done.get(i, ())) < len(methods) for i in indices):
+                batches.append(ExplainBatch(indices, {i: done[i] for i in indices if done.get(i)}))
+        with progress_bar(progress) as bar:
+            task = bar.add_task("explaining", total=size, completed=size - sum(len(b.indices) for b in batches))
+
+            def on_result(number: int, records: list[MapRecord]) -> None:
+                for record in records:
+                    writer.write(*record)
+                writer.checkpoint()
+                bar.advance(task, len(batches[number].indices))
+
+            executor.map(setup, explain_batch, batches, on_result)
+        writer.commit(size)
+    return load_explanations(out)
