@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from medexplain.train import train
+from medexplain.train import TrainConfig, train
 from medexplain.train.state import RESUME_FILE, read_resume_info
 
 COLUMNS = ("accuracy", "auroc", "kappa", "gini", "gini_local")
@@ -31,7 +31,9 @@ class Config:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def run(config: Config, data: str | Path, work: Path, seed: int, split: str = "test") -> dict[str, Any]:
+def run(
+    config: Config, data: str | Path, work: Path, seed: int, split: str = "test", progress: bool = True
+) -> dict[str, Any]:
     """Train (or finish, or reuse) one seed of ``config``; returns its metrics on ``split`` ("test", or "val" of
     the chosen epoch: settings are chosen on "val") and the CPU seconds."""
     out = work / f"{config.name}-seed{seed}"
@@ -40,7 +42,8 @@ def run(config: Config, data: str | Path, work: Path, seed: int, split: str = "t
         result = json.loads((out / "config.json").read_text())
     else:
         started = time.process_time()
-        result = train(config.model, data, out, seed=seed, resume=(out / RESUME_FILE).is_file(), **config.settings)
+        settings = TrainConfig(config.model, seed=seed, **config.settings)
+        result = train(settings, data, out, resume=(out / RESUME_FILE).is_file(), progress=progress)
         cpu_file.write_text(f"{time.process_time() - started:.1f}\n")
     metrics = dict(result["metrics"][split])
     metrics["cpu_seconds"] = float(cpu_file.read_text()) if cpu_file.is_file() else float("nan")

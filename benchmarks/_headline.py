@@ -174,7 +174,7 @@ def _stratified(labels: np.ndarray, count: int | None, rng: np.random.Generator)
 
 def train_run(bench: Benchmark, config: Config, data: Path) -> Path:
     """The run folder of ``config`` trained with the benchmark's seed (reused when finished)."""
-    run(config, data, bench.work / "runs", bench.seed)
+    run(config, data, bench.work / "runs", bench.seed, progress=False)
     return bench.work / "runs" / f"{config.name}-seed{bench.seed}"
 
 

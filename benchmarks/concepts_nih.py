@@ -39,7 +39,7 @@ from medexplain.concepts.run import analyse_run
 from medexplain.data import load_dataset
 from medexplain.data.preprocessing import preprocessing_transform
 from medexplain.models import load
-from medexplain.train import train
+from medexplain.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 NIH = ROOT.parent / "shared" / "data" / "nih_cxr1000"
@@ -48,10 +48,9 @@ NIH = ROOT.parent / "shared" / "data" / "nih_cxr1000"
 def train_once(work: Path, epochs: int, seed: int) -> Path:
     run = work / "run"
     if not (run / "config.json").is_file():
-        train(
-            "resnet18", NIH, run, model_args={"width": 16, "small_input": True}, epochs=epochs, batch_size=32,
-            seed=seed, progress=True, device="cpu",
-        )  # fmt: skip
+        config = TrainConfig("resnet18", model_args={"width": 16, "small_input": True}, epochs=epochs, batch_size=32,
+                             seed=seed)  # fmt: skip
+        train(config, NIH, run, progress=True, device="cpu")
     return run
 
 

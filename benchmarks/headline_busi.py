@@ -61,8 +61,7 @@ CUSTOM = {  # share of |relevance| (signed maps comparable); constant maps refus
 
 def configs(epochs: int) -> dict[str, Config]:
     """The four trained models of the table."""
-    common = {"epochs": epochs, "batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "class_weights": "balanced",
-              "progress": False}  # fmt: skip
+    common = {"epochs": epochs, "batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "class_weights": "balanced"}
     bagnet = {**common, "model_args": {"evidence_activation": "relu"}}
     return {
         "resnet18": Config("resnet18", "resnet18", common),

@@ -52,8 +52,7 @@ EXPLAINERS = {"gradcam": "gradcam", "lrp": "lrp-epsilon-plus-flat", "ig": "integ
 
 def rows(size: Size) -> list[Row]:
     """Chance level, then each model (CE, CE + SIBnet) with each method."""
-    common = {"epochs": size.epochs, "batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "class_weights": "balanced",
-              "progress": False}  # fmt: skip
+    common = {"epochs": size.epochs, "batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "class_weights": "balanced"}
     models = {
         "resnet18": ("ResNet-18", Config("resnet18", "resnet18", common)),
         "sibnet": ("SIBnet-trained ResNet-18", Config("resnet18-sibnet", "resnet18", {**common, "loss": "ce+sibnet"})),

@@ -63,8 +63,7 @@ def setup_of(size: Size) -> dict[str, int]:
 
 def rows(size: Size) -> list[Row]:
     """ResNet-18 with three post-hoc methods, and the sparse BagNet's own evidence."""
-    common = {"epochs": size.epochs, "batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "class_weights": "balanced",
-              "progress": False}  # fmt: skip
+    common = {"epochs": size.epochs, "batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "class_weights": "balanced"}
     width = setup_of(size)["width"]
     resnet = Config(f"resnet18-w{width}", "resnet18", {**common, "model_args": {"small_input": True, "width": width}})
     bagnet = Config("sparse-bagnet17-light", "sparse-bagnet17-light", {

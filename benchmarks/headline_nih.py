@@ -62,7 +62,7 @@ def rows(size: Size) -> list[Row]:
     """Per-label AUROC of the classifier, then its Grad-CAM and LRP maps."""
     width = next(WIDTHS[name] for name, s in SIZES.items() if s == size)
     settings = {"epochs": size.epochs, "batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "loss": "bce",
-                "progress": False, "model_args": {"small_input": True, "width": width}}  # fmt: skip
+                "model_args": {"small_input": True, "width": width}}  # fmt: skip
     config = Config(f"resnet18-w{width}-bce", "resnet18", settings)
     return [
         Row("auroc", "per-label AUROC", config, None),

@@ -43,13 +43,14 @@ def _explain_evaluate(run: Path, data: Path, work: Path, engine: str, workers: i
 def _rank(rank: int, world: int, port: int, data: Path, out: Path, epochs: int) -> None:
     import torch.distributed as dist
 
-    from medexplain.train import train
+    from medexplain.train import TrainConfig, train
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))  # fmt: skip
     torch.set_num_threads(1)
     try:
-        train("bagnet9-light", data, out, epochs=epochs, batch_size=16, device="cpu", progress=False, seed=0)
+        train(TrainConfig("bagnet9-light", epochs=epochs, batch_size=16, seed=0), data, out, device="cpu",
+              progress=False)  # fmt: skip
     finally:
         if world > 1:
             dist.destroy_process_group()

@@ -220,10 +220,12 @@ def main() -> None:
         images = torch.stack([train[i].image for i in range(len(train))])
         classifier = fit(small_cnn(args.dims, args.size), images, train.labels, args.classifier_epochs)
     else:
+        from medexplain.train import TrainConfig
         from medexplain.train import train as train_model
 
-        train_model("resnet18", data, args.out / "run", model_args={"width": 8}, epochs=args.classifier_epochs,
-                    batch_size=16, lr=3e-3, augment=False, monitor="loss", seed=args.seed, device="cpu")
+        config = TrainConfig("resnet18", model_args={"width": 8}, epochs=args.classifier_epochs, batch_size=16,
+                             lr=3e-3, augment=False, monitor="loss", seed=args.seed)  # fmt: skip
+        train_model(config, data, args.out / "run", device="cpu")
         classifier, config = load_classifier(args.out / "run")
         train, test = open_data(data, config, "train"), open_data(data, config, "test")
         images = torch.stack([train[i].image for i in range(len(train))])

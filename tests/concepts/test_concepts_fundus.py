@@ -12,7 +12,7 @@ import pytest
 
 from medexplain.cli import main
 from medexplain.data.synth import write_fundus
-from medexplain.train import train
+from medexplain.train import TrainConfig, train
 
 LESIONS = ("microaneurysm", "haemorrhage", "exudate")
 FAST = ["--folds", "3", "--cav-runs", "10", "--random-runs", "40", "--learning-sizes", "10,40", "--learning-draws", "2"]
@@ -23,10 +23,8 @@ def fundus_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("fundus")
     data = write_fundus(root / "data", 400, size=48, seed=0, show_progress=False)
     run = root / "run"
-    train(
-        "resnet18", data, run, model_args={"width": 8, "small_input": True}, epochs=10, batch_size=32, seed=0,
-        progress=False, device="cpu",
-    )  # fmt: skip
+    config = TrainConfig("resnet18", model_args={"width": 8, "small_input": True}, epochs=10, batch_size=32, seed=0)
+    train(config, data, run, progress=False, device="cpu")
     return data, run
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from medexplain.data.synth import write_deformation
 from medexplain.report import build_report
-from medexplain.train import train
+from medexplain.train import TrainConfig, train
 from medexplain.workflows.explain import explain_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ def report_3d(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("volume")
     data = write_deformation(root / "data", n=12, spatial_dims=3, size=24, seed=0, show_progress=False)
     run = root / "model"
-    train("resnet18", data, run, epochs=1, batch_size=4, seed=0, progress=False)
+    train(TrainConfig("resnet18", epochs=1, batch_size=4, seed=0), data, run, progress=False)
     explain_run(run, data, ["gradcam"], root / "maps", split="test", progress=False)
     return build_report(root)
 

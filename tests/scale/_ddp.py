@@ -29,13 +29,13 @@ def register_tiny() -> None:
 
 def rank_main(rank: int, world: int, port: int, data: Path, out: Path, settings: dict[str, Any]) -> None:
     """What ``torchrun`` would start: the environment of rank ``rank`` of ``world``, then the library's ``train``."""
-    from medexplain.train import train
+    from medexplain.train import TrainConfig, train
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))  # fmt: skip
     torch.set_num_threads(1)
     register_tiny()
     try:
-        train(TINY, data, out, device="cpu", progress=False, **settings)
+        train(TrainConfig(TINY, **settings), data, out, device="cpu", progress=False)
     finally:
         dist.destroy_process_group()

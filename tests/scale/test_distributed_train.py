@@ -15,7 +15,7 @@ from tests.scale._ddp import TINY, rank_main, register_tiny
 from medexplain.data.synth import write_fundus
 from medexplain.errors import MedexplainError
 from medexplain.models import create_model
-from medexplain.train import train
+from medexplain.train import TrainConfig, train
 from medexplain.train.distributed import Context, is_main_process
 
 # 20 training images, global batch 6 (3 steps, parts of 3 per rank), augmentation on, SGD with momentum
@@ -36,7 +36,7 @@ def _metrics(run: Path) -> list[dict[str, str]]:
 def test_two_gloo_processes_train_the_same_model_as_one(tmp_path: Path) -> None:
     data = write_fundus(tmp_path / "data", 40, 48, seed=2, show_progress=False)
     register_tiny()
-    train(TINY, data, tmp_path / "one", device="cpu", progress=False, **SETTINGS)
+    train(TrainConfig(TINY, **SETTINGS), data, tmp_path / "one", device="cpu", progress=False)
     # fork: the ranks inherit the imported modules (a spawned rank would import torch and MONAI again)
     ranks = (2, _free_port(), data, tmp_path / "two", SETTINGS)
     mp.start_processes(rank_main, args=ranks, nprocs=2, start_method="fork")

@@ -19,15 +19,15 @@ from medexplain.simulate import Simulator, SimulatorConfig, folding_rate, jacobi
 from medexplain.simulate.apply import apply_simulator
 from medexplain.simulate.checkpoint import load_simulator
 from medexplain.simulate.runs import load_classifier, open_data
-from medexplain.train import train
+from medexplain.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
 def run(atrophy_2d, tmp_path_factory):
     """A briefly trained ResNet-18 (width 8) run folder: the plumbing, not the accuracy, is tested here."""
     out = tmp_path_factory.mktemp("classifier") / "run"
-    train("resnet18", atrophy_2d, out, model_args={"width": 8}, epochs=2, batch_size=32, augment=False,
-          progress=False, device="cpu")
+    config = TrainConfig("resnet18", model_args={"width": 8}, epochs=2, batch_size=32, augment=False)
+    train(config, atrophy_2d, out, progress=False, device="cpu")
     return out
 
 

@@ -17,7 +17,7 @@ from medexplain.metrics.classification import accuracy
 from medexplain.models import load
 from medexplain.models.bagnet import FlipAveraged
 from medexplain.models.checkpoint import read_tensors
-from medexplain.train import train
+from medexplain.train import TrainConfig, train
 from medexplain.train.averaging import WeightAverage
 
 
@@ -61,16 +61,16 @@ def test_average_equals_the_hand_computed_weighted_sum() -> None:
 
 
 def test_ema_run_saves_the_average_and_resumes_to_the_bit(fundus: Path, tmp_path: Path) -> None:
-    settings = {"epochs": 2, "batch_size": 8, "progress": False, "lr": 3e-3, "ema_decay": 0.9, "seed": 2}
-    config = train("bagnet9-light", fundus, tmp_path / "a", **settings)
+    settings = {"epochs": 2, "batch_size": 8, "lr": 3e-3, "ema_decay": 0.9, "seed": 2}
+    config = train(TrainConfig("bagnet9-light", **settings), fundus, tmp_path / "a", progress=False)
     assert config["training"]["ema_decay"] == 0.9
 
     def interrupt(epoch: int, row: dict) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train("bagnet9-light", fundus, tmp_path / "b", **settings, on_epoch_end=interrupt)
-    train("bagnet9-light", fundus, tmp_path / "b", **settings, resume=True)
+        train(TrainConfig("bagnet9-light", **settings), fundus, tmp_path / "b", on_epoch_end=interrupt, progress=False)
+    train(TrainConfig("bagnet9-light", **settings), fundus, tmp_path / "b", resume=True, progress=False)
     a, b = read_tensors(tmp_path / "a" / "resume.safetensors"), read_tensors(tmp_path / "b" / "resume.safetensors")
     assert a.keys() == b.keys() and any(k.startswith("average.") for k in a)
     for name in a:
@@ -83,13 +83,18 @@ def test_ema_run_saves_the_average_and_resumes_to_the_bit(fundus: Path, tmp_path
         torch.testing.assert_close(saved["evidence.weight"], averaged["evidence.weight"], atol=0, rtol=0)
     assert not torch.equal(saved["evidence.weight"], live["evidence.weight"])
     # Without the option nothing changes in the recorded settings (earlier run folders resume unchanged).
-    plain = train("bagnet9-light", fundus, tmp_path / "c", **{**settings, "ema_decay": None, "epochs": 1})
+    plain = train(
+        TrainConfig("bagnet9-light", **{**settings, "ema_decay": None, "epochs": 1}),
+        fundus,
+        tmp_path / "c",
+        progress=False,
+    )
     assert not {"ema_decay", "tta_flip_axes", "label_smoothing"} & set(plain["training"])
 
 
 def test_flip_averaged_run_records_the_metrics_of_the_flip_averaged_model(fundus: Path, tmp_path: Path) -> None:
-    settings = {"epochs": 1, "batch_size": 8, "progress": False, "tta_flip_axes": [0, 1], "label_smoothing": 0.1}
-    config = train("sparse-bagnet9-light", fundus, tmp_path / "run", **settings)
+    settings = {"epochs": 1, "batch_size": 8, "tta_flip_axes": [0, 1], "label_smoothing": 0.1}
+    config = train(TrainConfig("sparse-bagnet9-light", **settings), fundus, tmp_path / "run", progress=False)
     assert config["training"]["tta_flip_axes"] == [0, 1] and config["training"]["label_smoothing"] == 0.1
     averaged, config = load(tmp_path / "run")
     assert isinstance(averaged, FlipAveraged) and averaged.axes == (0, 1)  # what explain and evaluate will see
@@ -107,5 +112,5 @@ def test_flip_averaged_run_records_the_metrics_of_the_flip_averaged_model(fundus
     probabilities = torch.tensor([[float(row[f"p_{k}"]) for k in range(5)] for row in rows], dtype=torch.float64)
     torch.testing.assert_close(probabilities, logits.double().softmax(1), atol=1e-5, rtol=0)
     with pytest.raises(MedexplainError, match="has no evidence map to average over flips"):
-        train("resnet18", fundus, tmp_path / "resnet", **settings)
+        train(TrainConfig("resnet18", **settings), fundus, tmp_path / "resnet", progress=False)
     assert not (tmp_path / "resnet" / "model.safetensors").exists()

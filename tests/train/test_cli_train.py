@@ -44,4 +44,4 @@ def test_cli_passes_the_optional_training_features(fundus: Path, tmp_path: Path,
     assert main([*bad, "--tta-flip-axes", "2"]) == 2
     assert "flip axes must be distinct spatial axes in 0..1" in capsys.readouterr().err
     assert main([*bad, "--ema-decay", "1.5"]) == 2
-    assert "EMA decay must lie in (0, 1)" in capsys.readouterr().err
+    assert "--ema-decay must lie in (0, 1)" in capsys.readouterr().err

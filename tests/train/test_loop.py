@@ -15,9 +15,9 @@ from medexplain.errors import MedexplainError
 from medexplain.metrics.classification import accuracy
 from medexplain.models import load
 from medexplain.models.checkpoint import read_tensors
-from medexplain.train import train
+from medexplain.train import TrainConfig, train
 
-FAST = {"epochs": 3, "batch_size": 8, "progress": False, "lr": 3e-3}
+FAST = {"epochs": 3, "batch_size": 8, "lr": 3e-3}
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
@@ -36,22 +36,33 @@ def test_same_seed_same_weights_and_resume_equals_uninterrupted(fundus: Path, tm
     """Run ``c`` is interrupted after epoch 2 and resumed; it must equal the uninterrupted run ``a`` bit for bit,
     which also shows that two runs with one seed give the same weights (``c`` re-does ``a``'s first epochs)."""
     settings = {**FAST, "loss": "ce+sparsity", "sparsity_lambda": 0.1, "optimizer": "sgd", "seed": 5}
-    train("sparse-bagnet9-light", fundus, tmp_path / "a", **settings)
+    train(TrainConfig("sparse-bagnet9-light", **settings), fundus, tmp_path / "a", progress=False)
 
     def interrupt(epoch: int, row: dict) -> None:
         if epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train("sparse-bagnet9-light", fundus, tmp_path / "c", **settings, on_epoch_end=interrupt)
+        train(
+            TrainConfig("sparse-bagnet9-light", **settings),
+            fundus,
+            tmp_path / "c",
+            on_epoch_end=interrupt,
+            progress=False,
+        )
     assert len(_rows(tmp_path / "c")) == 2
-    train("sparse-bagnet9-light", fundus, tmp_path / "c", **settings, resume=True)
+    train(TrainConfig("sparse-bagnet9-light", **settings), fundus, tmp_path / "c", resume=True, progress=False)
     # Weights, optimizer buffers, generator states and the per-epoch history all equal the uninterrupted run's.
     _assert_same_tensors(tmp_path / "a" / "resume.safetensors", tmp_path / "c" / "resume.safetensors")
     _assert_same_tensors(tmp_path / "a" / "model.safetensors", tmp_path / "c" / "model.safetensors")
     assert _rows(tmp_path / "a") == _rows(tmp_path / "c")
     # A different seed gives different weights (the seed is really used).
-    train("sparse-bagnet9-light", fundus, tmp_path / "d", **{**settings, "seed": 6, "epochs": 1})
+    train(
+        TrainConfig("sparse-bagnet9-light", **{**settings, "seed": 6, "epochs": 1}),
+        fundus,
+        tmp_path / "d",
+        progress=False,
+    )
     assert not torch.equal(
         read_tensors(tmp_path / "a" / "model.safetensors")["evidence.weight"],
         read_tensors(tmp_path / "d" / "model.safetensors")["evidence.weight"],
@@ -60,7 +71,12 @@ def test_same_seed_same_weights_and_resume_equals_uninterrupted(fundus: Path, tm
 
 def test_run_folder_reproduces_its_recorded_metrics(fundus: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    config = train("resnet18", fundus, run, model_args={"small_input": True, "width": 8}, optimizer="adamw", **FAST)
+    config = train(
+        TrainConfig("resnet18", model_args={"small_input": True, "width": 8}, optimizer="adamw", **FAST),
+        fundus,
+        run,
+        progress=False,
+    )
     saved = json.loads((run / "config.json").read_text())
     assert saved == json.loads(json.dumps(config))
     assert saved["class_names"] == ["none", "mild", "moderate", "severe", "proliferative"]
@@ -79,7 +95,9 @@ def test_run_folder_reproduces_its_recorded_metrics(fundus: Path, tmp_path: Path
 
 
 def test_multilabel_bce_trains_on_label_columns(fundus: Path, tmp_path: Path) -> None:
-    config = train("bagnet9-light", fundus, tmp_path / "run", loss="bce", **{**FAST, "epochs": 1})
+    config = train(
+        TrainConfig("bagnet9-light", loss="bce", **{**FAST, "epochs": 1}), fundus, tmp_path / "run", progress=False
+    )
     assert config["label_names"] == ["microaneurysm", "haemorrhage", "exudate", "dust"]
     assert config["model_args"]["num_classes"] == 4 and config["class_names"] == []
     assert 0 <= config["metrics"]["val"]["auroc"] <= 1
@@ -87,25 +105,27 @@ def test_multilabel_bce_trains_on_label_columns(fundus: Path, tmp_path: Path) ->
 
 def test_bad_requests_are_clear_errors_and_overwrite_nothing(fundus: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train("bagnet9-light", fundus, run, **{**FAST, "epochs": 1})
+    train(TrainConfig("bagnet9-light", **{**FAST, "epochs": 1}), fundus, run, progress=False)
     before = {p.name: p.read_bytes() for p in run.iterdir()}
-    with pytest.raises(MedexplainError, match=r"run: exists and is not empty \(use --resume"):
-        train("bagnet9-light", fundus, run, **{**FAST, "epochs": 1})
+    with pytest.raises(MedexplainError, match=r"run: exists and is not empty \(set `resume`"):
+        train(TrainConfig("bagnet9-light", **{**FAST, "epochs": 1}), fundus, run, progress=False)
     with pytest.raises(MedexplainError, match=r"run: was trained with epochs=1, not 2"):
-        train("bagnet9-light", fundus, run, **{**FAST, "epochs": 2}, resume=True)
+        train(TrainConfig("bagnet9-light", **{**FAST, "epochs": 2}), fundus, run, resume=True, progress=False)
     with pytest.raises(MedexplainError, match=r"run: was trained with model='bagnet9-light', not 'bagnet17-light'"):
-        train("bagnet17-light", fundus, run, **{**FAST, "epochs": 1}, resume=True)
+        train(TrainConfig("bagnet17-light", **{**FAST, "epochs": 1}), fundus, run, resume=True, progress=False)
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
 
     fresh = tmp_path / "fresh"
     with pytest.raises(MedexplainError, match=r"split 'train' has label [34] outside the model's 3 classes"):
-        train("bagnet9-light", fundus, fresh, model_args={"num_classes": 3}, **FAST)
+        train(TrainConfig("bagnet9-light", model_args={"num_classes": 3}, **FAST), fundus, fresh, progress=False)
     with pytest.raises(MedexplainError, match=r"no resume checkpoint"):
-        train("bagnet9-light", fundus, tmp_path / "none", **FAST, resume=True)
+        train(TrainConfig("bagnet9-light", **FAST), fundus, tmp_path / "none", resume=True, progress=False)
     with pytest.raises(MedexplainError, match=r"has no evidence map: the sparsity loss needs a BagNet"):
-        train("resnet18", fundus, fresh, loss="ce+sparsity", sparsity_lambda=0.1, **FAST)
-    with pytest.raises(MedexplainError, match=r"needs a positive --sparsity-lambda"):
-        train("bagnet9-light", fundus, fresh, loss="ce+sparsity", sparsity_lambda=0.0, **FAST)
+        train(TrainConfig("resnet18", loss="ce+sparsity", sparsity_lambda=0.1, **FAST), fundus, fresh, progress=False)
+    with pytest.raises(MedexplainError, match=r"needs a positive `sparsity_lambda`"):
+        train(
+            TrainConfig("bagnet9-light", loss="ce+sparsity", sparsity_lambda=0.0, **FAST), fundus, fresh, progress=False
+        )
     with pytest.raises(MedexplainError, match=r"class weights must be 5 non-negative numbers"):
-        train("bagnet9-light", fundus, fresh, class_weights=[1, 2], **FAST)
+        train(TrainConfig("bagnet9-light", class_weights=[1, 2], **FAST), fundus, fresh, progress=False)
     assert not any(fresh.glob("*.safetensors"))

@@ -21,7 +21,7 @@ from medexplain.data import collate, load_dataset
 from medexplain.data.preprocessing import preprocessing_transform
 from medexplain.errors import MedexplainError
 from medexplain.models import load
-from medexplain.train import Objective, train
+from medexplain.train import Objective, TrainConfig, train
 from medexplain.train.sibnet import (
     ClassDistinctivenessLoss,
     SIBnetLoss,
@@ -183,7 +183,7 @@ def test_ce_plus_sibnet_trains_end_to_end_and_makes_class_maps_more_distinct(fun
     settings = {"model_args": {"width": 4, "small_input": True}, "epochs": 4, "batch_size": 16, "augment": False}
     distinct = {}
     for loss in ("ce", "ce+sibnet"):
-        train("resnet18", fundus, tmp_path / loss, loss=loss, progress=False, **settings)
+        train(TrainConfig("resnet18", loss=loss, **settings), fundus, tmp_path / loss, progress=False)
         distinct[loss] = _test_distinctiveness(tmp_path / loss, fundus)
     with (tmp_path / "ce+sibnet" / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))

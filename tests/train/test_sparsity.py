@@ -11,30 +11,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medexplain.train import train
+from medexplain.train import TrainConfig, train
 
 SETTINGS = {
     "epochs": 12,
     "batch_size": 16,
     "lr": 3e-3,
     "optimizer": "adamw",
-    "progress": False,
     "model_args": {"evidence_activation": "relu"},
 }
 
 
 def test_sparsity_raises_gini_at_comparable_accuracy(referable_fundus: Path, tmp_path: Path) -> None:
     referable = referable_fundus
-    dense = train("bagnet9-light", referable, tmp_path / "dense", loss="ce", **SETTINGS)["metrics"]["val"]
+    dense = train(TrainConfig("bagnet9-light", loss="ce", **SETTINGS), referable, tmp_path / "dense", progress=False)[
+        "metrics"
+    ]["val"]
     sparse = train(
-        "sparse-bagnet9-light",
+        TrainConfig(
+            "sparse-bagnet9-light",
+            loss="ce+sparsity",
+            sparsity_lambda=0.1,
+            sparsity_on="local",
+            sparsity_warmup=4,
+            **SETTINGS,
+        ),
         referable,
         tmp_path / "sparse",
-        loss="ce+sparsity",
-        sparsity_lambda=0.1,
-        sparsity_on="local",
-        sparsity_warmup=4,
-        **SETTINGS,
+        progress=False,
     )["metrics"]["val"]
     assert dense["auroc"] > 0.85, "the baseline must have learnt the task for the comparison to mean anything"
     assert sparse["gini_local"] > dense["gini_local"] + 0.03

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
+from medexplain.cli.common import json_object
 from medexplain.errors import MedexplainError
 
 _DATA = typer.Option(..., "--data", help="Dataset folder with manifest.csv, or a MedMNIST .npz.")
 _OUT = typer.Option(..., "--out", help="Run folder to write (must be new or empty unless --resume).")
-
-
-def _model_args(text: str | None) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise MedexplainError(f"--model-args: not valid JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise MedexplainError(f"--model-args: must be a JSON object, got {text!r}")
-    return value
 
 
 def _class_weights(text: str | None) -> str | list[float] | None:
@@ -81,14 +69,12 @@ def train_command(
     ),
 ) -> None:
     """Train a model and write config.json, model.safetensors and metrics.csv to --out."""
-    from medexplain.train import train
+    from medexplain.train import TrainConfig, train
     from medexplain.train.distributed import is_main_process
 
-    config = train(
+    config = TrainConfig(
         model,
-        data,
-        out,
-        model_args={**_model_args(model_args), **({"attention": attention} if attention else {})},
+        model_args={**json_object(model_args, "--model-args"), **({"attention": attention} if attention else {})},
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -103,22 +89,20 @@ def train_command(
         patience=patience,
         monitor=monitor,
         augment=augment,
-        resume=resume,
-        device=device,
-        progress=progress,
         ema_decay=ema_decay,
         tta_flip_axes=_axes(tta_flip_axes),
         label_smoothing=label_smoothing,
         ordinal_sigma=ordinal_sigma,
     )
+    written = train(config, data, out, resume=resume, device=device, progress=progress)
     summary = ", ".join(
         f"{split} {name} {value:.3f}"
         for split in ("val", "test")
-        for name, value in config["metrics"].get(split, {}).items()
+        for name, value in written["metrics"].get(split, {}).items()
         if name in ("accuracy", "auroc")
     )
     if is_main_process():  # under torchrun every rank returns the same config; one line is enough
-        typer.echo(f"{out}: best epoch {config['metrics']['best_epoch']}; {summary}")
+        typer.echo(f"{out}: best epoch {written['metrics']['best_epoch']}; {summary}")
 
 
 def register(app: typer.Typer) -> None:

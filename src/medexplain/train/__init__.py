@@ -1,7 +1,9 @@
-"""Training: ``train(...)`` for any registered model, composable losses (sparsity), augmentation, resumable runs."""
+"""Training: ``train(TrainConfig(...), data, out)`` for any registered model, composable losses (sparsity, SIBnet),
+augmentation, resumable runs."""
 
 from medexplain.train.augment import Augment
-from medexplain.train.loop import MONITORS, OPTIMIZERS, train
+from medexplain.train.config import MONITORS, OPTIMIZERS, TrainConfig
+from medexplain.train.loop import train
 from medexplain.train.losses import LOSSES, Objective, sparsity_penalty
 
 __all__ = [
@@ -10,6 +12,7 @@ __all__ = [
     "OPTIMIZERS",
     "Augment",
     "Objective",
+    "TrainConfig",
     "sparsity_penalty",
     "train",
 ]

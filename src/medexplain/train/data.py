@@ -21,7 +21,7 @@ from medexplain.data.sample import Sample
 from medexplain.data.transforms import NormalizeIntensity, Resize
 from medexplain.errors import MedexplainError
 
-MAX_BYTES = 8 * 2**30  # refuse to hold more than this in memory; ask for a smaller --size instead
+MAX_BYTES = 8 * 2**30  # refuse to hold more than this in memory; ask for a smaller size instead
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,12 @@ def read_split(
         if images and sample.image.shape != images[0].shape:
             raise MedexplainError(
                 f"{source}: images {ids[0]!r} {tuple(images[0].shape)} and {sample.meta.get('id')!r} "
-                f"{tuple(sample.image.shape)} differ in size; give a common size (--size)"
+                f"{tuple(sample.image.shape)} differ in size; give a common `size`",
+                parameter="size",
             )
         if index == 0 and sample.image.numel() * 4 * len(dataset) > MAX_BYTES:
-            raise MedexplainError(f"{source}: split {split!r} needs more than 8 GiB in memory; use a smaller --size")
+            raise MedexplainError(f"{source}: split {split!r} needs more than 8 GiB in memory; use a smaller `size`",
+                                  parameter="size")  # fmt: skip
         images.append(sample.image)
         targets.append(_target(sample, task, source))
         ids.append(sample.meta.get("id", str(index)))
@@ -79,7 +81,10 @@ def _target(sample: Sample, task: str, source: str | os.PathLike[str]) -> Tensor
             raise MedexplainError(f"{source}: the BCE loss needs multi-label targets (label_<name> columns)")
         return sample.labels.to(torch.float32)
     if sample.label < 0:
-        raise MedexplainError(f"{source}: sample {sample.meta.get('id')!r} has no class label (use --loss bce?)")
+        raise MedexplainError(
+            f"{source}: sample {sample.meta.get('id')!r} has no class label (multi-label targets need `loss` 'bce')",
+            parameter="loss",
+        )
     return torch.tensor(sample.label, dtype=torch.long)
 
 

@@ -6,7 +6,7 @@ rank) and the training loop runs as DistributedDataParallel (Li et al., "PyTorch
 Accelerating Data Parallel Training", VLDB 2020). Without those variables it is the single-process no-op.
 
 The sampler is a distributed *batch* sampler: every rank draws the same seeded permutation (all ranks are seeded
-identically), and each global batch of ``--batch-size`` samples is split into contiguous per-rank parts. So every
+identically), and each global batch of ``batch_size`` samples is split into contiguous per-rank parts. So every
 optimisation step sees the same samples as the single-process run, and the loss is re-weighted by each part's
 share so that DDP's gradient average equals the gradient of the global batch mean. Augmentation draws from the
 shared generator for the whole global batch on every rank (so the generators stay in step), then each rank keeps
@@ -61,7 +61,8 @@ class Context:
     def part(self, size: int) -> tuple[slice, float]:
         """This rank's contiguous slice of a global batch of ``size`` samples and its share of the batch."""
         if size < self.world:
-            raise MedexplainError(f"--batch-size: a batch of {size} cannot be split over {self.world} processes")
+            raise MedexplainError(f"`batch_size`: a batch of {size} cannot be split over {self.world} processes",
+                                  parameter="batch_size")  # fmt: skip
         bounds = [size * r // self.world for r in range(self.world + 1)]
         start, stop = bounds[self.rank], bounds[self.rank + 1]
         return slice(start, stop), (stop - start) / size

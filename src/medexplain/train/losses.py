@@ -94,9 +94,11 @@ class Objective:
             raise MedexplainError(f"unknown loss {loss!r}; available: {', '.join(LOSSES)}")
         task, _, extra = loss.partition("+")
         if extra == "sparsity" and not (sparsity_lambda and sparsity_lambda > 0):
-            raise MedexplainError(f"loss {loss!r} needs a positive --sparsity-lambda, got {sparsity_lambda}")
+            raise MedexplainError(f"loss {loss!r} needs a positive `sparsity_lambda`, got {sparsity_lambda}",
+                                  parameter="sparsity_lambda")  # fmt: skip
         if extra != "sparsity" and sparsity_lambda:
-            raise MedexplainError(f"--sparsity-lambda {sparsity_lambda} given but loss {loss!r} has no sparsity term")
+            raise MedexplainError(f"`sparsity_lambda` {sparsity_lambda} given but loss {loss!r} has no sparsity term",
+                                  parameter="sparsity_lambda")  # fmt: skip
         if task == "bce" and class_weights is not None:
             raise MedexplainError("class weights apply to the 'ce' loss only")
         if sparsity_on not in SPARSITY_TARGETS:

@@ -39,7 +39,7 @@ class DemoModel:
     name: str
     methods: tuple[str, ...]
     epochs: int
-    training: dict[str, Any] = field(default_factory=dict)  # further keyword arguments of medexplain.train.train
+    training: dict[str, Any] = field(default_factory=dict)  # further settings of medexplain.train.TrainConfig
 
 
 @dataclass(frozen=True)
@@ -184,22 +184,12 @@ def _synthesise(data_dir: Path, settings: DemoSettings, progress: bool) -> None:
 
 
 def _train(model: DemoModel, data_dir: Path, run_dir: Path, settings: DemoSettings, progress: bool) -> None:
-    from medexplain.train import train
+    from medexplain.train import TrainConfig, train
     from medexplain.train.state import RESUME_FILE
 
-    train(
-        model.name,
-        data_dir,
-        run_dir,
-        epochs=model.epochs,
-        batch_size=settings.batch_size,
-        size=settings.size,
-        seed=settings.seed,
-        class_weights="balanced",
-        resume=(run_dir / RESUME_FILE).is_file(),
-        progress=progress,
-        **model.training,
-    )
+    config = TrainConfig(model.name, epochs=model.epochs, batch_size=settings.batch_size, size=settings.size,
+                         seed=settings.seed, class_weights="balanced", **model.training)  # fmt: skip
+    train(config, data_dir, run_dir, resume=(run_dir / RESUME_FILE).is_file(), progress=progress)
 
 
 def _explain(
