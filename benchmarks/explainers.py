@@ -6,15 +6,14 @@
 Model: ResNet-18 of ``medexplain.models`` (1 input channel, 3 classes), random weights and BatchNorm statistics,
 eval mode, float32, CPU. Times are the best of ``--repeats`` interleaved runs, measured as CPU time of this
 process (robust to other jobs on a shared machine). Columns:
-``img/s`` images per second; ``/floor`` our time over the method's cost floor (one forward + backward to the
-input, ``autograd.grad`` only, for gradient, CAM and LRP methods; ``steps`` / ``samples`` times that for IG and
-SmoothGrad; ``windows`` forward passes for occlusion; IG, SmoothGrad and occlusion send 64 images per model
-call, in both libraries); ``theory`` the FLOP floor of an LRP composite over the same cost floor (see
-:func:`lrp_theory`); ``peer`` the reference implementation;
-``speed-up`` = peer time / our time (Captum's IG is asked for its convergence delta, which ours always
-returns); ``|diff|`` = largest |ours - peer| over largest |peer| (maps compared as
-each library defines them; pytorch-grad-cam's maps are min-max normalised and resized by OpenCV, so ours are
-normalised the same way before comparing).
+``img/s`` images per second; ``/floor`` our time over the method's cost floor (one forward pass for ``evidence`` on
+the BagNets; one forward + backward to the input, ``autograd.grad`` only, for gradient, CAM and LRP methods;
+``steps`` / ``samples`` times that for IG and SmoothGrad; ``windows`` forward passes for occlusion; IG, SmoothGrad
+and occlusion send 64 images per model call, in both libraries); ``theory`` the FLOP floor of an LRP composite over
+the same cost floor (see :func:`lrp_theory`); ``peer`` the reference implementation; ``speed-up`` = peer time / our
+time (Captum's IG is asked for its convergence delta, which ours always returns); ``|diff|`` = largest |ours -
+peer| over largest |peer| (maps compared as each library defines them; pytorch-grad-cam's maps are min-max
+normalised and resized by OpenCV, so ours are normalised the same way before comparing).
 Zennit gets the same canonisation as ours: its SequentialMergeBatchNorm plus NamedMergeBatchNorm for the stem
 (registered in a different order than it runs) and, for the residual additions, a canonizer written here that
 routes each block's addition through Zennit's Sum module (as its torchvision ResNet canonizer does) and gives
@@ -296,6 +295,37 @@ def run(model, x, repeats: int, methods: set[str] | None = None) -> list[dict]:
     return rows
 
 
+def evidence_rows(repeats: int) -> list[dict]:
+    """The ``evidence`` explainer of an evidence model against one forward pass (its floor: the network runs once;
+    the peer is the former two-pass explainer, ``model(x)`` then ``model.evidence_map(x)``)."""
+    rows = []
+    for dims, name, batch, size in ((2, "sparse-bagnet17-light", 16, 128), (3, "bagnet9-light", 2, 32)):
+        model = randomize(create_model(name, in_channels=1, num_classes=3, spatial_dims=dims))
+        x = torch.randn(batch, 1, *[size] * dims)
+        explainer = create_explainer("evidence")
+
+        def forward(model=model, x=x):
+            with torch.no_grad():
+                model(x)
+
+        def two_passes(model=model, x=x):
+            with torch.no_grad():
+                model(x)
+                return model.evidence_map(x)
+
+        times = {"forward": float("inf"), "ours": float("inf"), "peer": float("inf")}
+        for _ in range(repeats):
+            times["forward"] = min(times["forward"], cpu_time(forward)[0])
+            times["ours"] = min(times["ours"], cpu_time(lambda explainer=explainer, model=model, x=x:
+                                                        explainer(model, x, "predicted"))[0])  # fmt: skip
+            times["peer"] = min(times["peer"], cpu_time(two_passes)[0])
+        rows.append({"dims": dims, "method": f"evidence ({name}, {size}px)", "img/s": batch / times["ours"],
+                     "/floor": times["ours"] / times["forward"], "theory": float("nan"),
+                     "peer": "two passes (model + evidence_map)", "peer img/s": batch / times["peer"],
+                     "speed-up": times["peer"] / times["ours"], "|diff|": float("nan")})  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=16)
@@ -313,6 +343,8 @@ def main() -> None:
         model = randomize(create_model("resnet18", in_channels=1, num_classes=3, spatial_dims=dims))
         x = torch.randn(batch, 1, *[size] * dims)
         rows += run(model, x, args.repeats, set(args.methods.split(",")) if args.methods else None)
+    if not args.methods or "evidence" in args.methods.split(","):
+        rows += evidence_rows(args.repeats)
     header = ["dims", "method", "img/s", "/floor", "theory", "peer", "peer img/s", "speed-up", "|diff|"]
     print(f"ResNet-18, 2D batch {args.batch} x 1 x {args.size}^2, 3D batch {args.batch3d} x 1 x {args.size3d}^3, "
           f"{args.threads} thread(s), best of {args.repeats}, CPU time")

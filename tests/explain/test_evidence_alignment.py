@@ -65,3 +65,22 @@ def test_a_changed_patch_moves_the_map_where_the_change_is(flip_averaged: bool) 
     difference = (explain(model, changed, 1).maps - explain(model, x, 1).maps)[0, 0].abs()
     assert difference.max() > 0
     assert divmod(int(difference.argmax()), 41) == (28, 12)
+
+
+@pytest.mark.parametrize("flip_averaged", [False, True])
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_evidence_runs_the_network_once_and_its_logits_are_the_models(spatial_dims: int, flip_averaged: bool) -> None:
+    torch.manual_seed(3)
+    bagnet = create_model("bagnet9-light", in_channels=1, num_classes=3, spatial_dims=spatial_dims, width=4).eval()
+    model = FlipAveraged(bagnet, [0]) if flip_averaged else bagnet
+    x = torch.randn(2, 1, *[25] * spatial_dims)
+    calls = []
+    handle = bagnet.conv1.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        explanation = create_explainer("evidence")(model, x, "predicted")
+    finally:
+        handle.remove()
+    assert len(calls) == (2 if flip_averaged else 1)  # one pass per flip, none to compute the logits again
+    with torch.no_grad():
+        torch.testing.assert_close(explanation.logits, model(x), rtol=0, atol=0)
+    assert explanation.targets[:, 0].tolist() == model(x).argmax(1).tolist()

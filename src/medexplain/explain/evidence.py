@@ -25,6 +25,9 @@ class Evidence:
     the input like CAMs (``align_corners=False``). Values keep their unit (logit evidence per patch), so the mean
     of the coarse map, not of the resampled one, reproduces the logit.
     Targets must be class indices (a callable target has no evidence map). Maps ``(B, K, *spatial)``, signed.
+
+    One pass through the network: the logits are the spatial mean of the evidence map, which is what an evidence
+    model's forward computes (``forward(x) == evidence_map(x).mean(spatial)``, the contract of ``evidence_map``).
     """
 
     name: str = field(default="evidence", init=False)
@@ -35,14 +38,14 @@ class Evidence:
             raise MedexplainError(f"{type(model).__name__} has no evidence_map(x); 'evidence' needs such a model")
         x = x.detach()
         with torch.no_grad():
-            logits = model(x)
-            resolved = resolve_target(logits, target)
-            if resolved.score_fn is not None:
-                raise MedexplainError("'evidence' explains class indices, not a callable target")
             evidence = evidence_map(x)
-        if not isinstance(evidence, Tensor) or evidence.ndim != x.ndim or evidence.shape[:2] != logits.shape:
+        if not isinstance(evidence, Tensor) or evidence.ndim != x.ndim or evidence.shape[0] != x.shape[0]:
             shape = tuple(evidence.shape) if isinstance(evidence, Tensor) else type(evidence).__name__
             raise MedexplainError(f"evidence_map must return (B, num_classes, *spatial), got {shape}")
+        logits = evidence.flatten(2).mean(2)
+        resolved = resolve_target(logits, target)
+        if resolved.score_fn is not None:
+            raise MedexplainError("'evidence' explains class indices, not a callable target")
         index = resolved.indices.view(*resolved.indices.shape, *[1] * (x.ndim - 2))
         selected = evidence.gather(1, index.expand(-1, -1, *evidence.shape[2:]))
         patch_size, stride = getattr(model, "patch_size", None), getattr(model, "patch_stride", None)
