@@ -9,7 +9,7 @@ class MedexplainError(ValueError):
     The message is a single line meant for people: ``"scan.dcm: DICOM file has no pixel data"``. When the problem
     lies in one argument of the call, ``parameter`` names it and the message quotes it in backticks where it
     speaks of it (``MedexplainError("`batch_size` must be positive, got 0", parameter="batch_size")``); the
-    command line shows the flag that sets it instead (``--batch-size must be positive, got 0``).
+    command line shows the flag that sets it instead (a double dash, then the name with hyphens).
     """
 
     def __init__(self, message: str, *, parameter: str | None = None) -> None:

@@ -70,14 +70,18 @@ def test_constructed_case_end_to_end(constructed, tmp_path):
             "concept_class_table.csv",
             "concept_class_table.json",
             "summary.json",
-            "inconsistency_roc.png",
-            "learning_curve.png",
+            "inconsistency_roc.csv",
         ]
     )
     rows = list(csv.DictReader((out / "images.csv").open()))
     assert len(rows) == 200 and rows[0]["id"] == "img0000"
     assert json.loads((out / "concepts.json").read_text())[0]["concept"] == "lesion"
-    assert (out / "inconsistency_roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    roc = list(csv.DictReader((out / "inconsistency_roc.csv").open()))
+    for layer, (fpr, tpr, auroc) in report.roc.items():  # the curve as computed, one row per operating point
+        mine = [row for row in roc if row["layer"] == layer]
+        assert [float(r["fpr"]) for r in mine] == pytest.approx(list(fpr))
+        assert [float(r["tpr"]) for r in mine] == pytest.approx(list(tpr))
+        assert [float(r["auroc"]) for r in mine] == pytest.approx([auroc] * len(mine))
     with pytest.raises(MedexplainError, match="not empty"):
         write_report(report, out)
 

@@ -40,12 +40,21 @@ def _root(
     """Interpretable deep learning for medical images (2D and 3D)."""
 
 
+FLAGS = {"classifier_dir": "--classifier", "map_format": "--format", "methods": "--method"}
+"""The flags whose names differ from the library parameter they set (the others: ``--`` + name with hyphens)."""
+
+
+def flag_of(parameter: str) -> str:
+    """The command-line flag that sets the library parameter ``parameter``."""
+    return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
+
+
 def in_flags(error: MedexplainError) -> str:
     """The error's message with the parameter it quotes (``"`batch_size`"``) written as its flag (``--batch-size``)."""
     message = str(error)
     if not error.parameter:
         return message
-    return message.replace(f"`{error.parameter}`", "--" + error.parameter.replace("_", "-"))
+    return message.replace(f"`{error.parameter}`", flag_of(error.parameter))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -188,15 +188,44 @@ def concepts_section(page: Page, component: Component) -> None:
             if rows:
                 section.heading(title)
                 section.table(list(rows[0]), [[number(v) for v in row.values()] for row in rows])
-    roc = component.path / "inconsistency_roc.png"
-    if roc.is_file():
-        section.figure(roc.read_bytes(), "Inconsistent explanations as a detector of wrong predictions")
+    figures = []
+    roc = component.path / "inconsistency_roc.csv"
+    if roc.is_file() and (rows := read_csv(roc)):
+        figures.append((roc_png(rows), "Inconsistent explanations as a detector of wrong predictions"))
+    curve = component.path / "learning_curve.csv"
+    if curve.is_file() and (rows := read_csv(curve)):
+        figures.append((learning_curve_png(rows), "Probe AUROC against the number of annotated examples"))
+    if figures:
+        section.figures(figures)
     images = component.path / "images.csv"
     if images.is_file():
         rows = read_csv(images)[:20]
         if rows:
             section.heading("Per-image explanations (first 20)")
             section.table(list(rows[0]), [[number(v) for v in row.values()] for row in rows])
+
+
+def roc_png(rows: list[dict[str, str]]) -> bytes:
+    """ROC curves (one per layer) of inconsistency as a detector of wrong predictions (``inconsistency_roc.csv``)."""
+    series = {}
+    for layer in dict.fromkeys(row["layer"] for row in rows):
+        mine = [row for row in rows if row["layer"] == layer]
+        fpr, tpr = (np.array([float(row[k]) for row in mine]) for k in ("fpr", "tpr"))
+        series[f"{layer} (AUROC {float(mine[0]['auroc']):.3f})"] = (fpr, tpr)
+    series["chance"] = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+    return line_png(series, "false positive rate (right predictions flagged)",
+                    "true positive rate (wrong predictions flagged)", "Inconsistent explanations vs wrong predictions")
+
+
+def learning_curve_png(rows: list[dict[str, str]]) -> bytes:
+    """Mean held-out probe AUROC against the number of annotated training examples, one line per concept."""
+    series = {}
+    for layer, concept in dict.fromkeys((row["layer"], row["concept"]) for row in rows):
+        mine = [row for row in rows if row["layer"] == layer and row["concept"] == concept]
+        sizes = sorted({int(row["size"]) for row in mine})
+        means = [np.nanmean([float(row["auroc"] or "nan") for row in mine if int(row["size"]) == n]) for n in sizes]
+        series[f"{concept} ({layer})"] = (np.array(sizes), np.array(means))
+    return line_png(series, "annotated training examples", "held-out probe AUROC", "Concept probe learning curves")
 
 
 def provenance_section(page: Page, components: list[Component], run_dir: Path) -> None:

@@ -131,7 +131,8 @@ def apply_from_folder(
     network, document = load_simulator(simulator_dir, device)
     classifier_dir = classifier_dir or document.get("classifier")
     if not classifier_dir:
-        raise MedexplainError(f"{simulator_dir}: simulator.json names no classifier; pass --classifier")
+        raise MedexplainError(f"{simulator_dir}: simulator.json names no classifier; give `classifier_dir`",
+                              parameter="classifier_dir")  # fmt: skip
     classifier, classifier_config = load_classifier(classifier_dir, device)
     dataset = open_data(data, classifier_config, split)
     disease_class = _disease_class(int(document.get("disease_class", 1)), classifier_config, classifier_dir)
