@@ -145,3 +145,20 @@ def test_3d_outputs_as_nifti_equal_the_npy_outputs(volumes, tmp_path) -> None:
         expected = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
         np.testing.assert_array_equal(volume, expected)
     assert np.abs(np.load(tmp_path / "npy" / items[0]["jacobians"].replace(".nii.gz", ".npy")) - 1).max() > 1e-3
+
+
+def test_report_shows_the_simulator_and_its_simulation(simulator_dir, atrophy_2d, tmp_path) -> None:
+    from medexplain.report import build_report
+
+    root = tmp_path / "runs"
+    shutil.copytree(simulator_dir, root / "simulator")
+    assert main(["simulate", "apply", "--simulator", str(simulator_dir), "--data", str(atrophy_2d), "--split", "test",
+                 "--direction", "remove", "--out", str(root / "remove"), "--no-progress"]) == 0
+    page = build_report(root).read_text()
+    assert '<section id="simulator-simulator">' in page and '<section id="simulation-remove">' in page
+    summary = json.loads((root / "remove" / "summary.json").read_text())
+    assert f'data-value="{float(summary["flip_rate"])!r}"' in page  # the numbers of the run's own summary
+    assert f'data-value="{float(summary["folding_rate"])!r}"' in page
+    index = json.loads((root / "remove" / "index.json").read_text())
+    assert all(item["id"] in page for item in index["items"][:3])  # the first images are shown with their fields
+    assert "Some parts are incomplete" not in page

@@ -50,8 +50,10 @@ def classify(folder: Path) -> list[str]:
         kinds.append("evaluation")
     if (folder / "summary.json").is_file() and (folder / "concepts.csv").is_file():
         kinds.append("concepts")
-    if (folder / "simulator.json").is_file() or (folder / "simulation.json").is_file():
-        kinds.append("simulate")
+    if _marks(folder / "simulator.json", "medexplain-simulator/"):
+        kinds.append("simulator")
+    if _marks(folder / "index.json", "medexplain-simulations/"):
+        kinds.append("simulation")
     if (folder / "manifest.csv").is_file():
         kinds.append("data")
     return kinds

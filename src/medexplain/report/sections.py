@@ -75,6 +75,8 @@ def train_section(page: Page, component: Component) -> None:
             ["split", *names],
             [[split, *(values.get(n, float("nan")) for n in names)] for split, values in metrics.items()],
         )
+    elif "training" not in config:
+        section.note("Weights saved as they are (models.save_run): trained elsewhere, no training record here.")
     else:
         section.note("No final metrics: the run has not finished (config.json carries none yet).")
     history = component.path / "metrics.csv"
@@ -251,11 +253,62 @@ def provenance_section(page: Page, components: list[Component], run_dir: Path) -
         section.table(["data source", "SHA-256 of manifest / file"], rows)
 
 
+def simulator_section(page: Page, component: Component) -> None:
+    """A trained counterfactual simulator: what it was trained for, its settings and its loss terms per epoch."""
+    document = read_json(component.path / "simulator.json")
+    section = page.section(f"simulator-{_anchor(component)}", f"Simulator ({component.name})")
+    section.facts({
+        "classifier": document.get("classifier"), "data": document.get("data"), "split": document.get("split"),
+        "disease class": document.get("disease_class"), "image shape": document.get("image_shape"),
+        "network": json.dumps(document.get("simulator", {})), "training": json.dumps(document.get("training", {})),
+    })  # fmt: skip
+    history = component.path / "history.csv"
+    if history.is_file() and (rows := read_csv(history)):
+        epochs = np.array([float(row["epoch"]) for row in rows])
+        terms = {name: np.array([float(row[name] or "nan") for row in rows]) for name in rows[0] if name != "epoch"}
+        section.figure(line_png({k: (epochs, v) for k, v in terms.items()}, "epoch", "value", "Simulator loss terms"),
+                       "Loss terms per epoch (hinge: the classifier's margin; the rest regularise the field)")
+
+
+def simulation_section(page: Page, component: Component) -> None:
+    """A simulator applied to data: flip rate, logit shift, folding and localisation, and the deformation of the
+    first images (log det J over the simulated image: red where tissue grows, blue where it shrinks)."""
+    index = read_json(component.path / "index.json")
+    direction = index.get("direction")
+    section = page.section(f"simulation-{_anchor(component)}", f"Simulation: {direction} ({component.name})")
+    summary = index.get("summary", {})
+    section.table(["metric", "value"], [[key, value] for key, value in summary.items() if not isinstance(value, dict)])
+    for item in index.get("items", [])[:GALLERY_ITEMS]:
+        image = _array(component.path / item["images"])
+        log_jacobian = np.log(np.clip(_array(component.path / item["jacobians"])[0], 1e-6, None))
+        caption = (f"{item['id']} · logit {item['logit_before']:+.2f} -> {item['logit_after']:+.2f} · "
+                   f"|u| {item['mean_displacement']:.3f}")  # fmt: skip
+        if log_jacobian.ndim == 2:
+            section.figure(png_bytes(upscale_nearest(overlay(image, log_jacobian, signed=True))), caption)
+        else:
+            section.slice_viewer(_slices(image, log_jacobian, None), f"log det J · {caption}")
+
+
+def _array(path: Path) -> np.ndarray:
+    """A simulation output array ``(C, *spatial)`` (``.npy``, or ``.nii.gz`` with channels last or dropped)."""
+    if path.name.endswith(".nii.gz"):
+        import nibabel
+
+        array = np.asarray(nibabel.load(str(path)).dataobj, dtype=np.float32)
+        return array[None] if array.ndim == 3 else np.moveaxis(array, -1, 0)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise MedexplainError(f"{path}: not a readable array ({error})") from None
+
+
 BUILDERS: dict[str, Callable[[Page, Component], None]] = {
     "train": train_section,
     "explanations": explanations_section,
     "evaluation": evaluation_section,
     "concepts": concepts_section,
+    "simulator": simulator_section,
+    "simulation": simulation_section,
 }
 
 

@@ -255,8 +255,8 @@ def apply_simulator(
             bar.update(task, advance=len(results))
         summary = summarise(items, sign)
         (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        rows = "".join(f"{key},{'' if value is None else value}\n" for key, value in summary.items())
-        (folder / "summary.csv").write_text("metric,value\n" + rows, encoding="utf-8")
+        rows = [{"metric": key, "value": "" if value is None else value} for key, value in summary.items()]
+        (folder / "summary.csv").write_text(csv_text(rows, ("metric", "value")), encoding="utf-8")
         (folder / "items.csv").write_text(_items_csv(entries), encoding="utf-8")
         index = {"format": FORMAT, "direction": direction, "file_format": file_format, "summary": summary,
                  "items": entries}

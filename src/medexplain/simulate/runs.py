@@ -18,7 +18,7 @@ from torch.utils.data import TensorDataset
 from medexplain.data import ImageDataset, load_dataset
 from medexplain.data.preprocessing import preprocessing_transform
 from medexplain.errors import MedexplainError
-from medexplain.files import atomic_directory, write_text
+from medexplain.files import atomic_directory, csv_text, write_text
 from medexplain.models import load as load_model
 from medexplain.progress import progress_bar
 from medexplain.simulate.apply import apply_simulator
@@ -104,9 +104,7 @@ def train_from_run(
             "history": history,
         }
         save_simulator(network, folder, **info)
-        names = list(history[0]) if history else []
-        write_text(folder / "history.csv",
-                   ",".join(names) + "\n" + "".join(",".join(f"{row[n]:.6g}" for n in names) + "\n" for row in history))
+        write_text(folder / "history.csv", csv_text([{k: f"{v:.6g}" for k, v in row.items()} for row in history]))
     return {"simulator": config.to_dict(), **info}
 
 
