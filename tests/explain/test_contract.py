@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.explain.models import MODELS, BagNetLike
+from tests.explain.models import BATCHNORM, MODELS, BagNetLike
 from torch import Tensor
 
 from medexplain.errors import MedexplainError
@@ -53,9 +53,9 @@ def test_explainer_contract(name: str, model_name: str, dims: int) -> None:
 
 
 class Failing(BagNetLike):
-    """Raises in the middle of its forward pass, after hooked layers ran."""
+    """Raises in the middle of its forward pass (in its evidence map), after hooked layers ran."""
 
-    def forward(self, x: Tensor) -> Tensor:
+    def evidence_map(self, x: Tensor) -> Tensor:
         self.classifier(self.features(x))
         raise RuntimeError("boom")
 
@@ -67,6 +67,40 @@ def test_no_hook_left_after_an_exception(name: str) -> None:
         create_explainer(name)(model, _input(2), 0)
     assert hook_count(model) == 0
     assert not model.training
+
+
+class Normed(BagNetLike):
+    """With a BatchNorm, whose running statistics a forward pass in training mode updates."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__(2)
+        self.features.insert(1, BATCHNORM[2](8))
+        self.fail = fail
+
+    def evidence_map(self, x: Tensor) -> Tensor:
+        evidence = super().evidence_map(x)
+        if self.fail:
+            raise RuntimeError("boom")
+        return evidence
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_model_in_training_mode_keeps_every_state_tensor(name: str, fail: bool) -> None:
+    """BatchNorm in training mode updates its running statistics on each forward pass; explaining must not."""
+    model = Normed(fail).double().train()
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    assert any(key.endswith("running_mean") for key in before)
+    explain = create_explainer(name, **LIGHT.get(name, {}))
+    if fail:
+        with pytest.raises(RuntimeError, match="boom"):
+            explain(model, _input(2), 0)
+    else:
+        explain(model, _input(2), 0)
+    after = model.state_dict()
+    for key, value in before.items():
+        torch.testing.assert_close(after[key], value, rtol=0, atol=0, msg=key)
+    assert model.training and hook_count(model) == 0
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -82,7 +116,7 @@ class NotLogits(BagNetLike):
         return self.evidence_map(x)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "evidence"])  # evidence reads the map, not the output
 def test_model_output_not_b_k_is_a_clear_error(name: str) -> None:
     model = NotLogits(2).double().eval()
     with pytest.raises(MedexplainError, match=r"model output must be \(B, K\) logits"):

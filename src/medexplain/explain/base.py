@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
@@ -29,9 +33,44 @@ class Explainer(Protocol):
 EXPLAINERS: Registry[type] = Registry("explainer")
 
 
+@contextmanager
+def unchanged_state(model: nn.Module) -> Iterator[None]:
+    """Give ``model`` its buffers back after the block, also after an exception.
+
+    A model (or part of it) in training mode updates its BatchNorm running statistics on every forward pass;
+    explaining it must leave them as they were. Models entirely in eval mode change no buffer: nothing is copied.
+    """
+    if not any(module.training for module in model.modules()):
+        yield
+        return
+    saved = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+
 def register_explainer(name: str, **metadata: Any):
-    """Class decorator adding an explainer dataclass to the registry under ``name``."""
-    return EXPLAINERS.register(name, **metadata)
+    """Class decorator adding an explainer dataclass to the registry under ``name``.
+
+    The registered class's call runs inside :func:`unchanged_state`, so no explainer changes a model's state.
+    """
+
+    def add(cls: type) -> type:
+        call = cls.__call__
+
+        @functools.wraps(call)
+        def explain(self: Any, model: nn.Module, x: Tensor, target: Any = None) -> Explanation:
+            with unchanged_state(model):
+                return call(self, model, x, target)
+
+        cls.__call__ = explain
+        EXPLAINERS.add(name, cls, **metadata)
+        return cls
+
+    return add
 
 
 def create_explainer(name: str, **params: Any) -> Explainer:
