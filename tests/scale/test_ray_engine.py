@@ -96,7 +96,7 @@ def test_ray_evaluation_writes_the_same_tables_as_the_local_engine_and_rerun_ski
     setup, tmp_path, monkeypatch
 ) -> None:
     model, _config, dataset = load_run(setup["run"], setup["data"], None)
-    rows, _, curves, _ = evaluate_explanations(load_explanations(setup["local"]), dataset, METRICS, model=model,
+    rows, _, _, curves, _ = evaluate_explanations(load_explanations(setup["local"]), dataset, METRICS, model=model,
                                                batch_size=3, progress=False)  # fmt: skip
     out = tmp_path / "ray"
     executor = RayExecutor(workers=2)

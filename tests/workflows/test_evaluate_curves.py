@@ -75,7 +75,7 @@ def test_scores_and_mean_curves_come_from_one_set_of_forward_passes(tmp_path: Pa
     assert len(units) == 10  # 5 images x 2 methods, one target each
 
     old = _two_pass_curves(stored, dataset, network, batch_size=2)
-    rows, empty, curves, _chance = evaluate_explanations(stored, dataset, NAMES, model=model, batch_size=2,
+    rows, empty, _undefined, curves, _chance = evaluate_explanations(stored, dataset, NAMES, model=model, batch_size=2,
                                                          progress=False)  # fmt: skip
     assert empty == 0
     assert curves == old  # the same mean curves, bit for bit

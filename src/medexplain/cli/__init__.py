@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     except MedexplainError as error:
         typer.echo(f"medexplain: error: {in_flags(error)}", err=True)
         return 2
+    except OSError as error:  # a file the library does not guard (writes are): one line, not a traceback
+        where = f"{error.filename}: " if error.filename else ""
+        typer.echo(f"medexplain: error: {where}{error.strerror or error}", err=True)
+        return 2
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("medexplain: interrupted", err=True)
         return 130

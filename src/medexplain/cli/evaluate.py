@@ -23,6 +23,7 @@ def evaluate_command(
     split: str | None = typer.Option(None, help="Dataset split (default: the one that was explained)."),
     mask: str | None = typer.Option(None, help="Mask to localise against (default: the dataset's first)."),
     batch_size: int = typer.Option(16, help="Maps per batch."),
+    size: int | None = typer.Option(None, help="Resize images to this size (default: as they were explained)."),
     noise_auroc: bool = typer.Option(False, help="Also write the classifier AUROC under Gaussian noise."),
     resamples: int = typer.Option(1000, help="Bootstrap resamples of the 95 % intervals."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
@@ -37,13 +38,16 @@ def evaluate_command(
     from medexplain.workflows.evaluate import evaluate_run
 
     run = evaluate_run(
-        explanations, data, out, model=model, metrics=metrics, split=split, mask=mask, batch_size=batch_size,
+        explanations, data, out, model=model, metrics=metrics, split=split, mask=mask, size=size, batch_size=batch_size,
         noise_auroc=noise_auroc, resamples=resamples, seed=seed, device=device, overwrite=overwrite,
         executor=engine_options(engine, address, workers, device), progress=progress,
     )  # fmt: skip
     if run.evaluation.empty:
-        typer.echo(f"{run.evaluation.empty} scores are NaN (empty masks): excluded from the summary, counted in "
-                   "'excluded'", err=True)  # fmt: skip
+        typer.echo(f"{run.evaluation.empty} scores are NaN because the image's mask is empty: excluded from the "
+                   "summary, counted in 'excluded'", err=True)  # fmt: skip
+    if run.evaluation.undefined:
+        typer.echo(f"{run.evaluation.undefined} scores are NaN because the metric is undefined for the map (e.g. a "
+                   "constant map has no maximum to point with): excluded, counted in 'excluded'", err=True)  # fmt: skip
     typer.echo(f"{out}: {len(run.evaluation.rows)} scores, {len(run.metrics)} metrics x {len(run.methods)} methods")
 
 

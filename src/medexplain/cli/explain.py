@@ -22,6 +22,7 @@ def explain_command(
     target: str = typer.Option("predicted", help="'predicted', 'all' or a class index."),
     batch_size: int = typer.Option(16, help="Images per batch."),
     max_items: int | None = typer.Option(None, help="Explain only the first N items of the split."),
+    size: int | None = typer.Option(None, help="Resize images to this size (default: the run's recorded size)."),
     layer: str | None = typer.Option(None, help="Layer for CAM methods (default: the last convolutional block)."),
     map_format: str = typer.Option("npy", "--format", help="npy (float16) or nifti (.nii.gz, 3D maps)."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
@@ -35,8 +36,9 @@ def explain_command(
 
     stored = explain_run(
         model, data, [m.strip() for m in method.split(",") if m.strip()], out, split=split or None,
-        target=parse_target(target), layer=layer, max_items=max_items, batch_size=batch_size, map_format=map_format,
-        device=device, executor=engine_options(engine, address, workers, device), progress=progress,
+        target=parse_target(target), layer=layer, max_items=max_items, size=size, batch_size=batch_size,
+        map_format=map_format, device=device, executor=engine_options(engine, address, workers, device),
+        progress=progress,
     )  # fmt: skip
     typer.echo(f"{out}: {len(stored.items)} items x {len(stored.methods)} methods")
 

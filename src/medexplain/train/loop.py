@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -25,7 +26,7 @@ from rich.progress import Progress
 from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
-from medexplain.files import csv_text, write_text
+from medexplain.files import LOCK_FILE, csv_text, exclusive_folder, write_text
 from medexplain.metrics.classification import classification_summary, multilabel_summary
 from medexplain.metrics.complexity import gini
 from medexplain.models.bagnet import FlipAveraged
@@ -63,14 +64,31 @@ def train(
         resume: continue ``out`` from its last completed epoch (same settings required).
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
         on_epoch_end: called as ``on_epoch_end(epoch, row)`` after each epoch's files are written.
+
+    Another process training into ``out`` at the same time is refused. A fresh run that fails leaves no folder
+    behind; an interrupted one (Ctrl-C, a kill) leaves a folder that ``resume=True`` continues.
     """
     out = Path(out)
     settings = config.settings(str(Path(data).resolve()))
     _check_out(out, resume, settings)
-    info = dataset_info(data)
     run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ctx, run_device = distributed.context(run_device)  # torchrun: one rank of a data-parallel job
+    created = not out.exists()
+    with exclusive_folder(out) if ctx.is_main else contextlib.nullcontext():
+        try:
+            return _train(config, settings, data, out, resume, ctx, run_device, progress, on_epoch_end)
+        except Exception:
+            if created and ctx.is_main:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
 
+
+def _train(
+    config: TrainConfig, settings: dict[str, Any], data: str | os.PathLike[str], out: Path, resume: bool,
+    ctx: distributed.Context, run_device: torch.device, progress: bool,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None,
+) -> dict[str, Any]:  # fmt: skip
+    info = dataset_info(data)
     with progress_bar(progress and ctx.is_main) as bar, _deterministic(), torch.random.fork_rng(devices=[]):
         splits = {"train": read_split(data, "train", size=config.size, task=config.task, progress=bar)}
         splits["val"] = read_split(data, "val", size=config.size, task=config.task, progress=bar)
@@ -84,6 +102,9 @@ def train(
         num_classes = _num_classes(config, info)
         check_labels(splits, num_classes, data, config.task)
         train_split = splits["train"]
+        if len(train_split) < 2:
+            raise MedexplainError(f"{data}: the training split has {len(train_split)} image; training needs at least "
+                                  "two (batch statistics, e.g. BatchNorm's, need more than one sample)")  # fmt: skip
         args = {
             **config.model_args,
             "in_channels": int(train_split.images.shape[1]),
@@ -92,6 +113,11 @@ def train(
         }
         torch.manual_seed(config.seed)
         net = ctx.prepare(create_model(config.model, **args).to(run_device))
+        per_step = min(config.batch_size, len(train_split)) // ctx.world
+        if per_step < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+            raise MedexplainError(f"`batch_size` {config.batch_size} gives steps of {per_step} image per process; "
+                                  f"{config.model} has BatchNorm layers, which need at least two",
+                                  parameter="batch_size")  # fmt: skip
         objective = Objective.parse(
             config.loss,
             sparsity_lambda=config.sparsity_lambda,
@@ -306,7 +332,7 @@ def _predictions_csv(split: Split, probabilities: Tensor, name: str) -> str:
 def _check_out(out: Path, resume: bool, settings: dict[str, Any]) -> None:
     """A fresh run needs an empty folder; a resumed one needs a checkpoint written with the same settings."""
     if not resume:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if out.exists() and (not out.is_dir() or any(p.name != LOCK_FILE for p in out.iterdir())):
             raise MedexplainError(
                 f"{out}: exists and is not empty (set `resume` to continue a run, or use a new folder)",
                 parameter="resume",

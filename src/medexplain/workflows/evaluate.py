@@ -48,14 +48,16 @@ class Evaluation(NamedTuple):
     """Scores of stored maps.
 
     ``rows``: per-sample rows (:data:`~medexplain.workflows.scores.ROW_FIELDS`); ``empty``: the number of NaN
-    scores (empty masks, maps a metric cannot score); ``curves``: the mean perturbation curve per method and mode
-    (``steps + 1`` model scores at evenly spaced fractions of perturbed features; the area under a mean curve is
-    the mean of the scores), empty without curve metrics; ``chance``: the pointing game's chance level (the mean
-    share of the image a non-empty mask covers), empty without masks.
+    scores of images whose mask is empty; ``undefined``: the number of other NaN scores (maps a metric cannot
+    score, e.g. a constant map has no maximum to point with); ``curves``: the mean perturbation curve per method
+    and mode (``steps + 1`` model scores at evenly spaced fractions of perturbed features; the area under a mean
+    curve is the mean of the scores), empty without curve metrics; ``chance``: the pointing game's chance level
+    (the mean share of the image a non-empty mask covers), empty without masks.
     """
 
     rows: list[dict[str, Any]]
     empty: int
+    undefined: int
     curves: Curves
     chance: dict[str, float]
 
@@ -128,10 +130,12 @@ class EvaluationState:
 
 @dataclass(frozen=True)
 class BatchScores:
-    """The scores of one batch: rows, NaN count, per-mode sums of the curves, mask share per item id."""
+    """The scores of one batch: rows, NaN counts (empty masks, other), per-mode sums of the curves, mask share per
+    item id."""
 
     rows: list[dict[str, Any]]
     empty: int
+    undefined: int
     curve_sums: dict[str, list[float]]
     mask_shares: dict[str, float]
 
@@ -141,7 +145,8 @@ def score_batch(state: EvaluationState, batch: Sequence[Unit]) -> BatchScores:
     context = _context(state, batch)
     method = batch[0].method
     rows: list[dict[str, Any]] = []
-    empty = 0
+    empty = undefined = 0
+    empty_mask = ~context["mask"].flatten(1).any(1).cpu() if "mask" in context else None
     curve_sums: dict[str, list[float]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EmptyMaskWarning)  # counted instead: the caller reports them once
@@ -159,14 +164,18 @@ def score_batch(state: EvaluationState, batch: Sequence[Unit]) -> BatchScores:
                 curve_sums[info.curve.mode] = curve.double().sum(0).cpu().tolist()
             else:
                 scores = get_metric(name)(context["maps"], **inputs).detach().double().cpu()
-            empty += int(torch.isnan(scores).sum())
+            nan = torch.isnan(scores)
+            if info.needs_mask and empty_mask is not None:
+                empty += int((nan & empty_mask).sum())
+                nan &= ~empty_mask
+            undefined += int(nan.sum())
             rows.extend(
                 {"id": u.item.id, "index": u.item.index, "label": u.item.label, "method": u.method,
                  "target": u.target, "metric": name, "score": float(s)}
                 for u, s in zip(batch, scores.tolist(), strict=True)
             )  # fmt: skip
     shares = {u.item.id: float(m.mean()) for u, m in zip(batch, context.get("mask", ()), strict=False) if m.any()}
-    return BatchScores(rows, empty, curve_sums, shares)
+    return BatchScores(rows, empty, undefined, curve_sums, shares)
 
 
 def _context(state: EvaluationState, batch: Sequence[Unit]) -> dict[str, Any]:
@@ -201,7 +210,8 @@ def _context(state: EvaluationState, batch: Sequence[Unit]) -> dict[str, Any]:
 def _stack(tensors: list[Tensor], what: str) -> Tensor:
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) > 1:
-        raise MedexplainError(f"{what} of different shapes in one batch: {sorted(shapes)[:2]} (resize the data)")
+        raise MedexplainError(f"{what} of different shapes in one batch: {sorted(shapes)[:2]} (give `size` to resize "
+                              "the data)", parameter="size")  # fmt: skip
     return torch.stack(tensors)
 
 
@@ -223,7 +233,8 @@ def _gather(
     curves = {m: {mode: [v / counts[m] for v in total] for mode, total in c.items()} for m, c in sums.items()}
     scored = [shares[item.id] for item in stored.items if item.id in shares]
     chance = {"pointing-game": sum(scored) / len(scored)} if scored else {}
-    return Evaluation(rows, sum(result.empty for result in results), curves, chance)
+    empty, undefined = (sum(getattr(result, key) for result in results) for key in ("empty", "undefined"))
+    return Evaluation(rows, empty, undefined, curves, chance)
 
 
 def _score(
@@ -305,25 +316,26 @@ def rebuild_explainers(methods: Mapping[str, Mapping[str, Any]]) -> dict[str, An
 
 def run_evaluation_state(
     explanations: str | os.PathLike[str], model: str | os.PathLike[str] | None, data: str | os.PathLike[str],
-    split: str | None, metric_names: tuple[str, ...], mask_name: str | None, device: str,
+    split: str | None, metric_names: tuple[str, ...], mask_name: str | None, device: str, size: int | None = None,
 ) -> EvaluationState:  # fmt: skip
     """The state of :func:`score_batch` for an explanations folder (what each worker builds)."""
     stored = load_explanations(explanations)
-    network, dataset = _inputs(stored, model, data, split, device)
+    network, dataset = _inputs(stored, model, data, split, device, size)
     explainers = rebuild_explainers(stored.methods) if any(metric_info(n).needs_explainer for n in metric_names) else {}
     return EvaluationState(stored, dataset, metric_names, network, explainers, mask_name, device)
 
 
 def _inputs(
     stored: StoredExplanations, model: str | os.PathLike[str] | None, data: str | os.PathLike[str],
-    split: str | None, device: str, *, load_model: bool = True,
+    split: str | None, device: str, size: int | None, *, load_model: bool = True,
 ) -> tuple[nn.Module | None, Any]:  # fmt: skip
     """The model (``None`` without ``model`` or ``load_model``) and the dataset as the explained model saw it."""
     if model is not None and load_model:
-        network, _config, dataset = load_run(model, data, split, device=device)
+        network, _config, dataset = load_run(model, data, split, device=device, size=size)
         return network, dataset
     config = read_config(model) if model is not None else _explained_config(stored.header.get("model"))
-    return None, run_dataset(config or {}, data, split)  # model-free metrics still see the explained model's inputs
+    # model-free metrics still see the explained model's inputs
+    return None, run_dataset(config or {}, data, split, size=size, run_dir=model)
 
 
 def _explained_config(run_dir: str | None) -> dict | None:
@@ -355,6 +367,7 @@ def evaluate_run(
     metrics: str | Sequence[str] = "all",
     split: str | None = None,
     mask: str | None = None,
+    size: int | None = None,
     batch_size: int = 16,
     noise_auroc: bool = False,
     resamples: int = 1000,
@@ -371,6 +384,7 @@ def evaluate_run(
         metrics: registered names, or ``"all"`` that can run here.
         split: the dataset split (default: the one that was explained).
         mask: the dataset's mask to localise against (default: its first).
+        size: resize the images to it (default: as they were explained).
         noise_auroc: also write the classifier's AUROC under Gaussian noise (SIBnet's robustness table).
         resamples, seed: the bootstrap of the 95 % intervals.
         overwrite: replace an existing ``out``.
@@ -381,12 +395,14 @@ def evaluate_run(
                               parameter="overwrite")  # fmt: skip
     stored = load_explanations(explanations)
     split = split if split is not None else stored.header.get("split")
-    network, dataset = _inputs(stored, model, data, split, device, load_model=noise_auroc)
+    size = size if size is not None else stored.header.get("size")
+    network, dataset = _inputs(stored, model, data, split, device, size, load_model=noise_auroc)
     names = tuple(select_metrics(metrics, has_model=model is not None, has_mask=bool(dataset.mask_names)))
     mask_name = _mask_name(dataset, mask)
     fingerprint = {"index": hashlib.sha256((Path(explanations) / INDEX).read_bytes()).hexdigest(), "metrics": names,
-                   "model": str(model), "data": str(data), "split": split, "mask": mask_name, "device": device}
-    setup = partial(run_evaluation_state, explanations, model, data, split, names, mask_name, device)
+                   "model": str(model), "data": str(data), "split": split, "mask": mask_name, "device": device,
+                   "size": size}  # fmt: skip
+    setup = partial(run_evaluation_state, explanations, model, data, split, names, mask_name, device, size)
     cache = out.parent / f".{out.name}.shards"
     try:
         evaluation = _score(setup, stored, batch_size, executor or LocalExecutor(), progress, cache, fingerprint)

@@ -80,6 +80,10 @@ def explain_batch(state: ExplainState, batch: ExplainBatch) -> list[MapRecord]:
         todo = [j for j, index in enumerate(batch.indices) if name not in batch.skip.get(index, ())]
         if not todo:
             continue
+        shapes = {tuple(samples[j].image.shape) for j in todo}
+        if len(shapes) > 1:
+            raise MedexplainError(f"images of different sizes in one batch {sorted(shapes)[:2]}: give `size` to resize "
+                                  "them", parameter="size")  # fmt: skip
         images = collate([samples[j] for j in todo]).image.to(state.device)
         explanation = explainer(state.model, images, state.target)
         maps = explanation.maps.detach().cpu()
@@ -116,10 +120,10 @@ def explain_dataset(
 
 def run_state(
     model: str | os.PathLike[str], data: str | os.PathLike[str], split: str | None, explainers: Mapping[str, Explainer],
-    target: Target, device: str, max_items: int | None,
+    target: Target, device: str, max_items: int | None, size: int | None = None,
 ) -> ExplainState:  # fmt: skip
     """The state of :func:`explain_batch` for a run folder's model on ``data`` (what each worker builds)."""
-    network, _config, dataset = load_run(model, data, split, device=device)
+    network, _config, dataset = load_run(model, data, split, device=device, size=size)
     return ExplainState(network, _first(dataset, max_items), explainers, target, device)
 
 
@@ -138,6 +142,7 @@ def explain_run(
     layer: str | None = None,
     method_params: Mapping[str, Mapping[str, Any]] | None = None,
     max_items: int | None = None,
+    size: int | None = None,
     batch_size: int = 16,
     map_format: str = "npy",
     device: str = "cpu",
@@ -146,19 +151,19 @@ def explain_run(
 ) -> StoredExplanations:
     """Explain the model of the run folder ``model`` on ``split`` of ``data`` (``None``: every item) into ``out``.
 
-    The data is read with the run's recorded preprocessing. ``methods`` are registered explainer names, ``layer``
-    the CAM layer, ``method_params`` further hyperparameters per method, ``max_items`` explains only the first
-    items. A folder written before for the same model, data and split is continued; methods it holds with other
-    parameters are refused. Returns the folder's content.
+    The data is read with the run's recorded preprocessing (``size`` resizes to it instead of the recorded size).
+    ``methods`` are registered explainer names, ``layer`` the CAM layer, ``method_params`` further hyperparameters
+    per method, ``max_items`` explains only the first items. A folder written before for the same model, data and
+    split is continued; methods it holds with other parameters are refused. Returns the folder's content.
     """
     if max_items is not None and max_items < 1:
         raise MedexplainError(f"`max_items` must be positive, got {max_items}", parameter="max_items")
     explainers = build_explainers(methods, layer=layer, params=method_params)
-    size = len(_first(run_dataset(read_config(model), data, split), max_items))
-    header = {"model": str(model), "data": str(data), "split": split}
-    setup = partial(run_state, model, data, split, explainers, target, device, max_items)
+    items = len(_first(run_dataset(read_config(model), data, split, size=size, run_dir=model), max_items))
+    header = {"model": str(model), "data": str(data), "split": split, "size": size}
+    setup = partial(run_state, model, data, split, explainers, target, device, max_items, size)
     params = {name: explainer_params(explainer) for name, explainer in explainers.items()}
-    return _explain(setup, size, params, out, header, executor or LocalExecutor(), batch_size, map_format, progress)
+    return _explain(setup, items, params, out, header, executor or LocalExecutor(), batch_size, map_format, progress)
 
 
 def _explain(

@@ -1,7 +1,7 @@
 """Explanations on disk: ``OUT/index.json`` plus one map file per item and method.
 
 ```
-OUT/index.json   {"format": "medexplain-explanations/1", "model": ..., "data": ..., "split": ...,
+OUT/index.json   {"format": "medexplain-explanations/1", "model": ..., "data": ..., "split": ..., "size": ...,
                   "methods": {name: params}, "items": [{"id", "index", "label", "targets": [[k, ...]],
                   "maps": {method: "maps/<method>/<file>"}}]}
 OUT/maps/<method>/<file>   float16 .npy (K, *spatial), or float32 .nii.gz (*spatial, K) for 3D maps
@@ -40,7 +40,7 @@ FORMAT = "medexplain-explanations/1"
 INDEX = "index.json"
 PROGRESS = ".progress.json"
 MAP_FORMATS = ("npy", "nifti")
-HEADER_KEYS = ("model", "data", "split")
+HEADER_KEYS = ("model", "data", "split", "size")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -61,7 +61,8 @@ class ExplanationWriter:
 
     Args:
         root: output folder.
-        header: ``{"model", "data", "split"}`` of this run; a continued folder must have been written for the same.
+        header: ``{"model", "data", "split", "size"}`` of this run (``size``: the resizing asked for, if any); a
+            continued folder must have been written for the same.
         methods: ``{method: params}``; a method already in the folder must have the same parameters.
         map_format: ``"npy"`` (float16) or ``"nifti"`` (float32 ``.nii.gz``, 3D maps only).
     """
