@@ -11,6 +11,7 @@ import torch
 from medexplain.errors import MedexplainError
 from medexplain.explain import create_explainer
 from medexplain.metrics import (
+    UndefinedScoreWarning,
     auroc_under_noise,
     avg_sensitivity,
     bootstrap_interval,
@@ -151,8 +152,11 @@ def test_robustness_bad_input() -> None:
     x = torch.rand(2, 1, 8, 8)
     with pytest.raises(MedexplainError, match="unknown noise"):
         max_sensitivity(None, model=model, x=x, explainer=identity_explainer, noise="poisson")
-    with pytest.raises(MedexplainError, match="all zero"):
-        max_sensitivity(torch.zeros(2, 8, 8), model=model, x=x, explainer=identity_explainer)
+    clean = torch.rand(2, 8, 8)
+    clean[1] = 0.0  # all zero: no relative change is defined for it
+    with pytest.warns(UndefinedScoreWarning, match=r"all-zero clean map for samples \[1\]"):
+        scores = max_sensitivity(clean, model=model, x=x, explainer=identity_explainer)
+    assert torch.isfinite(scores[0]) and torch.isnan(scores[1])
     with pytest.raises(MedexplainError, match=r"explainer maps .* does not match"):
         avg_sensitivity(None, model=model, x=x, explainer=lambda m, x, t: x[:, 0, :4])
     with pytest.raises(MedexplainError, match="unknown similarity"):

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from medexplain.errors import MedexplainError
 from medexplain.explain.explanation import Explanation
 from medexplain.explain.targets import Target, resolve_target
-from medexplain.metrics._inputs import as_float, drop_channel
+from medexplain.metrics._inputs import as_float, drop_channel, nan_where_undefined
 from medexplain.metrics.classification import auroc, multilabel_auroc
 from medexplain.metrics.overlap import structural_similarity
 from medexplain.metrics.registry import register_metric
@@ -118,7 +118,8 @@ def sensitivity(
 
     Quantus's defaults for the noise (uniform, ``radius`` 0.2) and norms (``"l2"``: Frobenius of the
     flattened map; ``"linf"``: maximum). ``maps`` are the clean explanations (computed when ``None``).
-    ``samples`` explainer calls per image (one more when ``maps`` is ``None``).
+    ``samples`` explainer calls per image (one more when ``maps`` is ``None``). An all-zero clean map has no
+    relative change: its row is NaN, with an :class:`~medexplain.metrics._inputs.UndefinedScoreWarning`.
     """
     if norm not in ("l2", "linf"):
         raise MedexplainError(f"unknown norm {norm!r}; use 'l2' or 'linf'")
@@ -126,13 +127,11 @@ def sensitivity(
     clean = clean_maps(maps, explainer, model, x, classes, max_batch).flatten(1)
     order = 2 if norm == "l2" else float("inf")
     scale = torch.linalg.vector_norm(clean, ord=order, dim=1)
-    if bool((scale == 0).any()):
-        raise MedexplainError("sensitivity: a clean map is all zero (relative change undefined)")
 
     def score(noisy: Tensor, index: Tensor) -> Tensor:
         return torch.linalg.vector_norm(noisy.flatten(1) - clean[index], ord=order, dim=1) / scale[index]
 
-    return noisy_explanations(
+    changes = noisy_explanations(
         explainer,
         model,
         x,
@@ -144,6 +143,8 @@ def sensitivity(
         max_batch=max_batch,
         score=score,
     )
+    undefined = nan_where_undefined(scale.new_zeros(len(scale)), scale == 0, "sensitivity", "an all-zero clean map")
+    return changes + undefined[:, None]
 
 
 @register_metric(

@@ -71,6 +71,8 @@ def load(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") ->
     its metrics were measured on.
     """
     config = read_config(run_dir)
+    if config.get("status") == "training":
+        raise MedexplainError(f"{run_dir}: its training has not finished (continue it with resume, then use it)")
     model = create_model(config["model"], **config.get("model_args", {}))
     load_weights(model, Path(run_dir) / WEIGHTS_FILE)
     flip_axes = config.get("training", {}).get("tta_flip_axes")

@@ -66,11 +66,13 @@ def train(
         on_epoch_end: called as ``on_epoch_end(epoch, row)`` after each epoch's files are written.
 
     Another process training into ``out`` at the same time is refused. A fresh run that fails leaves no folder
-    behind; an interrupted one (Ctrl-C, a kill) leaves a folder that ``resume=True`` continues.
+    behind; an interrupted one (Ctrl-C, a kill) leaves a folder that ``resume=True`` continues (``resume=True``
+    on an empty folder starts the run). Until the run has finished, ``config.json`` says ``"status": "training"``
+    and :func:`medexplain.models.load` refuses the folder.
     """
     out = Path(out)
     settings = config.settings(str(Path(data).resolve()))
-    _check_out(out, resume, settings)
+    resume = _check_out(out, resume, settings)
     run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ctx, run_device = distributed.context(run_device)  # torchrun: one rank of a data-parallel job
     created = not out.exists()
@@ -146,6 +148,7 @@ def _train(
             },
             "training": settings,
             "metrics": {},
+            "status": "training",
         }
         state = {"epoch": 0, "best": None, "best_epoch": None, "since_best": 0, "history": [], "done": False}
         if resume:
@@ -168,6 +171,7 @@ def _train(
             if name != "train"
         }
         document["metrics"] = {"best_epoch": state["best_epoch"], **{name: m for name, (m, _) in evaluated.items()}}
+        document["status"] = "complete"
         if ctx.is_main:
             held_out = "test" if "test" in evaluated else "val"
             write_text(out / PREDICTIONS_FILE, _predictions_csv(splits[held_out], evaluated[held_out][1], held_out))
@@ -257,9 +261,7 @@ def _fit(run: Fitting, on_epoch_end: Callable[[int, dict[str, float]], None] | N
         state["training"] = run.document["training"]
         if averager is not None:
             state["ema_updates"] = averager.updates
-        if ctx.is_main:
-            write_text(run.out / METRICS_FILE, _csv(state["history"]))
-            write_text(run.out / CONFIG_FILE, json.dumps(run.document, indent=2) + "\n")
+        if ctx.is_main:  # the checkpoint first: a kill after it finds the epoch done, before it the epoch redone
             save_resume(
                 run.out / RESUME_FILE,
                 model=net,
@@ -268,6 +270,8 @@ def _fit(run: Fitting, on_epoch_end: Callable[[int, dict[str, float]], None] | N
                 info=state,
                 averaged=averager.average if averager is not None else None,
             )
+            write_text(run.out / METRICS_FILE, _csv(state["history"]))
+            write_text(run.out / CONFIG_FILE, json.dumps(run.document, indent=2) + "\n")
         bar.update(epoch_task, completed=epoch + 1)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
@@ -329,15 +333,19 @@ def _predictions_csv(split: Split, probabilities: Tensor, name: str) -> str:
     return csv_text(rows, fields)
 
 
-def _check_out(out: Path, resume: bool, settings: dict[str, Any]) -> None:
-    """A fresh run needs an empty folder; a resumed one needs a checkpoint written with the same settings."""
-    if not resume:
-        if out.exists() and (not out.is_dir() or any(p.name != LOCK_FILE for p in out.iterdir())):
+def _check_out(out: Path, resume: bool, settings: dict[str, Any]) -> bool:
+    """Whether to resume: a fresh run needs an empty folder; a resumed one needs a checkpoint written with the
+    same settings (a folder without one, of a run killed before its first epoch ended, starts afresh)."""
+    empty = not out.exists() or (out.is_dir() and all(p.name == LOCK_FILE for p in out.iterdir()))
+    if resume and out.is_dir() and not (out / RESUME_FILE).exists():
+        empty = all(p.name in (LOCK_FILE, WEIGHTS_FILE) for p in out.iterdir())  # only the first epoch's weights
+    if not resume or empty:
+        if not empty:
             raise MedexplainError(
                 f"{out}: exists and is not empty (set `resume` to continue a run, or use a new folder)",
                 parameter="resume",
             )
-        return
+        return False
     path = out / RESUME_FILE
     if not path.is_file():
         raise MedexplainError(f"{path}: no resume checkpoint to continue from")
@@ -348,6 +356,7 @@ def _check_out(out: Path, resume: bool, settings: dict[str, Any]) -> None:
                 f"{out}: was trained with {key}={saved.get(key)!r}, not {settings.get(key)!r}; "
                 f"resume with the same settings or start a new folder"
             )
+    return True
 
 
 def _num_classes(config: TrainConfig, info: dict[str, Any]) -> int:

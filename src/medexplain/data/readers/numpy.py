@@ -31,8 +31,17 @@ def read(file: Path, *, spatial_dims: int | None = None) -> Tensor:
     if spatial_dims not in (None, 2, 3):
         raise MedexplainError(f"{file}: spatial_dims must be 2, 3 or None, got {spatial_dims!r}")
     try:
+        with file.open("rb") as handle:  # the header alone first: an absurd shape is refused before any mapping
+            version = np.lib.format.read_magic(handle)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape = header(handle)[0]
+    except Exception as error:  # bad magic, a damaged header, ...
+        raise MedexplainError(f"{file}: not a readable .npy array ({reason(error)})") from None
+    if len(shape) in (2, 3, 4):
+        check_header_size(file, tuple(int(s) for s in shape))
+    try:
         lazy = np.load(file, mmap_mode="r", allow_pickle=False)
-    except Exception as error:  # bad magic, pickled object arrays, truncated data, ...
+    except Exception as error:  # pickled object arrays, truncated data, ...
         raise MedexplainError(f"{file}: not a readable .npy array ({reason(error)})") from None
     if not isinstance(lazy, np.ndarray):
         raise MedexplainError(f"{file}: expected one .npy array, found an archive")
