@@ -57,8 +57,23 @@ def _quantus_scores(quantus, metric, maps, mask, x, **options) -> np.ndarray:
 )
 def test_localisation_equals_quantus(quantus, dims, name, ours) -> None:
     maps, mask, x = _inputs(SHAPES[dims])
+    if ours is relevance_mass:  # ours is defined on the positive relevance: equal to Quantus's for maps >= 0
+        maps = maps.clamp(min=0)
     expected = _quantus_scores(quantus, getattr(quantus, name), maps, mask, x, normalise=False, abs=False)
     np.testing.assert_allclose(ours(maps, mask).numpy(), expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("dims", SHAPES)
+def test_relevance_mass_of_signed_maps_is_the_positive_share_in_0_1(quantus, dims) -> None:
+    maps, mask, x = _inputs(SHAPES[dims])
+    assert bool((maps < 0).any())  # signed maps, as integrated gradients, LRP and BagNet evidence give
+    positive = maps.clamp(min=0).flatten(1).double()
+    expected = (positive * mask.flatten(1)).sum(1) / positive.sum(1)
+    scores = relevance_mass(maps, mask)
+    torch.testing.assert_close(scores.double(), expected, rtol=1e-6, atol=1e-9)
+    assert bool(((scores >= 0) & (scores <= 1)).all())
+    absolute = _quantus_scores(quantus, quantus.RelevanceMassAccuracy, maps, mask, x, normalise=False, abs=True)
+    np.testing.assert_allclose(relevance_mass(maps, mask, absolute=True).numpy(), absolute, rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("dims", SHAPES)
@@ -199,16 +214,36 @@ def test_empty_mask_scores_nan_with_a_warning() -> None:
         assert torch.isnan(scores[1]) and not torch.isnan(scores[[0, 2]]).any()
 
 
-def test_constant_and_massless_maps_score_nan_with_a_warning() -> None:
-    """An all-zero map points nowhere (Quantus would count any mask pixel as a hit) and has no mass."""
+def test_tied_maxima_score_their_share_in_the_mask_and_massless_maps_nan() -> None:
+    """A constant map points everywhere at once: it scores the mask's share of the image (chance), not a hit."""
     mask = torch.zeros(3, 6, 6, dtype=torch.bool)
     mask[:, 1:3, 1:3] = True
     maps = torch.rand(3, 6, 6)
     maps[0] = 0.0  # all zero: constant and massless
     maps[1] = 0.5  # constant but with mass: relevance mass is the mask's share
-    with pytest.warns(UndefinedScoreWarning, match=r"pointing-game: constant map for samples \[0, 1\]"):
-        scores = pointing_game(maps, mask)
-    assert torch.isnan(scores[:2]).all() and not torch.isnan(scores[2])
+    maps[2] = 0.0
+    maps[2, 1, 1] = maps[2, 5, 5] = 1.0  # two maxima, one of them in the mask
+    torch.testing.assert_close(pointing_game(maps, mask), torch.tensor([4 / 36, 4 / 36, 0.5]))
     with pytest.warns(UndefinedScoreWarning, match=r"relevance-mass: map with zero total relevance for samples \[0\]"):
         mass = relevance_mass(maps, mask)
     assert torch.isnan(mass[0]) and mass[1].item() == pytest.approx(4 / 36)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_a_random_map_scores_the_pointing_game_at_chance(dtype) -> None:
+    """Seeded random maps stored at float16 tie at their maximum often; any tied pixel in the mask used to count
+    as a hit (a random map scored 0.675 against a chance of 0.275 on real masks)."""
+    from medexplain.metrics import bootstrap_interval
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.zeros(300, 64, 64, dtype=torch.bool)
+    for i in range(300):  # lesions of varied size, about a quarter of the image on average
+        side = int(torch.randint(16, 48, (), generator=g))
+        top, left = (int(v) for v in torch.randint(0, 64 - side, (2,), generator=g))
+        mask[i, top : top + side, left : left + side] = True
+    maps = torch.rand(300, 64, 64, generator=g).to(dtype).float()
+    ties = (maps.flatten(1) == maps.flatten(1).amax(1, keepdim=True)).sum(1)
+    assert dtype == torch.float32 or float((ties > 1).float().mean()) > 0.5  # float16 maps really do tie
+    chance = float(mask.flatten(1).float().mean(1).mean())
+    mean, low, high = bootstrap_interval(pointing_game(maps, mask).tolist(), seed=0)
+    assert low <= chance <= high, (mean, low, high, chance)

@@ -37,36 +37,43 @@ def pointing_game(maps: Tensor, mask: Tensor, *, tolerance: float = 0.0) -> Tens
         maps: ``(B, *spatial)`` relevance.
         mask: ``(B, *spatial)`` binary ground truth.
         tolerance: a hit also counts within this Euclidean distance (pixels/voxels) of the mask; ``0`` is
-            Quantus's ``PointingGame``. When several positions share the maximum, any of them may hit.
+            Quantus's ``PointingGame``.
+
+    Ties: when several positions share the maximum (maps stored at low precision, saturated maps, a constant
+    map), the score is the share of them that lie in the mask, the expected hit of a random tie-break. So a
+    map that says nothing scores chance (the mask's share of the image), never a hit by any tied pixel.
 
     Returns:
-        ``(B,)`` float scores in {0, 1}; NaN for an empty mask, and for a constant map (it points nowhere;
-        Quantus would count it as a hit), each with a warning.
+        ``(B,)`` float scores in [0, 1] (in {0, 1} without ties); NaN for an empty mask, with a warning.
     """
     maps, mask = maps_and_mask(maps, mask)
     flat = maps.flatten(1)
     is_max = flat == flat.amax(1, keepdim=True)
-    hit = (is_max & dilate(mask, tolerance).flatten(1)).any(1).to(maps.dtype)
-    # A constant map has every position at its maximum: counting that as a hit would reward a map that says nothing.
-    hit = nan_where_undefined(hit, flat.amax(1) == flat.amin(1), "pointing-game", "constant map")
+    inside = (is_max & dilate(mask, tolerance).flatten(1)).sum(1)
+    hit = (inside.to(torch.float64) / is_max.sum(1)).to(maps.dtype)
     return nan_where_empty(hit, mask, "pointing-game")
 
 
 @register_metric("relevance-mass", category="localisation", higher_is_better=True, needs=("mask",))
 def relevance_mass(maps: Tensor, mask: Tensor, *, absolute: bool = False) -> Tensor:
-    """Relevance mass accuracy (Arras et al., Information Fusion 2022): relevance inside the mask / total.
+    """Relevance mass accuracy (Arras et al., Information Fusion 2022): the share of the positive relevance that
+    lies in the mask, ``sum_mask R+ / sum R+`` with ``R+ = max(R, 0)`` (``absolute``: of ``|R|`` instead).
+
+    The positive part (the evidence *for* the explained class) keeps the score in [0, 1] for signed maps
+    (integrated gradients, LRP, BagNet evidence), where the signed ratio is unbounded; for maps without negative
+    values (Grad-CAM, saliency) it is the plain ratio.
 
     Args:
-        maps: ``(B, *spatial)`` relevance (signed maps are used as given unless ``absolute``).
+        maps: ``(B, *spatial)`` relevance.
         mask: ``(B, *spatial)`` binary ground truth.
-        absolute: use ``|maps|``.
+        absolute: use ``|maps|`` instead of the positive part.
 
     Returns:
-        ``(B,)``; 1 when all relevance lies in the mask. NaN for an empty mask, and for an all-zero map (no mass
-        to locate), each with a warning.
+        ``(B,)`` in [0, 1]; 1 when all (positive) relevance lies in the mask. NaN for an empty mask, and for a
+        map without positive relevance (no mass to locate), each with a warning.
     """
     maps, mask = maps_and_mask(maps, mask)
-    flat = (maps.abs() if absolute else maps).flatten(1).to(torch.float64)
+    flat = (maps.abs() if absolute else maps.clamp(min=0)).flatten(1).to(torch.float64)
     total = flat.sum(1)
     inside = (flat * mask.flatten(1)).sum(1)
     scores = (inside / total.masked_fill(total == 0, 1)).to(maps.dtype)
