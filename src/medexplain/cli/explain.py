@@ -24,7 +24,7 @@ def explain_command(
     max_items: int | None = typer.Option(None, help="Explain only the first N items of the split."),
     size: int | None = typer.Option(None, help="Resize images to this size (default: the run's recorded size)."),
     layer: str | None = typer.Option(None, help="Layer for CAM methods (default: the last convolutional block)."),
-    map_format: str = typer.Option("npy", "--format", help="npy (float16) or nifti (.nii.gz, 3D maps)."),
+    map_format: str = typer.Option("npy", "--format", help="npy or nifti (.nii.gz, 3D maps), float32."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     engine: str = typer.Option("local", help="local (this process) or ray (shards over Ray workers)."),

@@ -4,7 +4,7 @@
 OUT/index.json   {"format": "medexplain-explanations/1", "model": ..., "data": ..., "split": ..., "size": ...,
                   "methods": {name: params}, "items": [{"id", "index", "label", "targets": [[k, ...]],
                   "maps": {method: "maps/<method>/<file>"}}]}
-OUT/maps/<method>/<file>   float16 .npy (K, *spatial), or float32 .nii.gz (*spatial, K) for 3D maps
+OUT/maps/<method>/<file>   float32 .npy (K, *spatial), or float32 .nii.gz (*spatial, K) for 3D maps
 OUT/.progress.json         only while a run is unfinished: what it has written so far
 ```
 
@@ -64,7 +64,8 @@ class ExplanationWriter:
         header: ``{"model", "data", "split", "size"}`` of this run (``size``: the resizing asked for, if any); a
             continued folder must have been written for the same.
         methods: ``{method: params}``; a method already in the folder must have the same parameters.
-        map_format: ``"npy"`` (float16) or ``"nifti"`` (float32 ``.nii.gz``, 3D maps only).
+        map_format: ``"npy"`` or ``"nifti"`` (``.nii.gz``, 3D maps only), float32 either way (float16 maps tie
+            at their maximum often enough to bias the pointing game).
     """
 
     def __init__(
@@ -128,7 +129,7 @@ class ExplanationWriter:
                 _write_nifti(tmp, array)
             else:
                 with tmp.open("wb") as handle:
-                    np.save(handle, array.astype(np.float16), allow_pickle=False)
+                    np.save(handle, array.astype(np.float32), allow_pickle=False)
         if not existed:
             self.created.append(path)
         item = self.items.setdefault(
