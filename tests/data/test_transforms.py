@@ -151,3 +151,26 @@ def test_compose_applies_in_order() -> None:
     assert torch.allclose(out, torch.tensor([[[0.5]]]))
     reverse = Compose([Resize(1), ScaleIntensity()])(sample(image)).image
     assert torch.equal(reverse, torch.zeros(1, 1, 1))  # a constant image scales to 0
+
+
+def test_model_card_preprocessing_kinds_equal_hand_computed_values() -> None:
+    from medexplain.data.preprocessing import preprocessed_channels, preprocessing_transform
+
+    image = torch.tensor([[[-1000.0, 40.0], [240.0, 500.0]]])  # (1, 2, 2), e.g. CT in HU
+    sample = Sample(image=image)
+    windowed = preprocessing_transform({"intensity": {"window": {"center": 40, "width": 400}}})(sample).image
+    # DICOM PS3.3 C.11.2.1.2 linear window: (x - (c - 0.5)) / (w - 1) + 0.5, clipped to [0, 1]
+    torch.testing.assert_close(windowed, torch.tensor([[[0.0, 0.5 / 399 + 0.5], [1.0, 1.0]]]))
+    zscored = preprocessing_transform({"intensity": {"zscore": True}})(sample).image
+    torch.testing.assert_close(zscored, (image - image.mean()) / image.std(correction=0))
+    scaled = preprocessing_transform({"intensity": {"scale": [-1000, 1000]}})(sample).image
+    torch.testing.assert_close(scaled, torch.tensor([[[0.0, 0.52], [0.62, 0.75]]]))
+    rgb = preprocessing_transform({"channels": 3, "size": 4})(sample).image
+    assert rgb.shape == (3, 4, 4) and torch.equal(rgb[0], rgb[2])
+    grey = preprocessing_transform({"channels": 1})(Sample(image=torch.stack([image[0], 2 * image[0], 3 * image[0]])))
+    torch.testing.assert_close(grey.image, 2 * image)
+    assert preprocessed_channels({"channels": 3}, 1) == 3 and preprocessed_channels({}, 1) == 1
+    with pytest.raises(MedexplainError, match="unknown key 'sise'"):
+        preprocessing_transform({"sise": 4})
+    with pytest.raises(MedexplainError, match="resampling to a spacing is not supported"):
+        preprocessing_transform({"spacing": [1, 1]})

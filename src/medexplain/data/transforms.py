@@ -204,6 +204,29 @@ class NormalizeIntensity:
         return f"NormalizeIntensity(mean={self.mean}, std={self.std}, channel_wise={self.channel_wise})"
 
 
+class Channels:
+    """Give every image ``count`` channels: a grey image is repeated (grey -> RGB), a colour image is averaged
+    (RGB -> grey); an image that already has ``count`` channels is unchanged, any other count is an error."""
+
+    def __init__(self, count: int) -> None:
+        if count < 1:
+            raise MedexplainError(f"Channels: count must be positive, got {count}")
+        self.count = count
+
+    def __call__(self, sample: Sample) -> Sample:
+        have = sample.image.shape[0]
+        if have == self.count:
+            return sample
+        if have == 1:
+            return replace(sample, image=sample.image.expand(self.count, *sample.image.shape[1:]).clone())
+        if self.count == 1:
+            return replace(sample, image=sample.image.mean(0, keepdim=True))
+        raise MedexplainError(f"{sample.meta.get('path', 'image')}: cannot turn {have} channels into {self.count}")
+
+    def __repr__(self) -> str:
+        return f"Channels({self.count})"
+
+
 class Window:
     """Display window ``(center, width)`` mapping intensities to [0, 1] (e.g. ``Window(40, 400)`` for CT soft
     tissue in HU); see :func:`apply_window`."""

@@ -42,18 +42,23 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
 
     The error names the file and the first mismatching tensor (in the model's order).
     """
-    tensors = read_tensors(path)
+    return load_state(model, read_tensors(path), path)
+
+
+def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str | os.PathLike[str]) -> nn.Module:
+    """Load ``tensors`` into ``model`` strictly; a mismatch names ``source`` and the first missing, unexpected or
+    reshaped tensor."""
     expected = model.state_dict()
     for name, tensor in expected.items():
         if name not in tensors:
-            raise MedexplainError(f"{path}: checkpoint does not match the model: tensor {name!r} is missing")
+            raise MedexplainError(f"{source}: checkpoint does not match the model: tensor {name!r} is missing")
         if tensors[name].shape != tensor.shape:
             raise MedexplainError(
-                f"{path}: checkpoint does not match the model: tensor {name!r} has shape "
+                f"{source}: checkpoint does not match the model: tensor {name!r} has shape "
                 f"{tuple(tensors[name].shape)}, the model expects {tuple(tensor.shape)}"
             )
     extra = [name for name in tensors if name not in expected]
     if extra:
-        raise MedexplainError(f"{path}: checkpoint does not match the model: unexpected tensor {extra[0]!r}")
+        raise MedexplainError(f"{source}: checkpoint does not match the model: unexpected tensor {extra[0]!r}")
     model.load_state_dict(tensors, strict=True)
     return model

@@ -23,10 +23,11 @@ import torch
 from torch import nn
 
 from medexplain.data import ImageDataset, load_dataset
-from medexplain.data.preprocessing import preprocessing_transform
+from medexplain.data.preprocessing import preprocessed_channels, preprocessing_transform
 from medexplain.errors import MedexplainError
 from medexplain.files import read_json, write_text
 from medexplain.models.bagnet import FlipAveraged
+from medexplain.models.cards import build_from_card, is_card, read_card
 from medexplain.models.checkpoint import load_weights, save_weights
 from medexplain.models.registry import create_model
 
@@ -51,7 +52,10 @@ def save_run(model: nn.Module, run_dir: str | os.PathLike[str], name: str, model
 
 
 def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``config.json`` of a run folder."""
+    """The ``config.json`` of a run folder, or the config of a model card (a ``.json`` file, see
+    :mod:`medexplain.models.cards`): ``model``, ``model_args``, ``preprocessing``, ``class_names``, ..."""
+    if is_card(run_dir):
+        return read_card(run_dir)
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise MedexplainError(f"{path}: no such file (is {run_dir} a model run folder written by `medexplain train`?)")
@@ -64,13 +68,16 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model of a run folder from ``config.json`` and load ``model.safetensors``.
+    """Rebuild the model of a run folder from ``config.json`` and load ``model.safetensors``, or the model that a
+    model card describes.
 
     Returns ``(model, config)`` with the model in eval mode on ``device``; a run trained with test-time flips
     (``training.tta_flip_axes``) comes back wrapped in :class:`~medexplain.models.bagnet.FlipAveraged`, the model
     its metrics were measured on.
     """
     config = read_config(run_dir)
+    if is_card(run_dir):
+        return build_from_card(config).to(device).eval(), config
     if config.get("status") == "training":
         raise MedexplainError(f"{run_dir}: its training has not finished (continue it with resume, then use it)")
     model = create_model(config["model"], **config.get("model_args", {}))
@@ -99,7 +106,7 @@ def run_dataset(
     dataset = load_dataset(data, split, preprocessing_transform(preprocessing))
     expected = (config.get("model_args") or {}).get("in_channels")
     if expected is not None and len(dataset):
-        found = load_dataset(data, split).in_channels
+        found = preprocessed_channels(preprocessing, load_dataset(data, split).in_channels)
         if found != expected:
             raise MedexplainError(
                 f"{run_dir or 'model ' + repr(config.get('model'))}: the model expects {expected}-channel images; "
