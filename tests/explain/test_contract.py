@@ -18,6 +18,13 @@ LIGHT = {"integrated-gradients": {"steps": 8}, "smoothgrad": {"samples": 4}}
 """Fewer path points / noise draws than the defaults keep the contract tests fast; the contract is the same."""
 
 
+def make(name: str, dims: int = 2):
+    """The explainer ``name`` with the light settings, and a prior map for ``baseline-prior``."""
+    if name == "baseline-prior":
+        return create_explainer(name, prior=torch.rand(*[5] * dims, generator=torch.Generator().manual_seed(9)))
+    return create_explainer(name, **LIGHT.get(name, {}))
+
+
 def _applicable(name: str, model_name: str) -> bool:
     return EXPLAINERS.entry(name).metadata.get("needs") != "evidence_map" or model_name == "bagnet"
 
@@ -34,7 +41,7 @@ def _input(dims: int, batch: int = 3) -> Tensor:
 def test_explainer_contract(name: str, model_name: str, dims: int) -> None:
     model = MODELS[model_name](dims).double().eval()
     x = _input(dims)
-    explainer = create_explainer(name, **LIGHT.get(name, {}))
+    explainer = make(name, dims)
     first = explainer(model, x, [0, 2, 1])
     assert isinstance(first, Explanation)
     assert first.maps.shape == (3, 1, *x.shape[2:])
@@ -64,7 +71,7 @@ class Failing(BagNetLike):
 def test_no_hook_left_after_an_exception(name: str) -> None:
     model = Failing(2).double().eval()
     with pytest.raises(RuntimeError, match="boom"):
-        create_explainer(name)(model, _input(2), 0)
+        make(name)(model, _input(2), 0)
     assert hook_count(model) == 0
     assert not model.training
 
@@ -91,7 +98,7 @@ def test_a_model_in_training_mode_keeps_every_state_tensor(name: str, fail: bool
     model = Normed(fail).double().train()
     before = {key: value.clone() for key, value in model.state_dict().items()}
     assert any(key.endswith("running_mean") for key in before)
-    explain = create_explainer(name, **LIGHT.get(name, {}))
+    explain = make(name)
     if fail:
         with pytest.raises(RuntimeError, match="boom"):
             explain(model, _input(2), 0)
@@ -107,7 +114,7 @@ def test_a_model_in_training_mode_keeps_every_state_tensor(name: str, fail: bool
 def test_target_out_of_range_is_a_clear_error(name: str) -> None:
     model = BagNetLike(2).double().eval()
     with pytest.raises(MedexplainError, match="out of range for a model with 3 outputs"):
-        create_explainer(name)(model, _input(2), 5)
+        make(name)(model, _input(2), 5)
     assert hook_count(model) == 0
 
 
@@ -120,7 +127,7 @@ class NotLogits(BagNetLike):
 def test_model_output_not_b_k_is_a_clear_error(name: str) -> None:
     model = NotLogits(2).double().eval()
     with pytest.raises(MedexplainError, match=r"model output must be \(B, K\) logits"):
-        create_explainer(name)(model, _input(2), 0)
+        make(name)(model, _input(2), 0)
     assert hook_count(model) == 0
 
 
