@@ -25,28 +25,9 @@ from medexplain.explain.targets import Target
 from medexplain.metrics._inputs import average_ranks, pearson
 from medexplain.metrics.registry import register_metric
 from medexplain.metrics.robustness import ExplainerFn, clean_maps, explain_maps, map_similarity, target_classes
+from medexplain.models.randomise import parameter_layers, randomise_layer
 
 SIMILARITIES = ("spearman", "ssim")
-
-
-def parameter_layers(model: nn.Module) -> list[str]:
-    """Names of the modules that own parameters, from the output side to the input side (top down)."""
-    names = [name for name, module in model.named_modules() if any(True for _ in module.parameters(recurse=False))]
-    return names[::-1]
-
-
-def _randomise(module: nn.Module, seed: int) -> None:
-    devices = sorted({p.device.index or 0 for p in module.parameters(recurse=False) if p.is_cuda})
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        reset = getattr(module, "reset_parameters", None)
-        if callable(reset):
-            reset()
-            return
-        with torch.no_grad():
-            for parameter in module.parameters(recurse=False):
-                std = float(parameter.std()) if parameter.numel() > 1 else 0.0
-                parameter.copy_(torch.randn(parameter.shape) * (std or 1.0))
 
 
 def _swap_for_copies(tensors: Iterable[Tensor]) -> list[tuple[Tensor, Tensor]]:
@@ -108,7 +89,7 @@ def cascading_randomisation(
         similarity_to_original = _similarity_to(clean_maps(maps, explainer, model, x, classes, max_batch), similarity)
         for step, name in enumerate(names):
             originals += _swap_for_copies(modules[name].parameters(recurse=False))
-            _randomise(modules[name], seed + step)
+            randomise_layer(modules[name], seed + step)
             scores.append(similarity_to_original(explain_maps(explainer, model, x, classes, max_batch)))
     finally:
         for tensor, storage in reversed(originals):  # reversed: a tensor shared by two layers ends as it began

@@ -4,6 +4,7 @@ from medexplain.models import zoo  # noqa: F401  (registers the models)
 from medexplain.models.bagnet import BagNet
 from medexplain.models.checkpoint import load_weights, save_weights
 from medexplain.models.modes import evaluation_mode
+from medexplain.models.randomise import parameter_layers, randomised_copy
 from medexplain.models.registry import MODELS, available, create_model, register_model
 from medexplain.models.resnet import ResNet18
 from medexplain.models.run import load, load_run, read_config, run_dataset, save_run
@@ -18,6 +19,8 @@ __all__ = [
     "load",
     "load_run",
     "load_weights",
+    "parameter_layers",
+    "randomised_copy",
     "read_config",
     "register_model",
     "run_dataset",

@@ -126,6 +126,7 @@ class EvaluationState:
     explainers: Mapping[str, Any] = field(default_factory=dict)
     mask_name: str | None = None
     device: str | torch.device = "cpu"
+    metric_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -157,13 +158,14 @@ def score_batch(state: EvaluationState, batch: Sequence[Unit]) -> BatchScores:
                     raise MedexplainError(f"metric {name!r}: method {method!r} cannot be re-run here")
                 context["explainer"] = state.explainers[method]
             inputs = {key: context[key] for key in info.inputs}
+            params = dict(state.metric_params.get(name, {}))
             if info.curve is not None:
                 curve = info.curve.function(inputs["model"], inputs["x"], context["maps"], inputs["target"],
-                                            mode=info.curve.mode, **info.defaults).detach()  # fmt: skip
+                                            mode=info.curve.mode, **{**info.defaults, **params}).detach()  # fmt: skip
                 scores = curve_area(curve).double().cpu()  # the metric's own score, bit for bit
                 curve_sums[info.curve.mode] = curve.double().sum(0).cpu().tolist()
             else:
-                scores = get_metric(name)(context["maps"], **inputs).detach().double().cpu()
+                scores = get_metric(name)(context["maps"], **inputs, **params).detach().double().cpu()
             nan = torch.isnan(scores)
             if info.needs_mask and empty_mask is not None:
                 empty += int((nan & empty_mask).sum())
@@ -317,12 +319,16 @@ def rebuild_explainers(methods: Mapping[str, Mapping[str, Any]]) -> dict[str, An
 def run_evaluation_state(
     explanations: str | os.PathLike[str], model: str | os.PathLike[str] | None, data: str | os.PathLike[str],
     split: str | None, metric_names: tuple[str, ...], mask_name: str | None, device: str, size: int | None = None,
+    metric_params: Mapping[str, Mapping[str, Any]] | None = None, explainers: Mapping[str, Any] | None = None,
 ) -> EvaluationState:  # fmt: skip
-    """The state of :func:`score_batch` for an explanations folder (what each worker builds)."""
+    """The state of :func:`score_batch` for an explanations folder (what each worker builds); ``explainers``
+    (default: rebuilt from the folder's index) re-run the methods for the metrics that need it."""
     stored = load_explanations(explanations)
     network, dataset = _inputs(stored, model, data, split, device, size)
-    explainers = rebuild_explainers(stored.methods) if any(metric_info(n).needs_explainer for n in metric_names) else {}
-    return EvaluationState(stored, dataset, metric_names, network, explainers, mask_name, device)
+    if explainers is None and any(metric_info(n).needs_explainer for n in metric_names):
+        explainers = rebuild_explainers(stored.methods)
+    return EvaluationState(stored, dataset, metric_names, network, dict(explainers or {}), mask_name, device,
+                           dict(metric_params or {}))  # fmt: skip
 
 
 def _inputs(
@@ -368,6 +374,8 @@ def evaluate_run(
     split: str | None = None,
     mask: str | None = None,
     size: int | None = None,
+    metric_params: Mapping[str, Mapping[str, Any]] | None = None,
+    explainers: Mapping[str, Any] | None = None,
     batch_size: int = 16,
     noise_auroc: bool = False,
     resamples: int = 1000,
@@ -385,6 +393,9 @@ def evaluate_run(
         split: the dataset split (default: the one that was explained).
         mask: the dataset's mask to localise against (default: its first).
         size: resize the images to it (default: as they were explained).
+        metric_params: parameters per metric (``{"max-sensitivity": {"samples": 5}}``), recorded in the output.
+        explainers: the methods to re-run for robustness and sanity metrics (default: rebuilt from the index;
+            give them for methods whose parameters the index cannot hold, e.g. a prior map).
         noise_auroc: also write the classifier's AUROC under Gaussian noise (SIBnet's robustness table).
         resamples, seed: the bootstrap of the 95 % intervals.
         overwrite: replace an existing ``out``.
@@ -401,12 +412,14 @@ def evaluate_run(
     mask_name = _mask_name(dataset, mask)
     fingerprint = {"index": hashlib.sha256((Path(explanations) / INDEX).read_bytes()).hexdigest(), "metrics": names,
                    "model": str(model), "data": str(data), "split": split, "mask": mask_name, "device": device,
-                   "size": size}  # fmt: skip
-    setup = partial(run_evaluation_state, explanations, model, data, split, names, mask_name, device, size)
+                   "size": size, "metric_params": metric_params}  # fmt: skip
+    setup = partial(run_evaluation_state, explanations, model, data, split, names, mask_name, device, size,
+                    metric_params, explainers)  # fmt: skip
     cache = out.parent / f".{out.name}.shards"
     try:
         evaluation = _score(setup, stored, batch_size, executor or LocalExecutor(), progress, cache, fingerprint)
-        extra: dict[str, Any] = {"chance": evaluation.chance}
+        parameters = {name: {**metric_info(name).defaults, **(metric_params or {}).get(name, {})} for name in names}
+        extra: dict[str, Any] = {"chance": evaluation.chance, "metric_params": parameters}
         if any(metric_info(name).curve is not None for name in names):
             extra["curves"] = evaluation.curves
         if noise_auroc and network is not None:

@@ -24,7 +24,7 @@ from medexplain.data import collate
 from medexplain.errors import MedexplainError
 from medexplain.explain.base import EXPLAINERS, Explainer, create_explainer, explainer_params
 from medexplain.explain.targets import Target
-from medexplain.models import load_run, read_config, run_dataset
+from medexplain.models import load_run, randomised_copy, read_config, run_dataset
 from medexplain.progress import progress_bar
 from medexplain.workflows.executors import Executor, LocalExecutor
 from medexplain.workflows.explanations import StoredExplanations, explanation_output, load_explanations
@@ -120,10 +120,13 @@ def explain_dataset(
 
 def run_state(
     model: str | os.PathLike[str], data: str | os.PathLike[str], split: str | None, explainers: Mapping[str, Explainer],
-    target: Target, device: str, max_items: int | None, size: int | None = None,
+    target: Target, device: str, max_items: int | None, size: int | None = None, randomised: int | None = None,
 ) -> ExplainState:  # fmt: skip
-    """The state of :func:`explain_batch` for a run folder's model on ``data`` (what each worker builds)."""
+    """The state of :func:`explain_batch` for a run folder's model on ``data`` (what each worker builds);
+    ``randomised``: a seed, to explain a copy of the model with every parameter re-drawn instead."""
     network, _config, dataset = load_run(model, data, split, device=device, size=size)
+    if randomised is not None:
+        network = randomised_copy(network, randomised)
     return ExplainState(network, _first(dataset, max_items), explainers, target, device)
 
 
@@ -143,25 +146,30 @@ def explain_run(
     method_params: Mapping[str, Mapping[str, Any]] | None = None,
     max_items: int | None = None,
     size: int | None = None,
+    randomised: int | None = None,
     batch_size: int = 16,
     map_format: str = "npy",
     device: str = "cpu",
     executor: Executor | None = None,
     progress: bool = True,
+    explainers: Mapping[str, Explainer] | None = None,
 ) -> StoredExplanations:
     """Explain the model of the run folder ``model`` on ``split`` of ``data`` (``None``: every item) into ``out``.
 
     The data is read with the run's recorded preprocessing (``size`` resizes to it instead of the recorded size).
     ``methods`` are registered explainer names, ``layer`` the CAM layer, ``method_params`` further hyperparameters
-    per method, ``max_items`` explains only the first items. A folder written before for the same model, data and
+    per method (or ``explainers``, built already: e.g. with a tensor parameter), ``max_items`` explains only the
+    first items, ``randomised`` (a seed) explains a copy of the model whose every parameter is re-drawn (the model
+    randomisation baseline, Adebayo et al., NeurIPS 2018). A folder written before for the same model, data and
     split is continued; methods it holds with other parameters are refused. Returns the folder's content.
     """
     if max_items is not None and max_items < 1:
         raise MedexplainError(f"`max_items` must be positive, got {max_items}", parameter="max_items")
-    explainers = build_explainers(methods, layer=layer, params=method_params)
+    explainers = dict(explainers) if explainers else build_explainers(methods, layer=layer, params=method_params)
     items = len(_first(run_dataset(read_config(model), data, split, size=size, run_dir=model), max_items))
-    header = {"model": str(model), "data": str(data), "split": split, "size": size}
-    setup = partial(run_state, model, data, split, explainers, target, device, max_items, size)
+    name = str(model) if randomised is None else f"{model} (randomised, seed {randomised})"
+    header = {"model": name, "data": str(data), "split": split, "size": size}
+    setup = partial(run_state, model, data, split, explainers, target, device, max_items, size, randomised)
     params = {name: explainer_params(explainer) for name, explainer in explainers.items()}
     return _explain(setup, items, params, out, header, executor or LocalExecutor(), batch_size, map_format, progress)
 
