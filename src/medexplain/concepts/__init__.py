@@ -12,8 +12,8 @@ from medexplain.concepts.analysis import (
     analyse,
     analyse_activations,
     class_probabilities,
-    select_concepts,
 )
+from medexplain.concepts.annotations import ConceptData, read_concept_data, select_concepts, usable_concepts
 from medexplain.concepts.consistency import (
     ConceptClassTable,
     explain_images,
@@ -48,6 +48,7 @@ __all__ = [
     "Activations",
     "Augmentation",
     "ConceptClassTable",
+    "ConceptData",
     "ConceptReport",
     "ConceptSettings",
     "Probe",
@@ -69,6 +70,7 @@ __all__ = [
     "learning_curve",
     "pool_activation",
     "probe_direction",
+    "read_concept_data",
     "read_table",
     "resampled_directions",
     "score_correlation",
@@ -76,6 +78,7 @@ __all__ = [
     "select_concepts",
     "tcav_scores",
     "tcav_significance",
+    "usable_concepts",
     "write_report",
     "wrong_prediction_auroc",
 ]

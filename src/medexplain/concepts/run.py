@@ -21,15 +21,16 @@ def analyse_run(
     device: str = "cpu",
     progress: bool = True,
 ) -> ConceptReport:
-    """Load the model of ``run_dir`` (with its preprocessing) and analyse concepts = the ``label_<name>`` columns.
+    """Load the model of ``run_dir`` (with its preprocessing) and analyse concepts = the ``label_<name>`` columns
+    (empty cells: not annotated; a column with other values is left out, with the reason, see ``analyse``).
 
     Probes and CAVs are fit on ``train_split``; everything else is reported on ``held_out_split``. ``table`` is
     a concept-class table (or a CSV/JSON path to one); by default it is learned from the training annotations.
     """
     from medexplain.models import load_run, run_dataset
 
-    model, config, train = load_run(run_dir, data, train_split, device=device)
-    held_out = run_dataset(config, data, held_out_split)
+    model, config, train = load_run(run_dir, data, train_split, device=device, partial_labels=True)
+    held_out = run_dataset(config, data, held_out_split, partial_labels=True)
     class_names = config.get("class_names") or train.class_names
     if table is not None and not isinstance(table, ConceptClassTable):
         table = read_table(table)
@@ -42,6 +43,7 @@ def analyse_run(
         concepts=concepts,
         settings=settings or ConceptSettings(),
         table=table,
+        problems=train.label_problems,
         device=device,
         progress=progress,
     )
