@@ -97,9 +97,7 @@ class ConceptData:
         )
 
 
-def read_concept_data(
-    data: str | os.PathLike[str], split: str, transform: Transform | None = None
-) -> ConceptData:
+def read_concept_data(data: str | os.PathLike[str], split: str, transform: Transform | None = None) -> ConceptData:
     """Every image of ``split`` of ``data`` (after ``transform``) with its class label and concept annotations.
 
     Concept columns are read with ``partial_labels``: empty cells are NaN, an unreadable column is all NaN and

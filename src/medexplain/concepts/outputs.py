@@ -17,12 +17,12 @@ from medexplain.files import atomic_directory, csv_text, write_text
 TABLES = ("concepts", "influence", "learning_curve", "images")
 
 
-def _plain(value: object) -> object:
+def plain(value: object) -> object:
     """JSON-safe value: NaN and infinities become null, numpy scalars and arrays plain Python."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -33,7 +33,7 @@ def _plain(value: object) -> object:
 def _cell(value: object) -> object:
     if isinstance(value, list):  # ranked detected concepts of one image
         return "; ".join(f"{e['concept']} (p={e['probability']:.2f}, d={e['influence']:+.3g})" for e in value)
-    value = _plain(value)
+    value = plain(value)
     return "" if value is None else value
 
 
@@ -60,10 +60,10 @@ def write_report(report: ConceptReport, out: str | Path, *, overwrite: bool = Fa
         for name in TABLES:
             rows = getattr(report, name)
             write_text(tmp / f"{name}.csv", rows_to_csv(rows))
-            write_text(tmp / f"{name}.json", json.dumps(_plain(rows), indent=1))
+            write_text(tmp / f"{name}.json", json.dumps(plain(rows), indent=1))
         table = report.table.to_dict()
         write_text(tmp / "concept_class_table.json", json.dumps(table, indent=1))
         write_text(tmp / "concept_class_table.csv", rows_to_csv([{"concept": c, **row} for c, row in table.items()]))
-        write_text(tmp / "summary.json", json.dumps(_plain(report.summary), indent=1))
+        write_text(tmp / "summary.json", json.dumps(plain(report.summary), indent=1))
         write_text(tmp / "inconsistency_roc.csv", rows_to_csv(roc_rows(report.roc)))
     return out
