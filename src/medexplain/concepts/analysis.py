@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -75,7 +76,7 @@ class ConceptSettings:
 
 @dataclass
 class ConceptReport:
-    """Result tables (lists of flat rows) plus the fitted probes and the concept-class table."""
+    """Result tables (lists of flat rows) plus the fitted probes, the concept-class table and concept maps."""
 
     concepts: list[dict[str, object]]
     influence: list[dict[str, object]]
@@ -85,6 +86,7 @@ class ConceptReport:
     probes: dict[tuple[str, str], Probe]
     roc: dict[str, tuple[np.ndarray, np.ndarray, float]]
     summary: dict[str, object]
+    gallery: Any = None  # a medexplain.concepts.gallery.ConceptMapGallery of the held-out split, when made
 
 
 def class_probabilities(logits: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from medexplain.concepts.annotations import ConceptData, read_concept_data, select_concepts, usable_concepts
 from medexplain.concepts.intervention import bottleneck_summary, concept_aurocs, predict, write_bottleneck_tables
-from medexplain.concepts.outputs import plain
+from medexplain.concepts.tables import plain
 from medexplain.data.transforms import Resize
 from medexplain.errors import MedexplainError
 from medexplain.files import atomic_directory, write_text

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from medexplain.models.modes import evaluation_mode
 from medexplain.concepts.annotations import ConceptData
-from medexplain.concepts.outputs import rows_to_csv
+from medexplain.concepts.tables import rows_to_csv
 from medexplain.files import write_text
 from medexplain.metrics.classification import binary_auroc, classification_summary
 from medexplain.models.bottleneck import ConceptBottleneck, intervene
