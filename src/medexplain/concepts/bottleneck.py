@@ -216,6 +216,7 @@ def train_bottleneck(
             else:
                 _fit_network(model, splits, settings, "concepts", device, bar, history)
             chosen_C = _fit_linear_layer(model, splits, settings, device)
+    results, predictions = bottleneck_summary(model, splits, device)
     summary = {
         "format": BOTTLENECK_FORMAT,
         "mode": settings.mode,
@@ -224,7 +225,7 @@ def train_bottleneck(
         "skipped_concepts": skipped,
         "class_C": chosen_C,
         "concept_model_from": None if concept_model_from is None else str(Path(concept_model_from).resolve()),
-        **bottleneck_summary(model, splits, device),
+        **results,
     }
     config = {
         "format": RUN_FORMAT,
@@ -241,7 +242,7 @@ def train_bottleneck(
             **{split: values["classification"] for split, values in summary["splits"].items() if split != "train"},
         },
     }
-    _write_run(out, model, config, summary, history, overwrite)
+    _write_run(out, model, config, summary, predictions, history, overwrite)
     return summary
 
 
@@ -370,6 +371,7 @@ def _write_run(
     model: ConceptBottleneck,
     config: dict[str, Any],
     summary: dict[str, Any],
+    predictions: list[dict[str, Any]],
     history: list[dict[str, Any]],
     overwrite: bool,
 ) -> None:
@@ -377,4 +379,4 @@ def _write_run(
         save_weights(model, tmp / WEIGHTS_FILE)
         write_text(tmp / CONFIG_FILE, json.dumps(plain(config), indent=2) + "\n")
         write_text(tmp / BOTTLENECK_FILE, json.dumps(plain(summary), indent=1) + "\n")
-        write_bottleneck_tables(tmp, summary, history)
+        write_bottleneck_tables(tmp, summary, predictions, history)

@@ -88,14 +88,16 @@ def class_weights(model: ConceptBottleneck, concepts: list[str], classes: list[s
 
 def bottleneck_summary(
     model: ConceptBottleneck, splits: Mapping[str, ConceptData], device: str | torch.device = "cpu"
-) -> dict[str, Any]:
-    """Weights, bias, and per held-out split (val, test) the class metrics, concept AUROCs and intervention curve."""
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Weights, bias, and per held-out split (val, test) the class metrics, concept AUROCs and intervention curve;
+    and one row per held-out image: ``id, split, label, predicted, p_<k>`` (class) and ``c_<concept>``."""
     train = splits["train"]
     result: dict[str, Any] = {
         "weights": class_weights(model, train.names, train.class_names),
         "bias": dict(zip(train.class_names, model.classifier.bias.detach().double().cpu().tolist(), strict=True)),
         "splits": {},
     }
+    predictions: list[dict[str, Any]] = []
     for name, split in splits.items():
         if name == "train":
             continue
@@ -109,11 +111,26 @@ def bottleneck_summary(
             "concept_positives": dict(zip(split.names, np.nansum(expert, axis=0).astype(int).tolist(), strict=True)),
             "intervention": intervention_curve(model, probabilities, expert, labels),
         }
-    return result
+        class_probabilities = _softmax(torch.from_numpy(logits))
+        for i, item in enumerate(split.ids):
+            predictions.append(
+                {
+                    "id": item,
+                    "split": name,
+                    "label": int(labels[i]),
+                    "predicted": int(class_probabilities[i].argmax()),
+                    **{f"p_{k}": float(v) for k, v in enumerate(class_probabilities[i])},
+                    **{f"c_{c}": float(v) for c, v in zip(split.names, probabilities[i], strict=True)},
+                }
+            )
+    return result, predictions
 
 
-def write_bottleneck_tables(folder: Path, summary: Mapping[str, Any], history: list[dict[str, Any]]) -> None:
-    """``weights.csv``, ``concept_scores.csv``, ``intervention.csv`` and ``metrics.csv`` (training history)."""
+def write_bottleneck_tables(
+    folder: Path, summary: Mapping[str, Any], predictions: list[dict[str, Any]], history: list[dict[str, Any]]
+) -> None:
+    """``weights.csv``, ``concept_scores.csv``, ``intervention.csv``, ``predictions.csv`` (held-out images of the
+    last split, test when there is one) and ``metrics.csv`` (training history)."""
     splits = summary["splits"]
     write_text(folder / "weights.csv", rows_to_csv(summary["weights"]))
     concept_rows = [
@@ -124,5 +141,7 @@ def write_bottleneck_tables(folder: Path, summary: Mapping[str, Any], history: l
     write_text(folder / "concept_scores.csv", rows_to_csv(concept_rows))
     curve = [{"split": s, **row} for s, values in splits.items() for row in values["intervention"]]
     write_text(folder / "intervention.csv", rows_to_csv(curve))
+    last = predictions[-1]["split"] if predictions else None
+    write_text(folder / "predictions.csv", rows_to_csv([r for r in predictions if r["split"] == last]))
     if history:
         write_text(folder / "metrics.csv", rows_to_csv(history))
