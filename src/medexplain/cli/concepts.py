@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
+from medexplain.cli.options import json_object
 from medexplain.errors import MedexplainError
 
 _MODEL = typer.Option(..., "--model", help="Model run folder written by `medexplain train`.")
@@ -123,14 +123,9 @@ def bottleneck_command(
     """Train a concept bottleneck: image -> concepts -> class through readable weights, with interventions."""
     from medexplain.concepts.bottleneck import BottleneckSettings, train_bottleneck
 
-    try:
-        arguments = json.loads(backbone_args)
-    except json.JSONDecodeError as error:
-        raise MedexplainError(f"--backbone-args: not valid JSON ({error})") from None
-    if not isinstance(arguments, dict):
-        raise MedexplainError(f"--backbone-args: expected a JSON object, got {backbone_args!r}")
     settings = BottleneckSettings(
-        mode=mode, backbone=backbone, backbone_args=arguments, size=size, epochs=epochs, batch_size=batch_size,
+        mode=mode, backbone=backbone, backbone_args=json_object(backbone_args, "--backbone-args"), size=size,
+        epochs=epochs, batch_size=batch_size,
         lr=lr, weight_decay=weight_decay, concept_weight=concept_weight, balance_concepts=balance_concepts,
         augment=augment, seed=seed,
     )  # fmt: skip
