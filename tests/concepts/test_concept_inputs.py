@@ -97,3 +97,25 @@ def test_concept_analysis_cli_skips_unusable_concepts_with_their_reason(damaged,
     assert list(gallery["concepts"]) == ["microaneurysm"] and len(gallery["concepts"]["microaneurysm"]) == 2
     assert main([*argv[:6], str(tmp_path / "named"), *argv[7:], "--concepts", "dust"]) == 2
     assert "concept 'dust': " in capsys.readouterr().err and not (tmp_path / "named").exists()
+
+
+def test_bottleneck_cli_and_its_report(damaged, tmp_path, capsys):
+    from medexplain.report import build_report
+
+    data, _ = damaged
+    out = tmp_path / "bottleneck"
+    argv = ["bottleneck", "--data", str(data), "--out", str(out), "--mode", "joint", "--epochs", "1",
+            "--backbone-args", json.dumps(TINY), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "joint bottleneck on 2 concepts; test AUROC" in captured.out
+    assert "skipped dust: concept 'dust'" in captured.err
+    summary = json.loads((out / "bottleneck.json").read_text())
+    page = build_report(out).read_text()
+    assert "Concept bottleneck" in page and "Test-time intervention" in page
+    for row in summary["splits"]["test"]["intervention"]:
+        assert f'data-value="{row["auroc"]!r}"' in page or f'data-value="{row["auroc"]}"' in page
+    bad = [*argv[:4], str(tmp_path / "bad"), *argv[5:9], "--backbone-args", "[4]", "--no-progress"]
+    assert main(bad) == 2
+    assert "--backbone-args: must be a JSON object, got '[4]'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
