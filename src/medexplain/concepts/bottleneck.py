@@ -47,11 +47,11 @@ from medexplain.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load, save_w
 from medexplain.models.registry import create_model
 from medexplain.train.augment import Augment
 from medexplain.train.data import Split, standardisation, standardise
+from medexplain.train.loop import RUN_FORMAT
 
 MODES = ("independent", "sequential", "joint")
 BOTTLENECK_FILE = "bottleneck.json"
 BOTTLENECK_FORMAT = "medexplain-bottleneck/1"
-RUN_FORMAT = "medexplain-run/1"
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,8 @@ def train_bottleneck(
     Returns ``bottleneck.json``'s content.
     """
     out = Path(out)
+    if concept_model_from is not None and settings.mode == "joint":
+        raise MedexplainError("a joint bottleneck trains its concept network itself; reuse needs another mode")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise MedexplainError(f"{out}: exists and is not empty (choose another folder or overwrite)")
     transform = Resize(settings.size) if settings.size else None
