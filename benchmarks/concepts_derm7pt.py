@@ -250,7 +250,7 @@ def tables(runs: dict[int, dict[str, Path]], seeds: list[int]) -> str:
     influence = {s: json.loads((runs[s]["concepts"] / "influence.json").read_text()) for s in seeds}
     weights = {
         mode: np.mean(
-            [[next(r["log_odds"] for r in read_rows(runs[s][mode] / "weights.csv") if r["concept"] == c)
+            [[float(next(r["log_odds"] for r in read_rows(runs[s][mode] / "weights.csv") if r["concept"] == c))
               for c in concepts] for s in seeds], axis=0, dtype=np.float64,
         )
         for mode in MODES
@@ -292,12 +292,17 @@ def tables(runs: dict[int, dict[str, Path]], seeds: list[int]) -> str:
         per_seed = []
         for s in seeds:
             model, _ = load(runs[s][mode])
-            p = torch.from_numpy(np.stack([by_id(runs[s][mode] / "predictions.csv", f"c_{c}") for c in concepts], 1))
-            c = torch.from_numpy(truth)
-            per_seed.append(
-                [model.classify(intervene(p, c, k).float()).softmax(1)[:, 1].detach().double().numpy()
-                 for k in range(len(concepts) + 1)]
-            )  # fmt: skip
+            summary = json.loads((runs[s][mode] / "bottleneck.json").read_text())
+            order = summary["concepts"]  # the model's concept order (the manifest's)
+            p = torch.from_numpy(np.stack([by_id(runs[s][mode] / "predictions.csv", f"c_{c}") for c in order], 1))
+            c = torch.from_numpy(truth[:, [concepts.index(name) for name in order]])
+            with torch.no_grad():
+                curve = [model.classify(intervene(p, c, k).float()).softmax(1)[:, 1].double().numpy()
+                         for k in range(len(order) + 1)]  # fmt: skip
+            recorded = [row["auroc"] for row in summary["splits"]["test"]["intervention"]]
+            recomputed = [binary_auroc(labels == 1, scores) for scores in curve]
+            assert np.allclose(recomputed, recorded, atol=1e-3), (mode, s, recomputed, recorded)  # float32 vs 64
+            per_seed.append(curve)
         curves[mode] = [interval(labels, [per_seed[i][k] for i in range(len(seeds))]) for k in range(len(concepts) + 1)]
     for k in range(len(concepts) + 1):
         lines.append(f"| {k} | " + " | ".join(fmt(curves[m][k]) for m in MODES) + " |")
