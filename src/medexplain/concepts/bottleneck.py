@@ -303,15 +303,14 @@ def _fit_network(
             optimizer.step()
             for key, value in {"loss": float(loss.detach()), **parts}.items():
                 totals[f"train_{key}"] = totals.get(f"train_{key}", 0.0) + value / batches
-        concept_probabilities, class_logits = predict(model, val.images, device=device)
-        expert = val.concepts.numpy()
-        concept_auroc = float(np.nanmean(concept_aurocs(expert, concept_probabilities)))
-        class_auroc = auroc(val.labels.numpy(), torch.from_numpy(class_logits).softmax(1).numpy())
-        score = concept_auroc if stage == "concepts" else class_auroc
+        probabilities, class_logits = predict(model, val.images, device=device)
+        validation = {"val_concept_auroc": float(np.nanmean(concept_aurocs(val.concepts.numpy(), probabilities)))}
+        if stage == "joint":  # in the concept stage the linear layer is not fit yet
+            validation["val_auroc"] = auroc(val.labels.numpy(), torch.from_numpy(class_logits).softmax(1).numpy())
+        score = validation["val_concept_auroc" if stage == "concepts" else "val_auroc"]
         if not math.isnan(score) and score > best_score:
             best_score, best_epoch, best_state = score, epoch + 1, copy.deepcopy(network.state_dict())
-        history.append({"stage": stage, "epoch": epoch + 1, "lr": lr, **totals, "val_concept_auroc": concept_auroc,
-                        "val_auroc": class_auroc})  # fmt: skip
+        history.append({"stage": stage, "epoch": epoch + 1, "lr": lr, **totals, **validation})
         bar.advance(task)
     network.load_state_dict(best_state)
     for row in history:
