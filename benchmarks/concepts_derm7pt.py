@@ -311,7 +311,7 @@ def tables(runs: dict[int, dict[str, Path]], seeds: list[int]) -> str:
     lines += ["", "| layer | inconsistency AUROC for wrong predictions [95 % CI] | wrong / test images (seed 0) |",
               "|---|---|---|"]  # fmt: skip
     for layer in LAYERS:
-        per_seed = [[r for r in image_rows[s] if r["layer"] == layer] for s in seeds]
+        per_seed = [rows for s in seeds if (rows := [r for r in image_rows[s] if r["layer"] == layer])]
         wrong = [np.array([not r["correct"] for r in rows]) for rows in per_seed]
         score = [np.array([r["inconsistency"] for r in rows]) for rows in per_seed]
 
@@ -320,7 +320,7 @@ def tables(runs: dict[int, dict[str, Path]], seeds: list[int]) -> str:
             return float(np.mean([binary_auroc(w, x) for w, x in zip(arrays[:half], arrays[half:], strict=True)]))
 
         value = bootstrap_statistic(statistic, *wrong, *score, seed=0)
-        lines.append(f"| {layer} | {fmt(value)} | {int(wrong[0].sum())} / {len(wrong[0])} |")
+        lines.append(f"| {layer} ({len(per_seed)} seeds) | {fmt(value)} | {int(wrong[0].sum())} / {len(wrong[0])} |")
     metrics = {s: json.loads((runs[s]["classifier"] / "config.json").read_text())["metrics"] for s in seeds}
     saved = [f"seed {s}: {m['best_epoch']} ({m['val']['auroc']:.3f})" for s, m in metrics.items()]
     lines.append("\nClassifier saved epochs (validation AUROC): " + ", ".join(saved))
