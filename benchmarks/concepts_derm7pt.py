@@ -34,13 +34,14 @@ import torch
 from scipy import stats
 
 from _headline import bootstrap_statistic
-from medexplain.concepts import ConceptSettings, write_report
+from medexplain.concepts import ConceptSettings
 from medexplain.concepts.bottleneck import BottleneckSettings, train_bottleneck
 from medexplain.concepts.run import analyse_run
 from medexplain.metrics.classification import binary_auroc
 from medexplain.models import load
 from medexplain.models.bottleneck import intervene
 from medexplain.train import train
+from medexplain.workflows.concept_maps import write_analysis
 
 ROOT = Path(__file__).resolve().parents[1]
 DERM = ROOT.parent / "shared" / "data" / "derm7pt"
@@ -92,7 +93,7 @@ def concept_analysis(work: Path, run: Path, seed: int, args: argparse.Namespace)
         report = analyse_run(
             run, DERM, settings=settings, maps_per_concept=2 if first else 0, device=args.device, progress=False
         )
-        write_report(report, out, overwrite=True)
+        write_analysis(report, out, overwrite=True)
     return out
 
 

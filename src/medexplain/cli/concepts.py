@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from medexplain.cli.options import json_object
+from medexplain.cli.common import json_object
 from medexplain.errors import MedexplainError
 
 _MODEL = typer.Option(..., "--model", help="Model run folder written by `medexplain train`.")
@@ -59,8 +59,9 @@ def concepts_command(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Probe concepts, measure their influence (TCAV) and check explanations against predictions."""
-    from medexplain.concepts import Augmentation, ConceptSettings, write_report
+    from medexplain.concepts import Augmentation, ConceptSettings
     from medexplain.concepts.run import analyse_run
+    from medexplain.workflows.concept_maps import write_analysis
 
     settings = ConceptSettings(
         layers=_names(layer),
@@ -90,7 +91,7 @@ def concepts_command(
         device=device,
         progress=progress,
     )
-    write_report(report, out, overwrite=overwrite)
+    write_analysis(report, out, overwrite=overwrite)
     aurocs = ", ".join(f"{k}: {v:.3f}" for k, v in report.summary["inconsistency_auroc"].items())
     typer.echo(f"{out}: {len(report.concepts)} concept probes; inconsistency AUROC for wrong predictions {aurocs}")
     for name, reason in report.summary["skipped_concepts"].items():

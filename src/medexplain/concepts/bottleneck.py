@@ -40,14 +40,15 @@ from medexplain.concepts.intervention import bottleneck_summary, concept_aurocs,
 from medexplain.concepts.tables import plain
 from medexplain.data.transforms import Resize
 from medexplain.errors import MedexplainError
-from medexplain.files import atomic_directory, write_text
+from medexplain.files import atomic_directory, read_json, write_text
 from medexplain.metrics.classification import auroc
 from medexplain.models.bottleneck import ConceptBottleneck
-from medexplain.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load, save_weights
+from medexplain.models.checkpoint import save_weights
 from medexplain.models.registry import create_model
+from medexplain.models.run import CONFIG_FILE, RUN_FORMAT, WEIGHTS_FILE, load
+from medexplain.progress import progress_bar
 from medexplain.train.augment import Augment
 from medexplain.train.data import Split, standardisation, standardise
-from medexplain.train.loop import RUN_FORMAT
 
 MODES = ("independent", "sequential", "joint")
 BOTTLENECK_FILE = "bottleneck.json"
@@ -209,7 +210,7 @@ def train_bottleneck(
     assert isinstance(model, ConceptBottleneck)
     history: list[dict[str, Any]] = []
     chosen_C = None
-    with Progress(disable=not progress, transient=True) as bar:
+    with progress_bar(progress, transient=True) as bar:
         if settings.mode == "joint":
             _fit_network(model, splits, settings, "joint", device, bar, history)
         else:
@@ -357,14 +358,7 @@ def _reuse_concept_model(
 
 
 def _read_summary(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / BOTTLENECK_FILE
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise MedexplainError(f"{path}: not a readable bottleneck summary ({error})") from None
-    if not isinstance(summary, dict) or summary.get("format") != BOTTLENECK_FORMAT:
-        raise MedexplainError(f"{path}: not a {BOTTLENECK_FORMAT} file")
-    return summary
+    return read_json(run_dir / BOTTLENECK_FILE, format_prefix=BOTTLENECK_FORMAT)
 
 
 def _write_run(

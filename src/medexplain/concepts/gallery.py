@@ -1,13 +1,11 @@
 """A gallery of concept maps for a concept analysis: for each concept, the held-out images where its probe is most
-confident, with every concept's map, stored as an explanations folder (so ``medexplain evaluate`` and the report
-read it like any other) plus ``concept_maps.json`` saying which images show which concept."""
+confident, with every concept's map (stored by :mod:`medexplain.workflows.concept_maps` as an explanations folder,
+so that evaluation and the report read it like any other)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,13 +14,8 @@ from torch import Tensor, nn
 
 from medexplain.concepts.analysis import ConceptReport
 from medexplain.concepts.maps import ConceptMaps
-from medexplain.concepts.tables import plain
 from medexplain.data.sample import collate
 from medexplain.errors import MedexplainError
-from medexplain.explain.store import ExplanationWriter
-from medexplain.files import write_text
-
-GALLERY_FILE = "concept_maps.json"
 
 
 @dataclass(frozen=True)
@@ -100,15 +93,3 @@ def concept_map_gallery(
 def _annotation(sample: Any, column: int) -> float:
     labels = getattr(sample, "labels", None)
     return float(labels[column]) if labels is not None and column < len(labels) else float("nan")
-
-
-def write_gallery(gallery: ConceptMapGallery, folder: Path) -> None:
-    """Write the maps as an explanations folder (method ``concept-<name>`` per concept) and ``concept_maps.json``."""
-    methods = {f"concept-{name}": {"layer": gallery.layer, "concept": name} for name in gallery.concepts}
-    writer = ExplanationWriter(folder, gallery.header, methods)
-    for row, (item_id, index, label) in enumerate(zip(gallery.ids, gallery.indices, gallery.labels, strict=True)):
-        for j, name in enumerate(gallery.concepts):
-            writer.write(item_id, index, label, [-1], f"concept-{name}", gallery.maps[row, j : j + 1])
-    writer.flush()
-    document = {"layer": gallery.layer, "concepts": gallery.shown}
-    write_text(folder / GALLERY_FILE, json.dumps(plain(document), indent=1))

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from medexplain.models.modes import evaluation_mode
 from medexplain.concepts.annotations import ConceptData
 from medexplain.concepts.tables import rows_to_csv
 from medexplain.files import write_text
 from medexplain.metrics.classification import binary_auroc, classification_summary
 from medexplain.models.bottleneck import ConceptBottleneck, intervene
+from medexplain.models.modes import evaluation_mode
 
 
 @torch.no_grad()
