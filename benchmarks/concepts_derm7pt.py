@@ -40,7 +40,7 @@ from medexplain.concepts.run import analyse_run
 from medexplain.metrics.classification import binary_auroc
 from medexplain.models import load
 from medexplain.models.bottleneck import intervene
-from medexplain.train import train
+from medexplain.train import TrainConfig, train
 from medexplain.workflows.concept_maps import write_analysis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,10 +75,11 @@ def expert(rows: list[dict[str, str]]) -> np.ndarray:
 def classifier(work: Path, seed: int, args: argparse.Namespace) -> Path:
     run = work / f"classifier_s{seed}"
     if not (run / "predictions.csv").is_file():
-        train(
-            "resnet18", DERM, run, model_args={"width": args.width}, size=args.size, epochs=args.epochs,
-            batch_size=32, seed=seed, monitor="auroc", progress=False, device=args.device,
+        config = TrainConfig(
+            "resnet18", model_args={"width": args.width}, size=args.size, epochs=args.epochs, batch_size=32,
+            seed=seed, monitor="auroc",
         )  # fmt: skip
+        train(config, DERM, run, progress=False, device=args.device)
     return run
 
 

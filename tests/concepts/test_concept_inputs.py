@@ -15,7 +15,7 @@ from medexplain.concepts.bottleneck import BottleneckSettings, train_bottleneck
 from medexplain.data import load_dataset
 from medexplain.data.synth import write_fundus
 from medexplain.errors import MedexplainError
-from medexplain.train import train
+from medexplain.train import TrainConfig, train
 
 TINY = {"width": 4, "small_input": True}
 
@@ -83,7 +83,8 @@ def test_bottleneck_leaves_out_unusable_concepts_and_trains_on_the_rest(damaged,
 def test_concept_analysis_cli_skips_unusable_concepts_with_their_reason(damaged, tmp_path, capsys):
     data, _ = damaged
     run = tmp_path / "run"
-    train("resnet18", data, run, model_args=TINY, epochs=1, batch_size=16, seed=0, progress=False, device="cpu")
+    train(TrainConfig("resnet18", model_args=TINY, epochs=1, batch_size=16, seed=0), data, run, progress=False,
+          device="cpu")  # fmt: skip
     out = tmp_path / "concepts"
     argv = ["concepts", "--model", str(run), "--data", str(data), "--out", str(out), "--no-progress", "--folds", "3",
             "--cav-runs", "3", "--random-runs", "6", "--learning-sizes", "10", "--learning-draws", "1"]  # fmt: skip
