@@ -1,4 +1,5 @@
-"""Find what a run folder holds (concept bottlenecks included): training runs, explanations, evaluations, concept analyses, simulators.
+"""Find what a run folder holds: training runs, explanations, evaluations, concept analyses, concept bottlenecks,
+simulators.
 
 Each kind is recognised by its marker file; a folder may hold several kinds in sub-folders (the demo does).
 """
