@@ -6,12 +6,14 @@ dust on half of the images whatever the grade: the ground truth a concept analys
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
 
 from medexplain.cli import main
 from medexplain.data.synth import write_fundus
+from medexplain.report import build_report
 from medexplain.train import TrainConfig, train
 
 LESIONS = ("microaneurysm", "haemorrhage", "exudate")
@@ -53,6 +55,18 @@ def test_concepts_cli_recovers_lesions_and_dismisses_dust(fundus_run, tmp_path):
     assert all(table[lesion]["none"] == -1 for lesion in LESIONS)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_held_out"] == len([line for line in (data / "manifest.csv").open() if ",test," in line])
+    # the concept maps are an explanations folder: the localisation metrics score them against the lesion masks
+    gallery = json.loads((out / "maps" / "concept_maps.json").read_text())
+    assert gallery["layer"] == "layer4" and all(len(shown) == 2 for shown in gallery["concepts"].values())
+    scores = tmp_path / "scores"
+    evaluate = ["evaluate", "--explanations", str(out / "maps"), "--data", str(data), "--split", "test"]
+    assert main([*evaluate, "--metrics", "pointing-game,gini", "--mask", "lesion", "--out", str(scores),
+                 "--no-progress", "--resamples", "50"]) == 0  # fmt: skip
+    rows = list(csv.DictReader((scores / "per_sample.csv").open()))
+    assert {r["method"] for r in rows} == {f"concept-{c}" for c in (*LESIONS, "dust")}
+    assert all(r["target"] == "-1" for r in rows)
+    page = build_report(out).read_text()
+    assert "Concept maps (layer layer4)" in page and "expert: present" in page
 
 
 def test_concepts_cli_bad_input(fundus_run, tmp_path, capsys):

@@ -7,14 +7,16 @@ TCAV scores, correlations, per-image explanations, the inconsistency AUROC) is c
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 from torch import nn
 
 from medexplain.concepts.activations import Activations, Augmentation, collect_activations
+from medexplain.concepts.annotations import select_concepts, usable_concepts
 from medexplain.concepts.consistency import (
     ConceptClassTable,
     explain_images,
@@ -74,7 +76,7 @@ class ConceptSettings:
 
 @dataclass
 class ConceptReport:
-    """Result tables (lists of flat rows) plus the fitted probes and the concept-class table."""
+    """Result tables (lists of flat rows) plus the fitted probes, the concept-class table and concept maps."""
 
     concepts: list[dict[str, object]]
     influence: list[dict[str, object]]
@@ -84,6 +86,7 @@ class ConceptReport:
     probes: dict[tuple[str, str], Probe]
     roc: dict[str, tuple[np.ndarray, np.ndarray, float]]
     summary: dict[str, object]
+    gallery: Any = None  # a medexplain.concepts.gallery.ConceptMapGallery of the held-out split, when made
 
 
 def class_probabilities(logits: np.ndarray) -> np.ndarray:
@@ -91,23 +94,6 @@ def class_probabilities(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(shifted)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def select_concepts(requested: Sequence[str] | str, available: Sequence[str]) -> list[int]:
-    """Indices of the requested concepts (``"all"``, or names with or without the ``label_`` prefix)."""
-    if not available:
-        raise MedexplainError("the dataset has no label_<name> columns to use as concepts")
-    if isinstance(requested, str):
-        requested = list(available) if requested.strip() == "all" else [r for r in requested.split(",") if r.strip()]
-    indices = []
-    for name in requested:
-        bare = name.strip().removeprefix("label_")
-        if bare not in available:
-            raise MedexplainError(f"concept {name!r} is not a label column of the dataset; it has {list(available)}")
-        indices.append(list(available).index(bare))
-    if not indices:
-        raise MedexplainError("no concepts chosen")
-    return indices
 
 
 def analyse(
@@ -120,6 +106,7 @@ def analyse(
     concepts: Sequence[str] | str = "all",
     settings: ConceptSettings = ConceptSettings(),
     table: ConceptClassTable | None = None,
+    problems: Mapping[str, str] | None = None,
     device: str = "cpu",
     progress: bool = True,
 ) -> ConceptReport:
@@ -144,6 +131,7 @@ def analyse(
         concepts=concepts,
         settings=settings,
         table=table,
+        problems=problems,
         progress=progress,
     )
 
@@ -157,19 +145,25 @@ def analyse_activations(
     concepts: Sequence[str] | str = "all",
     settings: ConceptSettings = ConceptSettings(),
     table: ConceptClassTable | None = None,
+    problems: Mapping[str, str] | None = None,
     progress: bool = True,
 ) -> ConceptReport:
     """Probes, influence, per-image explanations and the inconsistency AUROC for every layer and concept.
 
-    A concept named explicitly must have both values and at least ``settings.folds`` examples of each in the
-    training split; with ``concepts="all"`` such concepts are left out and listed in ``summary["skipped_concepts"]``.
+    A concept named explicitly must have a readable column (``problems``: ``{name: why not}``, as in
+    ``ImageDataset.label_problems``), both values and at least ``settings.folds`` examples of each in the training
+    split; with ``concepts="all"`` other concepts are left out and listed in ``summary["skipped_concepts"]``.
     """
     chosen = select_concepts(concepts, concept_names)
     if train.concepts.shape[1] < max(chosen) + 1:
         raise MedexplainError("the training split carries no concept annotations (Sample.labels is None)")
-    skipped = {}
+    skipped: dict[str, str] = {}
     if isinstance(concepts, str) and concepts.strip() == "all":  # named concepts must be usable; "all" skips
-        chosen, skipped = _trainable(train, chosen, concept_names, settings.folds)
+        chosen, skipped = usable_concepts(train.concepts, concept_names, chosen, settings.folds, problems)
+    else:
+        for i in chosen:
+            if problems and concept_names[i] in problems:
+                raise MedexplainError(f"concept {concept_names[i]!r}: {problems[concept_names[i]]}")
     names = [concept_names[i] for i in chosen]
     classes = list(class_names)
     if held_out.logits.shape[1] != len(classes) or held_out.logits.shape[1] < 2:
@@ -261,22 +255,6 @@ def analyse_activations(
         },
     }
     return ConceptReport(concept_rows, influence_rows, curve_rows, image_rows, table, probes, roc, summary)
-
-
-def _trainable(
-    train: Activations, chosen: list[int], concept_names: Sequence[str], folds: int
-) -> tuple[list[int], dict[str, str]]:
-    """The concepts a probe can be fit on, and the reason for each one left out."""
-    keep, skipped = [], {}
-    for i in chosen:
-        try:
-            check_trainable(binary_targets(train.concepts[:, i], concept_names[i])[1], concept_names[i], folds)
-            keep.append(i)
-        except MedexplainError as error:
-            skipped[concept_names[i]] = str(error)
-    if not keep:
-        raise MedexplainError(f"no concept has enough annotated training examples: {next(iter(skipped.values()))}")
-    return keep, skipped
 
 
 def _concept(

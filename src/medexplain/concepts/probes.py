@@ -64,9 +64,11 @@ def binary_targets(values: np.ndarray, concept: str) -> tuple[np.ndarray, np.nda
 def check_trainable(y: np.ndarray, concept: str, folds: int) -> None:
     """Raise unless ``y`` has both values and at least ``folds`` examples of each."""
     counts = np.bincount(y, minlength=2)
+    if not len(y):
+        raise MedexplainError(f"concept {concept!r}: no training example is annotated")
     if counts.min() == 0:
         raise MedexplainError(
-            f"concept {concept!r}: every annotated training example has the value {int(y[0]) if len(y) else '?'}; "
+            f"concept {concept!r}: every annotated training example has the value {int(y[0])}; "
             "a probe needs examples with and without the concept"
         )
     if counts.min() < folds:

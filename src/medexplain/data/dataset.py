@@ -32,7 +32,10 @@ class ImageDataset(Dataset[Sample], ABC):
         label_names: multi-label target names (``label_<name>`` columns), ``[]`` if none.
         mask_names: mask names (``mask_<name>`` columns), ``[]`` if none.
         transform: applied to every sample on access, or ``None``.
+        label_problems: ``{name: problem}`` for multi-label columns read as all-NaN (``partial_labels``).
     """
+
+    label_problems: dict[str, str] = {}  # noqa: RUF012  (never mutated; set per instance by readers)
 
     def __init__(
         self,
@@ -108,8 +111,9 @@ class ManifestDataset(ImageDataset):
         transform: Transform | None = None,
         *,
         spatial_dims: int | None = None,
+        partial_labels: bool = False,
     ) -> None:
-        manifest = read_manifest(folder)
+        manifest = read_manifest(folder, partial_labels=partial_labels)
         rows = select_split(manifest, split)
         check_files(manifest, rows)
         super().__init__(
@@ -122,6 +126,7 @@ class ManifestDataset(ImageDataset):
             transform=transform,
         )
         self.rows: list[ManifestRow] = rows
+        self.label_problems = manifest.label_problems
         self._spatial_dims_hint = spatial_dims
 
     def _load(self, index: int) -> Sample:
@@ -194,6 +199,7 @@ def load_dataset(
     transform: Transform | None = None,
     *,
     spatial_dims: int | None = None,
+    partial_labels: bool = False,
 ) -> ImageDataset:
     """Open a dataset: a folder with ``manifest.csv`` (or that file itself), or a MedMNIST ``.npz``.
 
@@ -204,12 +210,14 @@ def load_dataset(
         split: keep only this split (e.g. ``"train"``); ``None`` keeps every row.
         transform: a ``Sample -> Sample`` callable applied on access (see :mod:`medexplain.data.transforms`).
         spatial_dims: for ``.npy`` files in a manifest, how 3-axis arrays are read (see ``read_image``).
+        partial_labels: ``label_<name>`` cells may be empty (NaN, not annotated), and a column with other values
+            is read as all-NaN and explained in ``label_problems`` instead of failing (see ``read_manifest``).
     """
     path = Path(source)
     if path.is_file() and path.name == MANIFEST_NAME:
         path = path.parent
     if path.is_dir():
-        return ManifestDataset(path, split, transform, spatial_dims=spatial_dims)
+        return ManifestDataset(path, split, transform, spatial_dims=spatial_dims, partial_labels=partial_labels)
     if path.is_file() and path.suffix.lower() == ".npz":
         return MedMNISTDataset(path, split, transform)
     if not path.exists():

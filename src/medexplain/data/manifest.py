@@ -1,7 +1,8 @@
 """``manifest.csv``: parse and validate a dataset folder's table of images, labels and masks (no pixel decoding).
 
 Columns (see the project README): ``image`` (required; path relative to the folder), ``split`` (e.g.
-train/val/test), ``label`` (non-negative integer class), ``label_<name>`` (0/1 multi-label targets),
+train/val/test), ``label`` (non-negative integer class), ``label_<name>`` (0/1 multi-label targets; with
+``partial_labels`` an empty cell means "not annotated" and a column with other values is left out),
 ``mask_<name>`` (binary mask file; an empty cell means an all-zero mask), ``class_name`` (the name of the row's
 ``label``), ``id`` (unique item id; default: the image file name without extension); every other column is
 free metadata carried in ``Sample.meta``.
@@ -10,7 +11,8 @@ free metadata carried in ``Sample.meta``.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from medexplain.errors import MedexplainError
@@ -26,7 +28,7 @@ class ManifestRow:
     image: Path
     split: str | None
     label: int
-    labels: tuple[int, ...] | None
+    labels: tuple[float, ...] | None
     masks: dict[str, Path | None]
     meta: dict[str, str]
 
@@ -41,15 +43,21 @@ class Manifest:
     mask_names: list[str]
     class_names: list[str]
     has_split: bool
+    label_problems: dict[str, str] = field(default_factory=dict)
+    """With ``partial_labels``: ``{name: problem}`` for each ``label_<name>`` column left out (all NaN)."""
 
 
-def read_manifest(folder: Path) -> Manifest:
+def read_manifest(folder: Path, *, partial_labels: bool = False) -> Manifest:
     """Read ``folder/manifest.csv``; any problem raises a one-line :class:`MedexplainError` naming file and line.
 
     Checked here: the ``image`` column exists, no cell is missing, labels are non-negative integers and
     multi-labels 0/1, a ``class_name`` is consistent per label, ids are unique, and every path stays inside
     ``folder`` (neither absolute nor escaping with ``..``, also through symbolic links). Whether the files
     exist is checked by :func:`check_files` for the rows actually used.
+
+    With ``partial_labels`` (annotations such as concepts, which experts give for some images only) an empty
+    ``label_<name>`` cell is NaN, "not annotated", and a column holding anything but 0, 1 or empty does not stop
+    the reading: the whole column becomes NaN and ``Manifest.label_problems`` says why, naming the column.
     """
     file = folder / MANIFEST_NAME
     if not file.is_file():
@@ -73,6 +81,7 @@ def read_manifest(folder: Path) -> Manifest:
     base = folder.resolve()
     rows: list[ManifestRow] = []
     line_of_id: dict[str, int] = {}
+    problems: dict[str, str] = {}
     class_of_label: dict[int, str] = {}
     for line, cells in enumerate(table[1:], start=2):
         if not any(cell.strip() for cell in cells):
@@ -83,7 +92,8 @@ def read_manifest(folder: Path) -> Manifest:
         record = dict(zip(header, (cell.strip() for cell in cells), strict=True))
         image = _inside(base, record["image"], where, "image")
         label = _integer(record["label"], where, "label") if "label" in record else -1
-        labels = tuple(_binary(record[name], where, name) for name in label_columns) if label_columns else None
+        collect = problems if partial_labels else None
+        labels = tuple(_label_value(record[n], where, n, collect) for n in label_columns) if label_columns else None
         masks = {
             name[len("mask_") :]: _inside(base, record[name], where, name) if record[name] else None
             for name in mask_columns
@@ -108,6 +118,12 @@ def read_manifest(folder: Path) -> Manifest:
     if not rows:
         raise MedexplainError(f"{file}: manifest has no rows")
     num_classes = max(row.label for row in rows) + 1
+    if problems:
+        dropped = [name in problems for name in label_columns]
+        rows = [
+            replace(row, labels=tuple(math.nan if d else v for d, v in zip(dropped, row.labels, strict=True)))
+            for row in rows
+        ]
     return Manifest(
         file=file,
         rows=rows,
@@ -115,6 +131,7 @@ def read_manifest(folder: Path) -> Manifest:
         mask_names=[name[len("mask_") :] for name in mask_columns],
         class_names=[class_of_label.get(k, str(k)) for k in range(num_classes)],
         has_split="split" in header,
+        label_problems={name[len("label_") :]: problem for name, problem in problems.items()},
     )
 
 
@@ -159,6 +176,19 @@ def _integer(cell: str, where: str, column: str) -> int:
     if value < 0:
         raise MedexplainError(f"{where}: {column} {value} is negative")
     return value
+
+
+def _label_value(cell: str, where: str, column: str, problems: dict[str, str] | None) -> float:
+    """A ``label_<name>`` cell: 0 or 1; with ``problems`` (partial labels) empty is NaN and any other value is
+    recorded in ``problems[column]`` (the first one found) instead of raising."""
+    if problems is None:
+        return _binary(cell, where, column)
+    if cell in ("0", "1"):
+        return float(cell)
+    if cell == "":
+        return math.nan
+    problems.setdefault(column, f"{where}: {column} has the value {cell!r}, not 0, 1 or empty; {column} is left out")
+    return math.nan
 
 
 def _binary(cell: str, where: str, column: str) -> int:

@@ -90,23 +90,25 @@ def load(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") ->
 
 def run_dataset(
     config: Mapping[str, Any], data: str | os.PathLike[str], split: str | None, *, size: int | None = None,
-    run_dir: str | os.PathLike[str] | None = None,
+    run_dir: str | os.PathLike[str] | None = None, partial_labels: bool = False,
 ) -> ImageDataset:
     """``split`` of ``data`` with the resizing and intensity standardisation recorded in a run's ``config``.
 
     ``size`` resizes every image to it along each spatial axis instead of the recorded size (for models saved
     without one, e.g. with :func:`save_run`, on data of mixed sizes). Data whose channels differ from the model's
-    are refused, naming both (the model by ``run_dir`` when given).
+    are refused, naming both (the model by ``run_dir`` when given). ``partial_labels`` as in
+    :func:`medexplain.data.load_dataset` (concept annotations).
     """
     preprocessing = dict(config.get("preprocessing") or {})
     if size is not None:
         if size < 1:
             raise MedexplainError(f"`size` must be positive, got {size}", parameter="size")
         preprocessing["size"] = size
-    dataset = load_dataset(data, split, preprocessing_transform(preprocessing))
+    dataset = load_dataset(data, split, preprocessing_transform(preprocessing), partial_labels=partial_labels)
     expected = (config.get("model_args") or {}).get("in_channels")
     if expected is not None and len(dataset):
-        found = preprocessed_channels(preprocessing, load_dataset(data, split).in_channels)
+        raw = load_dataset(data, split, partial_labels=partial_labels)
+        found = preprocessed_channels(preprocessing, raw.in_channels)
         if found != expected:
             raise MedexplainError(
                 f"{run_dir or 'model ' + repr(config.get('model'))}: the model expects {expected}-channel images; "
@@ -122,8 +124,9 @@ def load_run(
     *,
     device: str | torch.device = "cpu",
     size: int | None = None,
+    partial_labels: bool = False,
 ) -> tuple[nn.Module, dict[str, Any], ImageDataset]:
     """The model of ``run_dir`` (eval mode), its config, and ``split`` of ``data`` as the model sees it
-    (``size``: see :func:`run_dataset`)."""
+    (``size``, ``partial_labels``: see :func:`run_dataset`)."""
     model, config = load(run_dir, device=device)
-    return model, config, run_dataset(config, data, split, size=size, run_dir=run_dir)
+    return model, config, run_dataset(config, data, split, size=size, run_dir=run_dir, partial_labels=partial_labels)

@@ -1,4 +1,5 @@
-"""The registered model names: the BagNet family (also ``sparse-``), ResNet-18 and DenseNet-121 baselines."""
+"""The registered model names: the BagNet family (also ``sparse-``), ResNet-18 and DenseNet-121 baselines, and the
+concept bottleneck on any of them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from medexplain.models.bagnet import BagNet
+from medexplain.models.bottleneck import concept_bottleneck
 from medexplain.models.registry import register_model
 from medexplain.models.resnet import ResNet18
 
@@ -78,3 +80,6 @@ def densenet121(*, in_channels: int = 3, num_classes: int = 2, spatial_dims: int
     from monai.networks.nets import DenseNet121
 
     return DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes)
+
+
+register_model("concept-bottleneck", interpretable=False, family="bottleneck")(concept_bottleneck)

@@ -12,7 +12,7 @@ from medexplain.report.html import Page
 from medexplain.report.sections import BUILDERS, provenance_section
 
 REPORT_FILE = "report.html"
-KIND_ORDER = ("data", "train", "explanations", "evaluation", "concepts", "simulator", "simulation")
+KIND_ORDER = ("data", "train", "explanations", "evaluation", "concepts", "bottleneck", "simulator", "simulation")
 
 
 def build_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:

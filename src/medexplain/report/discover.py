@@ -1,4 +1,5 @@
-"""Find what a run folder holds: training runs, explanations, evaluations, concept analyses, simulators.
+"""Find what a run folder holds: training runs, explanations, evaluations, concept analyses, concept bottlenecks,
+simulators.
 
 Each kind is recognised by its marker file; a folder may hold several kinds in sub-folders (the demo does).
 """
@@ -50,6 +51,8 @@ def classify(folder: Path) -> list[str]:
         kinds.append("evaluation")
     if (folder / "summary.json").is_file() and (folder / "concepts.csv").is_file():
         kinds.append("concepts")
+    if _marks(folder / "bottleneck.json", "medexplain-bottleneck/"):
+        kinds.append("bottleneck")
     if _marks(folder / "simulator.json", "medexplain-simulator/"):
         kinds.append("simulator")
     if _marks(folder / "index.json", "medexplain-simulations/"):

@@ -199,6 +199,9 @@ def concepts_section(page: Page, component: Component) -> None:
         figures.append((learning_curve_png(rows), "Probe AUROC against the number of annotated examples"))
     if figures:
         section.figures(figures)
+    gallery = component.path / "maps" / "concept_maps.json"
+    if gallery.is_file():
+        _concept_map_gallery(section, gallery)
     images = component.path / "images.csv"
     if images.is_file():
         rows = read_csv(images)[:20]
@@ -228,6 +231,74 @@ def learning_curve_png(rows: list[dict[str, str]]) -> bytes:
         means = [np.nanmean([float(row["auroc"] or "nan") for row in mine if int(row["size"]) == n]) for n in sizes]
         series[f"{concept} ({layer})"] = (np.array(sizes), np.array(means))
     return line_png(series, "annotated training examples", "held-out probe AUROC", "Concept probe learning curves")
+
+
+def _concept_map_gallery(section, path: Path) -> None:
+    """Per concept, the held-out images where its probe is most confident, with that concept's map."""
+    from medexplain.workflows.explanations import load_explanations
+
+    document = read_json(path)
+    stored = load_explanations(path.parent)
+    images = _dataset_images(stored)
+    items = {item.id: item for item in stored.items}
+    section.heading(f"Concept maps (layer {document.get('layer')}): where each concept is found")
+    section.paragraph(
+        "The concept's probe applied at every position of the layer, upsampled like a class activation map "
+        "(signed, not normalised). Shown for the held-out images where the probe is most confident."
+    )
+    for concept, shown in document.get("concepts", {}).items():
+        entries = []
+        for entry in shown:
+            item = items.get(entry["id"])
+            if item is None or f"concept-{concept}" not in item.maps:
+                continue
+            maps = stored.load(item, f"concept-{concept}").numpy()
+            image = images(item.index)[0] if images else np.zeros((1, *maps.shape[1:]))
+            annotated = entry.get("annotated")
+            expert = "not annotated" if annotated is None else ("present" if annotated > 0.5 else "absent")
+            caption = f"{concept} · {item.id} · p = {entry['probability']:.2f} · expert: {expert}"
+            if maps.ndim == 3:
+                entries.append((png_bytes(upscale_nearest(overlay(image, maps[0], None))), caption))
+            else:
+                section.slice_viewer(_slices(image, maps[0], None), caption)
+        if entries:
+            section.figures(entries, gallery=True)
+
+
+def bottleneck_section(page: Page, component: Component) -> None:
+    """A concept bottleneck: its readable weights, concept AUROCs and the test-time intervention curve."""
+    summary = read_json(component.path / "bottleneck.json")
+    section = page.section(f"bottleneck-{_anchor(component)}", f"Concept bottleneck ({component.name})")
+    section.facts(
+        {
+            "training": summary.get("mode"),
+            "concepts": ", ".join(summary.get("concepts", [])),
+            "classes": ", ".join(summary.get("classes", [])),
+            "linear layer C (chosen on validation)": summary.get("class_C"),
+            **{f"skipped {name}": reason for name, reason in summary.get("skipped_concepts", {}).items()},
+        }
+    )
+    for table, title in (
+        ("weights.csv", "Linear layer: weight of each concept per class (log-odds it adds, two classes)"),
+        ("concept_scores.csv", "Concept AUROC against the experts' annotations"),
+    ):
+        rows = read_csv(component.path / table)
+        if rows:
+            section.heading(title)
+            section.table(list(rows[0]), [[number(v) for v in row.values()] for row in rows])
+    rows = read_csv(component.path / "intervention.csv")
+    if rows:
+        section.heading("Test-time intervention")
+        section.paragraph(
+            "Class AUROC when the k least certain predicted concepts of each image are replaced by the experts' "
+            "values (Koh et al., ICML 2020); k = all is the linear layer applied to the expert concepts."
+        )
+        series = {}
+        for split in dict.fromkeys(row["split"] for row in rows):
+            mine = [row for row in rows if row["split"] == split]
+            series[split] = (np.array([float(r["k"]) for r in mine]), np.array([float(r["auroc"]) for r in mine]))
+        section.figure(line_png(series, "corrected concepts k", "class AUROC", "Intervention"), "AUROC as k grows")
+        section.table(list(rows[0]), [[number(v) for v in row.values()] for row in rows])
 
 
 def provenance_section(page: Page, components: list[Component], run_dir: Path) -> None:
@@ -307,6 +378,7 @@ BUILDERS: dict[str, Callable[[Page, Component], None]] = {
     "explanations": explanations_section,
     "evaluation": evaluation_section,
     "concepts": concepts_section,
+    "bottleneck": bottleneck_section,
     "simulator": simulator_section,
     "simulation": simulation_section,
 }

@@ -51,7 +51,8 @@ def read_split(
     progress: Progress | None = None,
 ) -> Split:
     """Read every sample of ``split`` (resized to ``size`` when given) into one tensor."""
-    dataset = load_dataset(source, split=split, transform=Resize(size) if size else None)
+    # concept columns may be partly annotated; only the multi-label task ("bce") trains on them
+    dataset = load_dataset(source, split, Resize(size) if size else None, partial_labels=task != "bce")
     images, targets, ids = [], [], []
     task_id = progress.add_task(f"reading {split}", total=len(dataset)) if progress is not None else None
     for index in range(len(dataset)):
@@ -121,7 +122,7 @@ def check_labels(splits: dict[str, Split], num_classes: int, source: str | os.Pa
 
 def dataset_info(source: str | os.PathLike[str]) -> dict[str, Any]:
     """Class names, label names and the resolved path of a data source (nothing decoded)."""
-    dataset = load_dataset(source)
+    dataset = load_dataset(source, partial_labels=True)  # names only; read_split checks the labels it trains on
     return {
         "data": str(Path(source).resolve()),
         "class_names": list(dataset.class_names),
