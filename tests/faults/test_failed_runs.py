@@ -180,10 +180,10 @@ def test_undefined_scores_are_reported_apart_from_empty_masks(run, data, tmp_pat
     maps = tmp_path / "maps"
     assert _explain(run, data, maps, "saliency") == 0
     index = json.loads((maps / "index.json").read_text())
-    for item in index["items"][:3]:  # three constant maps: no maximum to point with
-        np.save(maps / item["maps"]["saliency"], np.ones((1, SIZE, SIZE), dtype=np.float16))
+    for item in index["items"][:3]:  # three all-zero maps: no relevance to locate
+        np.save(maps / item["maps"]["saliency"], np.zeros((1, SIZE, SIZE), dtype=np.float32))
     capsys.readouterr()
-    args = ["evaluate", "--explanations", str(maps), "--data", str(data), "--metrics", "pointing-game", "--out",
+    args = ["evaluate", "--explanations", str(maps), "--data", str(data), "--metrics", "relevance-mass", "--out",
             str(tmp_path / "scores"), "--no-progress"]  # fmt: skip
     assert main(args) == 0
     err = capsys.readouterr().err

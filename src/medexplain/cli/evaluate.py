@@ -46,8 +46,9 @@ def evaluate_command(
         typer.echo(f"{run.evaluation.empty} scores are NaN because the image's mask is empty: excluded from the "
                    "summary, counted in 'excluded'", err=True)  # fmt: skip
     if run.evaluation.undefined:
-        typer.echo(f"{run.evaluation.undefined} scores are NaN because the metric is undefined for the map (e.g. a "
-                   "constant map has no maximum to point with): excluded, counted in 'excluded'", err=True)  # fmt: skip
+        typer.echo(f"{run.evaluation.undefined} scores are NaN because the metric is undefined for the map (e.g. "
+                   "a map without positive relevance has none to locate): excluded, counted in 'excluded'",
+                   err=True)  # fmt: skip
     typer.echo(f"{out}: {len(run.evaluation.rows)} scores, {len(run.metrics)} metrics x {len(run.methods)} methods")
 
 

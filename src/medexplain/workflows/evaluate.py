@@ -49,7 +49,7 @@ class Evaluation(NamedTuple):
 
     ``rows``: per-sample rows (:data:`~medexplain.workflows.scores.ROW_FIELDS`); ``empty``: the number of NaN
     scores of images whose mask is empty; ``undefined``: the number of other NaN scores (maps a metric cannot
-    score, e.g. a constant map has no maximum to point with); ``curves``: the mean perturbation curve per method
+    score, e.g. a map without positive relevance has none to locate); ``curves``: the mean perturbation curve per method
     and mode (``steps + 1`` model scores at evenly spaced fractions of perturbed features; the area under a mean
     curve is the mean of the scores), empty without curve metrics; ``chance``: the pointing game's chance level
     (the mean share of the image a non-empty mask covers), empty without masks.

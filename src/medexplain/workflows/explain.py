@@ -73,24 +73,29 @@ class ExplainBatch:
 
 
 def explain_batch(state: ExplainState, batch: ExplainBatch) -> list[MapRecord]:
-    """The maps of every method for the items of ``batch`` (one model batch per method), as :data:`MapRecord`."""
+    """The maps of every method for the items of ``batch`` (one model batch per method), as :data:`MapRecord`.
+
+    A method is run on the whole batch when any of its maps is missing, and only the missing ones are returned,
+    so a continued run computes each map in the same batch as an uninterrupted one (bit for bit the same maps).
+    """
     samples = [state.dataset[i] for i in batch.indices]
     records: list[MapRecord] = []
+    shapes = {tuple(sample.image.shape) for sample in samples}
+    if len(shapes) > 1:
+        raise MedexplainError(f"images of different sizes in one batch {sorted(shapes)[:2]}: give `size` to resize "
+                              "them", parameter="size")  # fmt: skip
+    images = collate(samples).image.to(state.device)
     for name, explainer in state.explainers.items():
         todo = [j for j, index in enumerate(batch.indices) if name not in batch.skip.get(index, ())]
         if not todo:
             continue
-        shapes = {tuple(samples[j].image.shape) for j in todo}
-        if len(shapes) > 1:
-            raise MedexplainError(f"images of different sizes in one batch {sorted(shapes)[:2]}: give `size` to resize "
-                                  "them", parameter="size")  # fmt: skip
-        images = collate([samples[j] for j in todo]).image.to(state.device)
+        # the whole batch, as an uninterrupted run computes it (a smaller batch would round differently)
         explanation = explainer(state.model, images, state.target)
         maps = explanation.maps.detach().cpu()
-        for row, j in enumerate(todo):
+        for j in todo:
             sample = samples[j]
-            targets = explanation.targets[row].tolist()
-            records.append((str(sample.meta["id"]), batch.indices[j], sample.label, targets, name, maps[row].numpy()))
+            targets = explanation.targets[j].tolist()
+            records.append((str(sample.meta["id"]), batch.indices[j], sample.label, targets, name, maps[j].numpy()))
     return records
 
 
