@@ -11,7 +11,7 @@ import sys
 import typer
 
 from medexplain import __version__
-from medexplain.cli import benchmark, concepts, demo, evaluate, explain, report, simulate, synth, train
+from medexplain.cli import audit, benchmark, concepts, demo, evaluate, explain, listing, report, simulate, synth, train
 from medexplain.errors import MedexplainError
 
 app = typer.Typer(
@@ -21,7 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for _module in (synth, train, explain, evaluate, concepts, simulate, report, demo, benchmark):
+for _module in (synth, train, explain, evaluate, audit, concepts, simulate, report, demo, benchmark, listing):
     _module.register(app)
 
 

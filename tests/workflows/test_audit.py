@@ -1,0 +1,175 @@
+"""The audit's verdicts on cases where the right answer is known: a map that is the lesion mask localises, a
+baseline audited as a method does not beat itself, a map that ignores the model fails the randomisation check;
+3D maps come back on the source scan's grid; bad input is one line and leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from medexplain.cli import main
+from medexplain.data.writers import png_bytes, write_file, write_manifest
+from medexplain.explain import Explanation, create_explainer
+from medexplain.explain.targets import resolve_target
+from medexplain.models import create_model, save_run
+from medexplain.workflows.audit import LOCALISATION, AuditSettings, audit_run
+
+
+@dataclass(frozen=True)
+class LesionOracle:
+    """Knows where the lesion is: the bright voxels of the first channel (the test data's lesions are bright)."""
+
+    name: str = field(default="oracle", init=False)
+
+    def __call__(self, model: nn.Module, x: Tensor, target=None) -> Explanation:
+        with torch.no_grad():
+            logits = model(x)
+        resolved = resolve_target(logits, target)
+        maps = (x[:, :1] > 1.5).to(x.dtype)
+        return Explanation(maps, resolved.indices.cpu(), self.name, {}, logits)
+
+
+def write_lesions(folder: Path, n_train: int = 16, n_test: int = 30, side: int = 24, seed: int = 0) -> Path:
+    """Grey ``.npy`` images with one bright square lesion each (its mask), anywhere in the image, and a darker
+    square elsewhere whose edges are stronger than the lesion's (so an edge detector points beside the lesion)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_train + n_test):
+        image = rng.normal(0.0, 0.3, size=(side, side)).astype(np.float32)
+        mask = np.zeros((side, side), dtype=bool)
+        top, left = rng.integers(0, side - 6, size=2)
+        mask[top : top + 6, left : left + 6] = True
+        hole = np.zeros_like(mask)
+        while not hole.any() or (hole & mask).any():
+            hole[:] = False
+            corner = rng.integers(0, side - 6, size=2)
+            hole[corner[0] : corner[0] + 6, corner[1] : corner[1] + 6] = True
+        image[hole] = -6.0
+        image[mask] = 3.0
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / f"img{i:02d}.npy", image)
+        rows.append({"image": f"img{i:02d}.npy", "split": "train" if i < n_train else "test", "label": i % 2,
+                     "mask_lesion": write_file(folder, f"masks/img{i:02d}.png", png_bytes(mask))})  # fmt: skip
+    write_manifest(folder, rows)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("audit")
+    data = write_lesions(root / "data")
+    torch.manual_seed(0)
+    args = {"in_channels": 1, "num_classes": 2, "width": 4, "small_input": True}
+    run = save_run(create_model("resnet18", **args), root / "run", "resnet18", args)
+    own = {"oracle": LesionOracle(), "centre-as-method": create_explainer("baseline-centre"),
+           "edges-as-method": create_explainer("baseline-edges")}  # fmt: skip
+    settings = AuditSettings(methods=("saliency",), metrics=(*LOCALISATION, "deletion-auc", "model-randomisation"),
+                             metric_params={"model-randomisation": {"layers": 2}}, resamples=200)  # fmt: skip
+    document = audit_run(run, data, root / "out", settings=settings, explainers=own, batch_size=8, progress=False)
+    return root, document
+
+
+def _row(document: dict, method: str) -> dict:
+    return next(row for row in document["verdict"] if row["method"] == method)
+
+
+def test_the_lesion_mask_localises_and_the_baselines_do_not_beat_themselves(audited) -> None:
+    root, document = audited
+    oracle = _row(document, "oracle")
+    assert oracle["localises"]["verdict"] == "pass"
+    assert set(oracle["localises"]["better_on"]) >= {"pointing-game", "mask-auroc", "relevance-mass"}
+    assert _row(document, "centre-as-method")["localises"]["verdict"] == "fail"
+    centre = [c for c in document["comparisons"] if c["method"] == "centre-as-method" and c["metric"] in LOCALISATION]
+    assert len(centre) == len(LOCALISATION) and not any(c["better"] for c in centre)
+    assert all(c["baseline_mean"] >= c["mean"] for c in centre)  # the best baseline is at least the centre itself
+    assert document["ranking"][0] == "oracle"
+    assert json.loads((root / "out" / "verdict.json").read_text())["ranking"] == document["ranking"]
+
+
+def test_maps_that_ignore_the_model_fail_the_randomisation_check(audited) -> None:
+    _, document = audited
+    for method in ("edges-as-method", "oracle"):
+        randomisation = _row(document, method)["randomisation"]
+        assert randomisation["verdict"] == "fail" and randomisation["similarity"] == pytest.approx(1.0), method
+
+
+def test_the_verdict_records_what_it_rests_on(audited) -> None:
+    root, document = audited
+    assert document["format"] == "medexplain-audit/1" and document["mask"] == "lesion"
+    assert document["cam_layer"] == "layer4"
+    assert set(document["baselines"]) >= {"baseline-constant", "baseline-random", "baseline-centre", "baseline-prior",
+                                          "baseline-edges", "saliency (random model)"}  # fmt: skip
+    comparison = next(c for c in document["comparisons"] if c["method"] == "oracle" and c["metric"] == "pointing-game")
+    baseline_mean = document["baselines"][comparison["baseline"]]["pointing-game"]["mean"]
+    assert comparison["baseline_mean"] == pytest.approx(baseline_mean)
+    assert 0 <= comparison["p_holm"] <= 1 and comparison["p_holm"] >= comparison["p"]
+    stored = json.loads((root / "out" / "explanations" / "index.json").read_text())
+    assert set(stored["methods"]) == {"oracle", "centre-as-method", "edges-as-method", "saliency",
+                                      *document["settings"]["baselines"]}  # fmt: skip
+
+
+def _affine() -> np.ndarray:
+    """Axes permuted and flipped, anisotropic voxels, an offset: far from the identity."""
+    return np.array([[0, 0, -2.5, 30.0], [-1.0, 0, 0, 12.0], [0, 1.5, 0, -7.0], [0, 0, 0, 1]])
+
+
+def test_3d_maps_are_written_on_the_source_grid_with_its_affine(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(8):
+        volume = rng.normal(0, 0.3, size=(12, 10, 8)).astype(np.float32)
+        mask = np.zeros(volume.shape, dtype=np.uint8)
+        corner = rng.integers(0, [9, 7, 5])
+        mask[corner[0] : corner[0] + 3, corner[1] : corner[1] + 3, corner[2] : corner[2] + 3] = 1
+        volume[mask == 1] = 3.0
+        for name, array in ((f"v{i}.nii.gz", volume), (f"m{i}.nii.gz", mask)):
+            nibabel.save(nibabel.Nifti1Image(array, _affine()), str(tmp_path / name))
+        rows.append({"image": f"v{i}.nii.gz", "split": "test", "label": i % 2, "mask_lesion": f"m{i}.nii.gz"})
+    write_manifest(tmp_path, rows)
+    args = {"in_channels": 1, "num_classes": 2, "spatial_dims": 3, "width": 4, "small_input": True}
+    run = save_run(create_model("resnet18", **args), tmp_path / "run", "resnet18", args)
+    settings = AuditSettings(methods=(), baselines=("baseline-constant",), randomised_model=False,
+                             metrics=("pointing-game",), resamples=50)  # fmt: skip
+    audit_run(run, tmp_path, tmp_path / "out", size=8, settings=settings, explainers={"oracle": LesionOracle()},
+              progress=False)  # fmt: skip
+    for i in range(8):
+        (path,) = (tmp_path / "out" / "nifti" / "oracle").glob(f"v{i}*")
+        written = nibabel.load(str(path))
+        np.testing.assert_array_equal(written.affine, _affine())
+        source_mask = np.asarray(nibabel.load(str(tmp_path / f"m{i}.nii.gz")).dataobj)
+        assert written.shape == source_mask.shape  # resized back from 8^3 to the source's 12 x 10 x 8
+        peak = np.unravel_index(int(np.argmax(np.asarray(written.dataobj))), written.shape)
+        assert source_mask[peak] == 1, i
+
+
+@pytest.mark.parametrize(
+    ("card", "extra", "message"),
+    [
+        ({"architecture": "medexplain:resnet18", "arguments": {"in_channels": 3, "num_classes": 2, "width": 4},
+          "weights": "weights.pth"}, [], "the model expects 3-channel images; "),
+        ({"architecture": "medexplain:resnet18", "arguments": {"in_channels": 1, "num_classes": 2, "width": 8},
+          "weights": "weights.pth"}, [], "checkpoint does not match the model"),
+        ({"torchscript": "weights.pth", "in_channels": 1}, [], "not a TorchScript archive"),
+        ({"architecture": "medexplain:resnet18", "arguments": {"in_channels": 1, "num_classes": 2, "width": 4},
+          "weights": "weights.pth"}, ["--mask", "tumour"], "--mask 'tumour' is not in"),
+    ],
+    ids=["channels", "other-architecture", "not-torchscript", "unknown-mask"],
+)
+def test_bad_input_is_one_line_and_leaves_nothing(card, extra, message, tmp_path: Path, capsys) -> None:
+    data = write_lesions(tmp_path / "data", n_train=2, n_test=2)
+    saved = card.get("arguments", {}) if "3-channel" in message else {"in_channels": 1, "num_classes": 2, "width": 4}
+    torch.save(create_model("resnet18", **saved).state_dict(), tmp_path / "weights.pth")  # what the user trained
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    out = tmp_path / "out"
+    code = main(["audit", "--model", str(tmp_path / "card.json"), "--data", str(data), "--out", str(out),
+                 "--no-progress", *extra])  # fmt: skip
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
+    assert not out.exists()
