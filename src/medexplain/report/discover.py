@@ -45,8 +45,8 @@ def classify(folder: Path) -> list[str]:
     kinds = []
     if _marks(folder / "config.json", "medexplain-run/"):
         kinds.append("train")
-    if _marks(folder / "index.json", "medexplain-explanations/"):
-        kinds.append("explanations")
+    if _marks(folder / "index.json", "medexplain-explanations/") or (folder / ".progress.json").is_file():
+        kinds.append("explanations")  # an unfinished folder is listed, so the report says it is incomplete
     if (folder / "summary.csv").is_file() and (folder / "per_sample.csv").is_file():
         kinds.append("evaluation")
     if (folder / "summary.json").is_file() and (folder / "concepts.csv").is_file():
@@ -57,6 +57,8 @@ def classify(folder: Path) -> list[str]:
         kinds.append("simulator")
     if _marks(folder / "index.json", "medexplain-simulations/"):
         kinds.append("simulation")
+    if _marks(folder / "verdict.json", "medexplain-audit/"):
+        kinds.append("audit")
     if (folder / "manifest.csv").is_file():
         kinds.append("data")
     return kinds

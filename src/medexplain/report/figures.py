@@ -66,7 +66,7 @@ def overlay(
     return rgb
 
 
-def upscale_nearest(rgb: np.ndarray, min_side: int = 192) -> np.ndarray:
+def upscale_nearest(rgb: np.ndarray, min_side: int = 256) -> np.ndarray:
     """Enlarge small pictures (MedMNIST is 28 px) by an integer factor so pixels stay crisp in the page."""
     factor = max(1, -(-min_side // max(rgb.shape[:2])))
     return rgb.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else rgb

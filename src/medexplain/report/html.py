@@ -26,7 +26,8 @@ p,li,dd,dt{font-size:14px;line-height:1.45}.note{color:#8a5a00;background:#fff6e
 table{border-collapse:collapse;font-size:13px;margin:6px 0 12px}
 th,td{border-bottom:1px solid #e6e9ef;padding:4px 10px;text-align:right}th{background:#eef1f6;cursor:pointer}
 th:first-child,td:first-child{text-align:left}th.sortable:after{content:" \\21C5";color:#98a2b3}
-.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:10px}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:12px}
+.pass{color:#116329;font-weight:600}.fail{color:#a40e26;font-weight:600}.na{color:#6a737d}
 figure{margin:0}figure img{width:100%;image-rendering:pixelated;border-radius:4px;display:block}
 figcaption{font-size:12px;color:#4a5568;margin-top:3px}
 .row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}.row>figure{max-width:560px}

@@ -25,7 +25,7 @@ from medexplain.report.figures import (
     overlay,
     upscale_nearest,
 )
-from medexplain.report.html import Page
+from medexplain.report.html import Page, Section
 
 GALLERY_ITEMS = 6
 MAX_SLICES = 48
@@ -51,7 +51,9 @@ def number(text: str) -> float | str:
 def train_section(page: Page, component: Component) -> None:
     """Model card, data card, classification metrics per split, training curves, confusion matrix."""
     config = read_json(component.path / "config.json")
-    section = page.section(f"train-{_anchor(component)}", f"Model: {config.get('model')} ({component.name})")
+    if config.get("status") == "training":
+        raise MedexplainError(f"{component.path}: training has not finished (resume it to complete the run)")
+    section = page.section(f"train-{anchor(component)}", f"Model: {config.get('model')} ({component.name})")
     args = config.get("model_args", {})
     section.heading("Model card")
     section.facts(
@@ -99,11 +101,11 @@ def explanations_section(page: Page, component: Component) -> None:
     from medexplain.workflows.explanations import load_explanations
 
     stored = load_explanations(component.path)
-    section = page.section(f"maps-{_anchor(component)}", f"Explanations ({component.name})")
+    section = page.section(f"maps-{anchor(component)}", f"Explanations ({component.name})")
     section.facts({"model": stored.header.get("model"), "data": stored.header.get("data"),
                    "split": stored.header.get("split"), "items": len(stored.items),
                    "methods": ", ".join(stored.methods)})  # fmt: skip
-    images = _dataset_images(stored)
+    images = dataset_images(stored)
     if images is None:
         section.note("The dataset these maps explain is not readable here: maps are shown without their images.")
     for method in stored.methods:
@@ -118,14 +120,14 @@ def explanations_section(page: Page, component: Component) -> None:
             if maps.ndim == 3:
                 entries.append((png_bytes(upscale_nearest(overlay(image, maps[0], mask))), caption))
             else:
-                section.slice_viewer(_slices(image, maps[0], mask), f"{method} · {caption}")
+                section.slice_viewer(volume_slices(image, maps[0], mask), f"{method} · {caption}")
         if entries:
             section.figures(entries, gallery=True)
 
 
 def evaluation_section(page: Page, component: Component) -> None:
     """Metric table (mean and 95 % bootstrap interval per method), chance levels, score distributions."""
-    section = page.section(f"scores-{_anchor(component)}", f"Evaluation ({component.name})")
+    section = page.section(f"scores-{anchor(component)}", f"Evaluation ({component.name})")
     rows = read_csv(component.path / "summary.csv")
     document = read_json(component.path / "summary.json")
     chance = document.get("chance", {})
@@ -180,7 +182,7 @@ def evaluation_section(page: Page, component: Component) -> None:
 
 def concepts_section(page: Page, component: Component) -> None:
     """Per-concept probe quality and influence, the inconsistency ROC, and the per-image table."""
-    section = page.section(f"concepts-{_anchor(component)}", f"Concepts ({component.name})")
+    section = page.section(f"concepts-{anchor(component)}", f"Concepts ({component.name})")
     summary = read_json(component.path / "summary.json")
     section.facts({k: v for k, v in summary.items() if _scalar(v) or isinstance(v, str)})
     for table, title in (("concepts", "Probes per concept"), ("influence", "Concept influence on each class")):
@@ -239,7 +241,7 @@ def _concept_map_gallery(section, path: Path) -> None:
 
     document = read_json(path)
     stored = load_explanations(path.parent)
-    images = _dataset_images(stored)
+    images = dataset_images(stored)
     items = {item.id: item for item in stored.items}
     section.heading(f"Concept maps (layer {document.get('layer')}): where each concept is found")
     section.paragraph(
@@ -260,7 +262,7 @@ def _concept_map_gallery(section, path: Path) -> None:
             if maps.ndim == 3:
                 entries.append((png_bytes(upscale_nearest(overlay(image, maps[0], None))), caption))
             else:
-                section.slice_viewer(_slices(image, maps[0], None), caption)
+                section.slice_viewer(volume_slices(image, maps[0], None), caption)
         if entries:
             section.figures(entries, gallery=True)
 
@@ -268,7 +270,7 @@ def _concept_map_gallery(section, path: Path) -> None:
 def bottleneck_section(page: Page, component: Component) -> None:
     """A concept bottleneck: its readable weights, concept AUROCs and the test-time intervention curve."""
     summary = read_json(component.path / "bottleneck.json")
-    section = page.section(f"bottleneck-{_anchor(component)}", f"Concept bottleneck ({component.name})")
+    section = page.section(f"bottleneck-{anchor(component)}", f"Concept bottleneck ({component.name})")
     section.facts(
         {
             "training": summary.get("mode"),
@@ -327,7 +329,7 @@ def provenance_section(page: Page, components: list[Component], run_dir: Path) -
 def simulator_section(page: Page, component: Component) -> None:
     """A trained counterfactual simulator: what it was trained for, its settings and its loss terms per epoch."""
     document = read_json(component.path / "simulator.json")
-    section = page.section(f"simulator-{_anchor(component)}", f"Simulator ({component.name})")
+    section = page.section(f"simulator-{anchor(component)}", f"Simulator ({component.name})")
     section.facts({
         "classifier": document.get("classifier"), "data": document.get("data"), "split": document.get("split"),
         "disease class": document.get("disease_class"), "image shape": document.get("image_shape"),
@@ -346,7 +348,7 @@ def simulation_section(page: Page, component: Component) -> None:
     first images (log det J over the simulated image: red where tissue grows, blue where it shrinks)."""
     index = read_json(component.path / "index.json")
     direction = index.get("direction")
-    section = page.section(f"simulation-{_anchor(component)}", f"Simulation: {direction} ({component.name})")
+    section = page.section(f"simulation-{anchor(component)}", f"Simulation: {direction} ({component.name})")
     summary = index.get("summary", {})
     section.table(["metric", "value"], [[key, value] for key, value in summary.items() if not isinstance(value, dict)])
     for item in index.get("items", [])[:GALLERY_ITEMS]:
@@ -357,7 +359,7 @@ def simulation_section(page: Page, component: Component) -> None:
         if log_jacobian.ndim == 2:
             section.figure(png_bytes(upscale_nearest(overlay(image, log_jacobian, signed=True))), caption)
         else:
-            section.slice_viewer(_slices(image, log_jacobian, None), f"log det J · {caption}")
+            section.slice_viewer(volume_slices(image, log_jacobian, None), f"log det J · {caption}")
 
 
 def _array(path: Path) -> np.ndarray:
@@ -373,18 +375,27 @@ def _array(path: Path) -> np.ndarray:
         raise MedexplainError(f"{path}: not a readable array ({error})") from None
 
 
-BUILDERS: dict[str, Callable[[Page, Component], None]] = {
-    "train": train_section,
-    "explanations": explanations_section,
-    "evaluation": evaluation_section,
-    "concepts": concepts_section,
-    "bottleneck": bottleneck_section,
-    "simulator": simulator_section,
-    "simulation": simulation_section,
-}
+def comparison_table(section: Section, evaluations: list[Component]) -> None:
+    """One table across every evaluation of the folder: a row per evaluation and method (or baseline), a column
+    per metric (mean; its interval is in the evaluation's own section)."""
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    metrics: list[str] = []
+    for component in evaluations:
+        try:
+            summary = read_csv(component.path / "summary.csv")
+        except MedexplainError:
+            continue
+        for row in summary:
+            rows.setdefault((component.name, row["method"]), {})[row["metric"]] = float(row["mean"] or "nan")
+            metrics += [row["metric"]] if row["metric"] not in metrics else []
+    if rows:
+        section.heading("Comparison across evaluations (mean per image)")
+        section.table(["evaluation", "method", *metrics],
+                      [[part, method, *(values.get(m, float("nan")) for m in metrics)]
+                       for (part, method), values in rows.items()])  # fmt: skip
 
 
-def _anchor(component: Component) -> str:
+def anchor(component: Component) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in component.name).strip("-") or "run"
 
 
@@ -451,7 +462,7 @@ def _confusion(rows: list[dict[str, str]], num_classes: int) -> np.ndarray | Non
     return matrix
 
 
-def _dataset_images(stored) -> Callable[[int], tuple[np.ndarray, np.ndarray | None]] | None:
+def dataset_images(stored) -> Callable[[int], tuple[np.ndarray, np.ndarray | None]] | None:
     """``index -> (image (C, *spatial), mask (*spatial) or None)`` with the model's preprocessing.
 
     The mask is the ``lesion`` mask when the dataset has one, else the union of all its masks.
@@ -459,7 +470,8 @@ def _dataset_images(stored) -> Callable[[int], tuple[np.ndarray, np.ndarray | No
     from medexplain.models import read_config, run_dataset
 
     try:
-        dataset = run_dataset(read_config(stored.header["model"]), stored.header["data"], stored.header.get("split"))
+        dataset = run_dataset(read_config(stored.header["model"]), stored.header["data"], stored.header.get("split"),
+                              size=stored.header.get("size"))  # fmt: skip
     except (MedexplainError, KeyError, TypeError):
         return None
 
@@ -472,7 +484,7 @@ def _dataset_images(stored) -> Callable[[int], tuple[np.ndarray, np.ndarray | No
     return fetch
 
 
-def _slices(image: np.ndarray, attribution: np.ndarray, mask: np.ndarray | None) -> list[bytes]:
+def volume_slices(image: np.ndarray, attribution: np.ndarray, mask: np.ndarray | None) -> list[bytes]:
     depth = attribution.shape[0]
     chosen = np.unique(np.linspace(0, depth - 1, min(depth, MAX_SLICES)).round().astype(int))
     return [

@@ -1,0 +1,91 @@
+"""The audit's section of the report: the verdict first (methods x criteria, with the numbers), then the best and
+worst images of the leading method, then the baselines; the explanations and scores follow as their own
+sections."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from medexplain.data.writers import png_bytes
+from medexplain.files import read_json
+from medexplain.report.discover import Component
+from medexplain.report.figures import overlay, upscale_nearest
+from medexplain.report.html import Page
+from medexplain.report.sections import anchor, dataset_images, volume_slices
+
+CRITERIA = (("localises", "localises"), ("faithful", "faithful"), ("randomisation", "passes randomisation"))
+SHOWN = 3
+
+
+def _cell(criterion: dict) -> str:
+    verdict = criterion.get("verdict", "n/a")
+    if "better_on" in criterion:
+        return f"{verdict} ({len(criterion['better_on'])}/{len(criterion['of'])})"
+    if "similarity" in criterion:
+        return f"{verdict} (similarity {criterion['similarity']:.2f})"
+    return verdict
+
+
+def audit_section(page: Page, component: Component) -> None:
+    """Verdict table, leading method's best and worst images, baselines."""
+    document = read_json(component.path / "verdict.json", format_prefix="medexplain-audit/")
+    primary = document["rules"]["primary"]
+    title = f"Verdict: which explanation can be trusted ({component.name})"
+    section = page.section(f"audit-{anchor(component)}", title)
+    section.paragraph(
+        f"Model {document['model']} on {document['data']} ({document['split']} split), against the "
+        f"{document['mask']!r} masks. Each method is compared with every baseline on the same images "
+        f"({document['rules']['test']}-corrected, alpha {document['rules']['alpha']}): localises = "
+        f"{document['rules']['localises']}; faithful = {document['rules']['faithful']}; passes randomisation = "
+        f"{document['rules']['randomisation']}. Methods in ranking order."
+    )
+    rows = {row["method"]: row for row in document["verdict"]}
+    table = []
+    for method in document["ranking"]:
+        row = rows[method]
+        metric = row["metrics"].get(primary, {})
+        table.append([method, *(_cell(row[key]) for key, _ in CRITERIA), metric.get("mean", math.nan),
+                      metric.get("ci_low", math.nan), metric.get("ci_high", math.nan)])  # fmt: skip
+    section.table(["method", *(title for _, title in CRITERIA), primary, "CI low", "CI high"], table)
+    if document.get("not_applicable"):
+        section.table(["not applicable", "why"], [[name, why] for name, why in document["not_applicable"].items()])
+    leader = document["ranking"][0]
+    _best_and_worst(section, component.path, leader, primary)
+    baselines = document.get("baselines", {})
+    metrics = sorted({m for values in baselines.values() for m in values})
+    if baselines:
+        section.heading("Baselines (what a method has to beat)")
+        section.table(["baseline", *metrics],
+                      [[name, *(values.get(m, {}).get("mean", math.nan) for m in metrics)]
+                       for name, values in baselines.items()])  # fmt: skip
+
+
+def _best_and_worst(section, folder: Path, method: str, metric: str) -> None:
+    """The leading method's maps on its best and worst images by the primary metric."""
+    from medexplain.workflows.explanations import load_explanations
+
+    scores = {}
+    with (folder / "scores" / "per_sample.csv").open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if row["method"] == method and row["metric"] == metric and row["score"]:
+                scores.setdefault(row["id"], float(row["score"]))
+    stored = load_explanations(folder / "explanations")
+    images = dataset_images(stored)
+    items = {item.id: item for item in stored.items}
+    ranked = sorted((i for i in scores if i in items and not math.isnan(scores[i])), key=lambda i: -scores[i])
+    for title, chosen in (("best", ranked[:SHOWN]), ("worst", ranked[::-1][:SHOWN])):
+        entries = []
+        for item_id in chosen:
+            item = items[item_id]
+            maps = stored.load(item, method).numpy()
+            image, mask = images(item.index) if images else (maps[:1] * 0, None)
+            caption = f"{item_id} · {metric} {scores[item_id]:.3f}"
+            if maps.ndim == 3:
+                entries.append((png_bytes(upscale_nearest(overlay(image, maps[0], mask))), caption))
+            else:
+                section.slice_viewer(volume_slices(image, maps[0], mask), f"{method} ({title}) · {caption}")
+        if entries:
+            section.heading(f"{method}: its {title} images by {metric} (mask outlined)")
+            section.figures(entries, gallery=True)
