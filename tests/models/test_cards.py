@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from medexplain.errors import MedexplainError
 from medexplain.models import load
+from medexplain.models.cards import method_params_for
 
 FACTORY = '''
 import torch
@@ -91,6 +92,14 @@ def test_a_registered_medexplain_model_from_a_card(tmp_path: Path) -> None:
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 
 
+def test_method_params_of_a_card_are_overridden_key_by_key() -> None:
+    config = {"method_params": {"occlusion": {"window": 16, "stride": 8}, "smoothgrad": {"samples": 4}}}
+    given = {"occlusion": {"stride": 4}, "integrated-gradients": {"steps": 8}}
+    merged = method_params_for(config, ["occlusion", "saliency"], given)
+    assert merged == {"occlusion": {"window": 16, "stride": 4}, "integrated-gradients": {"steps": 8}}
+    assert method_params_for({}, ["saliency"], None) == {}
+
+
 class _WritesAFile:
     """Unpickling this object would run ``os.system``: what a malicious checkpoint does."""
 
@@ -135,6 +144,7 @@ def test_a_state_dict_of_another_architecture_names_the_first_tensor_that_differ
         ({"architecture": "monai:DenseNet121"}, "an architecture needs its weights"),
         ({"architecture": "monai:DenseNet121", "weights": "model.pth", "weigths": 1}, "did you mean 'weights'"),
         ({"torchscript": "model.ts", "output": "softmaks"}, "output must be one of softmax, sigmoid"),
+        ({"torchscript": "model.ts", "method_params": {"occlusion": 8}}, "method_params must map method names"),
     ],
 )
 def test_bad_cards_are_one_line_errors(trained, card, message) -> None:

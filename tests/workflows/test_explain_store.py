@@ -65,6 +65,46 @@ def test_cli_bad_method_and_target_are_one_line_errors(run_and_data, tmp_path: P
     assert "out of range" in capsys.readouterr().err
 
 
+def test_cli_method_params_reach_the_explainer_and_the_index(run_and_data, tmp_path: Path, capsys) -> None:
+    run, data = run_and_data
+    out = tmp_path / "ig"
+    base = ["explain", "--model", str(run), "--data", str(data), "--split", "", "--no-progress"]
+    params = '{"integrated-gradients": {"steps": 3, "baseline": "blur"}}'
+    assert main([*base, "--out", str(out), "--method", "integrated-gradients", "--method-params", params]) == 0
+    stored = load_explanations(out)
+    recorded = json.loads((out / "index.json").read_text())["methods"]["integrated-gradients"]
+    assert recorded["steps"] == 3 and recorded["baseline"] == "blur"
+    model, _ = load(run)
+    dataset = load_dataset(data)
+    batch = collate([dataset[i] for i in range(5)])
+    expected = create_explainer("integrated-gradients", steps=3, baseline="blur")(model, batch.image)
+    default = create_explainer("integrated-gradients")(model, batch.image)
+    for item in stored.items:
+        torch.testing.assert_close(stored.load(item, "integrated-gradients"), expected.maps[item.index])
+    assert not torch.allclose(expected.maps, default.maps)  # the parameters changed the maps
+    assert main([*base, "--out", str(tmp_path / "bad"), "--method", "saliency", "--method-params", params]) == 2
+    assert "'integrated-gradients', which is not among the methods" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_cards_method_params_are_used_and_flags_override_them(run_and_data, tmp_path: Path) -> None:
+    _, data = run_and_data
+    args = {"in_channels": 3, "num_classes": 5, "width": 4}
+    torch.save(create_model("resnet18", **args).state_dict(), tmp_path / "weights.pth")
+    card = {"architecture": "medexplain:resnet18", "arguments": args, "weights": "weights.pth",
+            "method_params": {"integrated-gradients": {"steps": 3, "baseline": "blur"}}}  # fmt: skip
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    base = ["explain", "--model", str(tmp_path / "card.json"), "--data", str(data), "--split", "", "--no-progress",
+            "--method", "integrated-gradients"]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "card")]) == 0
+    steps = '{"integrated-gradients": {"steps": 5}}'
+    assert main([*base, "--out", str(tmp_path / "flag"), "--method-params", steps]) == 0
+    from_card, from_flag = (json.loads((tmp_path / f / "index.json").read_text())["methods"]["integrated-gradients"]
+                            for f in ("card", "flag"))  # fmt: skip
+    assert (from_card["steps"], from_card["baseline"]) == (3, "blur")
+    assert (from_flag["steps"], from_flag["baseline"]) == (5, "blur")
+
+
 def test_store_round_trips_nifti_and_refuses_paths_out_of_the_folder(tmp_path: Path) -> None:
     writer = ExplanationWriter(tmp_path, {"model": "m", "data": "d", "split": None}, {"x": {}}, map_format="nifti")
     maps = torch.randn(2, 3, 4, 5)

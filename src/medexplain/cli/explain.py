@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from medexplain.cli.common import engine_options, parse_target
+from medexplain.cli.common import engine_options, json_object, parse_target
 
 _MODEL = typer.Option(..., "--model", help="Run folder written by `medexplain train` (or models.save_run).")
 _DATA = typer.Option(..., "--data", help="Dataset folder with manifest.csv, or a MedMNIST .npz.")
@@ -24,6 +24,8 @@ def explain_command(
     max_items: int | None = typer.Option(None, help="Explain only the first N items of the split."),
     size: int | None = typer.Option(None, help="Resize images to this size (default: the run's recorded size)."),
     layer: str | None = typer.Option(None, help="Layer for CAM methods (default: the last convolutional block)."),
+    method_params: str | None = typer.Option(None, help='Per method, as JSON: \'{"integrated-gradients": '
+                                             '{"steps": 32}}\' (recorded in index.json).'),
     map_format: str = typer.Option("npy", "--format", help="npy or nifti (.nii.gz, 3D maps), float32."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -36,9 +38,9 @@ def explain_command(
 
     stored = explain_run(
         model, data, [m.strip() for m in method.split(",") if m.strip()], out, split=split or None,
-        target=parse_target(target), layer=layer, max_items=max_items, size=size, batch_size=batch_size,
-        map_format=map_format, device=device, executor=engine_options(engine, address, workers, device),
-        progress=progress,
+        target=parse_target(target), layer=layer, method_params=json_object(method_params, "--method-params"),
+        max_items=max_items, size=size, batch_size=batch_size, map_format=map_format, device=device,
+        executor=engine_options(engine, address, workers, device), progress=progress,
     )  # fmt: skip
     typer.echo(f"{out}: {len(stored.items)} items x {len(stored.methods)} methods")
 

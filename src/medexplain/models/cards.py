@@ -10,7 +10,8 @@ the preprocessing, classes and output type it was trained with.
  "preprocessing": {"size": 128, "intensity": {"mean": [0.3], "std": [0.2]}},
  "classes": ["normal", "benign", "malignant"],
  "output": "softmax",                          # or "sigmoid" (multi-label)
- "cam_layer": "features.denseblock4"}          # optional: the layer of the CAM family
+ "cam_layer": "features.denseblock4",          # optional: the layer of the CAM family
+ "method_params": {"occlusion": {"window": 16}}} # optional: hyperparameters per method (flags override them)
 ```
 
 Paths are relative to the card's folder. Weights are never unpickled: ``torch.load(..., weights_only=True)``
@@ -25,6 +26,7 @@ import difflib
 import importlib.util
 import os
 import pickle
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ CARD_FORMAT = "medexplain-model-card/1"
 KINDS = ("medexplain", "monai", "factory")
 OUTPUTS = ("softmax", "sigmoid")
 KEYS = ("format", "architecture", "arguments", "weights", "torchscript", "in_channels", "preprocessing", "classes",
-        "output", "cam_layer")  # fmt: skip
+        "output", "cam_layer", "method_params")  # fmt: skip
 
 
 def is_card(source: str | os.PathLike[str]) -> bool:
@@ -68,6 +70,9 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
     arguments = card.get("arguments") or {}
     if not isinstance(arguments, dict):
         raise MedexplainError(f"{path}: arguments must be an object, got {arguments!r}")
+    method_params = card.get("method_params") or {}
+    if not isinstance(method_params, dict) or not all(isinstance(v, dict) for v in method_params.values()):
+        raise MedexplainError(f"{path}: method_params must map method names to objects, got {method_params!r}")
     in_channels = card.get("in_channels", arguments.get("in_channels"))
     return {
         **card,
@@ -79,6 +84,16 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
         "class_names": list(card.get("classes") or []),
         "task": "ce" if output == "softmax" else "bce",
     }
+
+
+def method_params_for(
+    config: Mapping[str, Any], methods: Sequence[str], given: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, dict[str, Any]]:
+    """Hyperparameters per method of ``methods``: the card's ``method_params`` (a run folder has none), each
+    overridden key by key by ``given`` (the caller's, e.g. from flags)."""
+    card, given = config.get("method_params") or {}, given or {}
+    merged = {name: {**card.get(name, {}), **given.get(name, {})} for name in (*methods, *given)}
+    return {name: values for name, values in merged.items() if values or name in given}
 
 
 def build_from_card(config: dict[str, Any]) -> nn.Module:

@@ -48,6 +48,7 @@ from medexplain.metrics.registry import metric_info
 from medexplain.metrics.significance import holm, wilcoxon_signed_rank
 from medexplain.metrics.summary import bootstrap_interval
 from medexplain.models import load, run_dataset
+from medexplain.models.cards import method_params_for
 from medexplain.workflows.evaluate import evaluate_run
 from medexplain.workflows.executors import Executor
 from medexplain.workflows.explain import build_explainers, explain_run
@@ -177,8 +178,8 @@ def audit_run(
                               parameter="mask")  # fmt: skip
     cam_layer = _cam_layer(network, config, layer)
     probe = dataset[0].image[None].to(device)
-    methods, skipped = applicable_methods(network, probe, settings.methods, cam_layer, settings.method_params,
-                                          explainers)  # fmt: skip
+    params = method_params_for(config, list(config.get("method_params") or {}), settings.method_params)
+    methods, skipped = applicable_methods(network, probe, settings.methods, cam_layer, params, explainers)
     if not methods:
         raise MedexplainError(f"{model}: none of the methods runs on this model: {json.dumps(skipped)}")
     baselines, skipped_baselines = _baselines(settings, config, data, mask, size, dataset[0].image.shape[1:])

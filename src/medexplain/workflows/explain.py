@@ -25,6 +25,7 @@ from medexplain.errors import MedexplainError
 from medexplain.explain.base import EXPLAINERS, Explainer, create_explainer, explainer_params
 from medexplain.explain.targets import Target
 from medexplain.models import load_run, randomised_copy, read_config, run_dataset
+from medexplain.models.cards import method_params_for
 from medexplain.progress import progress_bar
 from medexplain.workflows.executors import Executor, LocalExecutor
 from medexplain.workflows.explanations import StoredExplanations, explanation_output, load_explanations
@@ -163,15 +164,18 @@ def explain_run(
 
     The data is read with the run's recorded preprocessing (``size`` resizes to it instead of the recorded size).
     ``methods`` are registered explainer names, ``layer`` the CAM layer, ``method_params`` further hyperparameters
-    per method (or ``explainers``, built already: e.g. with a tensor parameter), ``max_items`` explains only the
-    first items, ``randomised`` (a seed) explains a copy of the model whose every parameter is re-drawn (the model
-    randomisation baseline, Adebayo et al., NeurIPS 2018). A folder written before for the same model, data and
-    split is continued; methods it holds with other parameters are refused. Returns the folder's content.
+    per method, over those of a model card (or ``explainers``, built already: e.g. with a tensor parameter),
+    ``max_items`` explains only the first items, ``randomised`` (a seed) explains a copy of the model whose every
+    parameter is re-drawn (the model randomisation baseline, Adebayo et al., NeurIPS 2018). A folder written before
+    for the same model, data and split is continued; methods it holds with other parameters are refused.
+    Returns the folder's content.
     """
     if max_items is not None and max_items < 1:
         raise MedexplainError(f"`max_items` must be positive, got {max_items}", parameter="max_items")
-    explainers = dict(explainers) if explainers else build_explainers(methods, layer=layer, params=method_params)
-    items = len(_first(run_dataset(read_config(model), data, split, size=size, run_dir=model), max_items))
+    config = read_config(model)
+    params = method_params_for(config, methods, method_params)
+    explainers = dict(explainers) if explainers else build_explainers(methods, layer=layer, params=params)
+    items = len(_first(run_dataset(config, data, split, size=size, run_dir=model), max_items))
     name = str(model) if randomised is None else f"{model} (randomised, seed {randomised})"
     header = {"model": name, "data": str(data), "split": split, "size": size}
     setup = partial(run_state, model, data, split, explainers, target, device, max_items, size, randomised)
