@@ -36,6 +36,21 @@ class LesionOracle:
         return Explanation(maps, resolved.indices.cpu(), self.name, {}, logits)
 
 
+@dataclass(frozen=True)
+class FrameShortcut:
+    """Relevance on the outer pixel ring only: what a model reading the image frame would show."""
+
+    name: str = field(default="frame", init=False)
+
+    def __call__(self, model: nn.Module, x: Tensor, target=None) -> Explanation:
+        with torch.no_grad():
+            logits = model(x)
+        resolved = resolve_target(logits, target)
+        maps = torch.ones_like(x[:, :1])
+        maps[..., 1:-1, 1:-1] = 0
+        return Explanation(maps, resolved.indices.cpu(), self.name, {}, logits)
+
+
 def write_lesions(folder: Path, n_train: int = 16, n_test: int = 30, side: int = 24, seed: int = 0) -> Path:
     """Grey ``.npy`` images with one bright square lesion each (its mask), anywhere in the image, and a darker
     square elsewhere whose edges are stronger than the lesion's (so an edge detector points beside the lesion)."""
@@ -68,7 +83,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     torch.manual_seed(0)
     args = {"in_channels": 1, "num_classes": 2, "width": 4, "small_input": True}
     run = save_run(create_model("resnet18", **args), root / "run", "resnet18", args)
-    own = {"oracle": LesionOracle(), "centre-as-method": create_explainer("baseline-centre"),
+    own = {"oracle": LesionOracle(), "frame": FrameShortcut(), "centre-as-method": create_explainer("baseline-centre"),
            "edges-as-method": create_explainer("baseline-edges")}  # fmt: skip
     settings = AuditSettings(methods=("saliency",), metrics=(*LOCALISATION, "deletion-auc", "model-randomisation"),
                              metric_params={"model-randomisation": {"layers": 2}}, resamples=200)  # fmt: skip
@@ -111,8 +126,19 @@ def test_the_verdict_records_what_it_rests_on(audited) -> None:
     assert comparison["baseline_mean"] == pytest.approx(baseline_mean)
     assert 0 <= comparison["p_holm"] <= 1 and comparison["p_holm"] >= comparison["p"]
     stored = json.loads((root / "out" / "explanations" / "index.json").read_text())
-    assert set(stored["methods"]) == {"oracle", "centre-as-method", "edges-as-method", "saliency",
+    assert set(stored["methods"]) == {"oracle", "frame", "centre-as-method", "edges-as-method", "saliency",
                                       *document["settings"]["baselines"]}  # fmt: skip
+
+
+def test_relevance_on_the_image_frame_is_flagged_and_maps_in_proportion_are_not(audited) -> None:
+    _, document = audited
+    assert _row(document, "frame")["shortcuts"] == ["border"]
+    border = document["shortcuts"]["border"]
+    assert border["frame"]["relevance_share"] == 1.0 and border["frame"]["ratio_ci"][0] > 2
+    assert border["baseline-constant"]["ratio"] == pytest.approx(1.0)  # a flat map: in proportion to the area
+    assert border["baseline-constant"]["area_share"] == pytest.approx(1 - (18 / 24) ** 2)  # 3-pixel band of 24
+    assert not border["baseline-constant"]["flagged"] and not border["oracle"]["flagged"]
+    assert "border" not in _row(document, "oracle")["shortcuts"]
 
 
 def _affine() -> np.ndarray:
@@ -159,8 +185,10 @@ def test_3d_maps_are_written_on_the_source_grid_with_its_affine(tmp_path: Path) 
         ({"torchscript": "weights.pth", "in_channels": 1}, [], "not a TorchScript archive"),
         ({"architecture": "medexplain:resnet18", "arguments": {"in_channels": 1, "num_classes": 2, "width": 4},
           "weights": "weights.pth"}, ["--mask", "tumour"], "--mask 'tumour' is not in"),
+        ({"architecture": "medexplain:resnet18", "arguments": {"in_channels": 1, "num_classes": 2, "width": 4},
+          "weights": "weights.pth"}, ["--landmarks", "disc"], "--landmarks 'disc' is not in"),
     ],
-    ids=["channels", "other-architecture", "not-torchscript", "unknown-mask"],
+    ids=["channels", "other-architecture", "not-torchscript", "unknown-mask", "unknown-landmark"],
 )
 def test_bad_input_is_one_line_and_leaves_nothing(card, extra, message, tmp_path: Path, capsys) -> None:
     data = write_lesions(tmp_path / "data", n_train=2, n_test=2)

@@ -52,6 +52,9 @@ def audit_command(
     classes: str | None = typer.Option(None, help="Without --model: class names, comma-separated."),
     output: str = typer.Option("softmax", help="Without --model: softmax (classes) or sigmoid (multi-label)."),
     mask: str | None = typer.Option(None, help="Mask to localise against (default: the dataset's first)."),
+    landmarks: str | None = typer.Option(None, help="Masks of regions that should not decide (e.g. disc): is "
+                                         "relevance there out of proportion to their area (like border, background)?"),
+    field_mask: str | None = typer.Option(None, help="Mask of the field of view (default: the image's background)."),
     split: str | None = typer.Option("test", help="Dataset split to audit ('' for every row)."),
     size: int | None = typer.Option(None, help="Resize images to this size (default: the model's preprocessing)."),
     methods: str | None = typer.Option(None, help="Methods to audit (default: every one the model allows)."),
@@ -93,7 +96,8 @@ def audit_command(
         methods=_names(methods), baselines=_names(baselines) or defaults.baselines,
         randomised_model=randomised_model, metrics=_names(metrics) or defaults.metrics,
         metric_params=json_object(metric_params, "--metric-params") or defaults.metric_params,
-        method_params=json_object(method_params, "--method-params"), alpha=alpha, resamples=resamples, seed=seed,
+        method_params=json_object(method_params, "--method-params"), landmarks=_names(landmarks) or (),
+        field_mask=field_mask, alpha=alpha, resamples=resamples, seed=seed,
     )  # fmt: skip
     document = audit_run(
         model, data, out, mask=mask, split=split or None, size=size, layer=layer, settings=settings,
@@ -104,6 +108,7 @@ def audit_command(
     for method in document["ranking"]:
         row = next(r for r in document["verdict"] if r["method"] == method)
         cells = [f"{k} {row[k]['verdict']}" for k in ("localises", "faithful", "randomisation")]
+        cells += [f"relevance out of proportion on: {', '.join(row['shortcuts'])}"] if row["shortcuts"] else []
         typer.echo(f"  {method}: " + ", ".join(cells))
     for name, reason in document["not_applicable"].items():
         typer.echo(f"  {name}: not applicable ({reason})")

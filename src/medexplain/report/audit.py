@@ -46,11 +46,14 @@ def audit_section(page: Page, component: Component) -> None:
     for method in document["ranking"]:
         row = rows[method]
         metric = row["metrics"].get(primary, {})
-        table.append([method, *(_cell(row[key]) for key, _ in CRITERIA), metric.get("mean", math.nan),
-                      metric.get("ci_low", math.nan), metric.get("ci_high", math.nan)])  # fmt: skip
-    section.table(["method", *(title for _, title in CRITERIA), primary, "CI low", "CI high"], table)
+        table.append([method, *(_cell(row[key]) for key, _ in CRITERIA), ", ".join(row.get("shortcuts", [])) or
+                      "none", metric.get("mean", math.nan), metric.get("ci_low", math.nan),
+                      metric.get("ci_high", math.nan)])  # fmt: skip
+    section.table(["method", *(title for _, title in CRITERIA), "relevance out of proportion on", primary,
+                   "CI low", "CI high"], table)  # fmt: skip
     if document.get("not_applicable"):
         section.table(["not applicable", "why"], [[name, why] for name, why in document["not_applicable"].items()])
+    _shortcuts(section, document)
     leader = document["ranking"][0]
     _best_and_worst(section, component.path, leader, primary)
     baselines = document.get("baselines", {})
@@ -60,6 +63,23 @@ def audit_section(page: Page, component: Component) -> None:
         section.table(["baseline", *metrics],
                       [[name, *(values.get(m, {}).get("mean", math.nan) for m in metrics)]
                        for name, values in baselines.items()])  # fmt: skip
+
+
+def _shortcuts(section, document: dict) -> None:
+    """Per region: each map's share of positive relevance there against the region's share of the image."""
+    shortcuts = document.get("shortcuts") or {}
+    if not shortcuts:
+        return
+    section.heading("Shortcuts: relevance on regions that should not decide")
+    section.paragraph(f"Density ratio: how many times more relevance a pixel of the region holds than a pixel "
+                      f"outside it (1: in proportion); flagged: {document['rules']['shortcuts']}.")  # fmt: skip
+    rows = []
+    for region, per_method in shortcuts.items():
+        for method, values in per_method.items():
+            low, high = values["ratio_ci"]
+            rows.append([region, method, values["relevance_share"], values["area_share"], values["ratio"], low, high,
+                         "flagged" if values["flagged"] else ""])  # fmt: skip
+    section.table(["region", "map", "relevance share", "area share", "density ratio", "CI low", "CI high", ""], rows)
 
 
 def _best_and_worst(section, folder: Path, method: str, metric: str) -> None:

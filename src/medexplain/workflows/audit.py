@@ -13,6 +13,8 @@ same images:
   the baselines are the reference maps and the other methods' maps on the randomised model (a method's own
   randomised maps are the reference of the randomisation check);
 - **faithful**: significantly better than the random map on more than half of the faithfulness metrics;
+- **shortcuts** (a flag, not a criterion of the ranking): the regions (image border, background, landmark masks)
+  on which the method's relevance is out of proportion to their area (:mod:`medexplain.workflows.shortcuts`);
 - **passes the randomisation check**: once the model's top layers are re-drawn, its maps keep less than half of
   their ranking (the upper end of the 95 % interval of the mean rank similarity is below 0.5); a map that does
   not depend on the model (edges, a prior) keeps all of it.
@@ -52,6 +54,8 @@ from medexplain.models.cards import method_params_for
 from medexplain.workflows.evaluate import evaluate_run
 from medexplain.workflows.executors import Executor
 from medexplain.workflows.explain import build_explainers, explain_run
+from medexplain.workflows.explanations import load_explanations
+from medexplain.workflows.shortcuts import PROPORTION, shortcut_check
 
 AUDIT_FORMAT = "medexplain-audit/1"
 VERDICT_FILE = "verdict.json"
@@ -79,6 +83,10 @@ class AuditSettings:
         metric_params: parameters per metric; the defaults keep robustness and sanity affordable (5 noise draws;
             the top 3 layers re-drawn one after another).
         method_params: hyperparameters per method (``{"integrated-gradients": {"steps": 32}}``).
+        landmarks: mask columns of regions that should not decide the prediction (e.g. ``disc``), for the shortcut
+            check (:mod:`medexplain.workflows.shortcuts`), beside the image border and background.
+        field_mask: a mask column of the field of view (relevance outside it is checked); default: the image's
+            own background.
         alpha: significance level of the verdicts.
         resamples, seed: the bootstrap intervals, and the seed of every random draw.
     """
@@ -89,6 +97,8 @@ class AuditSettings:
     metrics: tuple[str, ...] = LOCALISATION + FAITHFULNESS + OTHERS
     metric_params: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: dict(AFFORDABLE))
     method_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    landmarks: tuple[str, ...] = ()
+    field_mask: str | None = None
     alpha: float = 0.05
     resamples: int = 1000
     seed: int = 0
@@ -176,6 +186,13 @@ def audit_run(
     if mask not in masks:
         raise MedexplainError(f"`mask` {mask!r} is not in {data}; its masks: {', '.join(masks) or 'none'}",
                               parameter="mask")  # fmt: skip
+    regions = [("landmarks", name) for name in settings.landmarks] + [("field_mask", settings.field_mask)] * bool(
+        settings.field_mask)  # fmt: skip
+    unknown = [(parameter, name) for parameter, name in regions if name not in masks]
+    if unknown:
+        parameter, name = unknown[0]
+        raise MedexplainError(f"`{parameter}` {name!r} is not in {data}; its masks: {', '.join(masks) or 'none'}",
+                              parameter=parameter)  # fmt: skip
     cam_layer = _cam_layer(network, config, layer)
     probe = dataset[0].image[None].to(device)
     params = method_params_for(config, list(config.get("method_params") or {}), settings.method_params)
@@ -202,6 +219,14 @@ def audit_run(
 
         write_source_grid_maps(out / "explanations", data, split, out / "nifti")
     document = verdict(out, settings, list(methods), list(baselines))
+    shortcuts = shortcut_check(load_explanations(out / "explanations"), dataset, list(explainers),
+                               landmarks=settings.landmarks, field=settings.field_mask, resamples=settings.resamples,
+                               seed=settings.seed)  # fmt: skip
+    for row in document["verdict"]:
+        row["shortcuts"] = [region for region, per in shortcuts.items() if per[row["method"]]["flagged"]]
+    document["shortcuts"] = shortcuts
+    document["rules"]["shortcuts"] = (f"95 % interval of the relevance density ratio in the region above "
+                                      f"{PROPORTION} (1: relevance in proportion to the region's area)")  # fmt: skip
     document.update({
         "format": AUDIT_FORMAT, "model": str(model), "data": str(data), "split": split, "mask": mask,
         "size": size, "preprocessing": config.get("preprocessing", {}), "cam_layer": cam_layer,
