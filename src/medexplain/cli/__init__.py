@@ -7,6 +7,7 @@ one line on stderr (``medexplain: error: <file or value>: <problem>``) and exit 
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
@@ -57,10 +58,16 @@ def in_flags(error: MedexplainError) -> str:
     return message.replace(f"`{error.parameter}`", flag_of(error.parameter))
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    typer.echo(f"medexplain: warning: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``medexplain`` script; returns the exit code."""
     try:
-        code = app(args=argv, prog_name="medexplain", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            code = app(args=argv, prog_name="medexplain", standalone_mode=False)
     except MedexplainError as error:
         typer.echo(f"medexplain: error: {in_flags(error)}", err=True)
         return 2

@@ -67,6 +67,9 @@ def train_command(
     ordinal_sigma: float = typer.Option(
         0.0, help="Ordered classes: Gaussian soft targets of this width around the true grade (0 = one-hot)."
     ),
+    init_from: Path | None = typer.Option(
+        None, help="Fine-tune: start from this trained run's weights (same model; a head of another shape is new)."
+    ),
 ) -> None:
     """Train a model and write config.json, model.safetensors and metrics.csv to --out."""
     from medexplain.train import TrainConfig, train
@@ -93,6 +96,7 @@ def train_command(
         tta_flip_axes=_axes(tta_flip_axes),
         label_smoothing=label_smoothing,
         ordinal_sigma=ordinal_sigma,
+        init_from=str(init_from) if init_from else None,
     )
     written = train(config, data, out, resume=resume, device=device, progress=progress)
     summary = ", ".join(

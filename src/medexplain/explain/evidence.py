@@ -46,11 +46,16 @@ class Evidence:
         resolved = resolve_target(logits, target)
         if resolved.score_fn is not None:
             raise MedexplainError("'evidence' explains class indices, not a callable target")
-        index = resolved.indices.view(*resolved.indices.shape, *[1] * (x.ndim - 2))
-        selected = evidence.gather(1, index.expand(-1, -1, *evidence.shape[2:]))
-        patch_size, stride = getattr(model, "patch_size", None), getattr(model, "patch_stride", None)
-        if isinstance(patch_size, int) and isinstance(stride, int):
-            maps = patches_to_input(selected, x.shape[2:], patch_size, stride)
-        else:
-            maps = to_input_resolution(selected, x.shape[2:])
+        maps = evidence_on_input(model, evidence, resolved.indices, x.shape[2:])
         return Explanation(maps, resolved.indices.cpu(), self.name, explainer_params(self), logits)
+
+
+def evidence_on_input(model: nn.Module, evidence: Tensor, classes: Tensor, spatial: tuple[int, ...]) -> Tensor:
+    """The evidence maps ``(B, K, *spatial)`` of ``classes`` ``(B, K)`` in ``evidence`` ``(B, C, *s)``, placed on
+    the input grid ``spatial`` as :class:`Evidence` places them."""
+    index = classes.view(*classes.shape, *[1] * (evidence.ndim - 2))
+    selected = evidence.gather(1, index.expand(-1, -1, *evidence.shape[2:]))
+    patch_size, stride = getattr(model, "patch_size", None), getattr(model, "patch_stride", None)
+    if isinstance(patch_size, int) and isinstance(stride, int):
+        return patches_to_input(selected, tuple(spatial), patch_size, stride)
+    return to_input_resolution(selected, tuple(spatial))

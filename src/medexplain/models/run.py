@@ -88,6 +88,26 @@ def load(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") ->
     return model.to(device).eval(), config
 
 
+def initialise_from(model: nn.Module, name: str, run_dir: str | os.PathLike[str]) -> list[str]:
+    """Copy the weights of the trained run ``run_dir`` into ``model`` (a new ``name`` model) to fine-tune it: every
+    tensor of the same name and shape. Tensors whose shape differs (e.g. a classifier head for another number of
+    classes) keep their initialisation; their names are returned. Another model, or nothing in common, is refused.
+    """
+    source, config = load(run_dir)
+    if config["model"] != name:
+        raise MedexplainError(f"{run_dir}: was trained as {config['model']!r}, not {name!r}: it cannot initialise it")
+    tensors = (source.model if isinstance(source, FlipAveraged) else source).state_dict()
+    own = model.state_dict()
+    missing = [key for key in own if key not in tensors] + [key for key in tensors if key not in own]
+    if missing:
+        raise MedexplainError(f"{run_dir}: its weights do not fit the model: tensor {missing[0]!r} is not in both")
+    reshaped = [key for key, tensor in own.items() if tensors[key].shape != tensor.shape]
+    if len(reshaped) == len(own):
+        raise MedexplainError(f"{run_dir}: no tensor of its model has the new model's shape")
+    model.load_state_dict({key: own[key] if key in reshaped else tensors[key] for key in own})
+    return reshaped
+
+
 def run_dataset(
     config: Mapping[str, Any], data: str | os.PathLike[str], split: str | None, *, size: int | None = None,
     run_dir: str | os.PathLike[str] | None = None, partial_labels: bool = False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from medexplain.errors import MedexplainError
@@ -44,6 +45,9 @@ class TrainConfig:
             FlipAveraged`); evidence models only.
         label_smoothing: label-smoothed cross-entropy with this ``eps`` ("ce" losses).
         ordinal_sigma: Gaussian soft targets over ordered grades with this width (see :class:`Objective`).
+        init_from: a trained run folder of the same model whose weights start the run (fine-tuning, e.g. on
+            tiles, then whole images); tensors of another shape (a head for other classes) keep their
+            initialisation and are listed in the run's ``config.json``.
 
     Defaults that depend on other settings (``loss``, ``sparsity_lambda``, ``lr``, ``weight_decay``) are filled in
     when the config is made, so a config always says what will run.
@@ -70,6 +74,7 @@ class TrainConfig:
     tta_flip_axes: Sequence[int] | None = None
     label_smoothing: float = 0.0
     ordinal_sigma: float = 0.0
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         entry = MODELS.entry(self.model)
@@ -151,4 +156,6 @@ class TrainConfig:
             settings["label_smoothing"] = float(self.label_smoothing)
         if self.ordinal_sigma:
             settings["ordinal_sigma"] = float(self.ordinal_sigma)
+        if self.init_from:
+            settings["init_from"] = str(Path(self.init_from).resolve())
         return settings

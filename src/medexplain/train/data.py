@@ -120,6 +120,32 @@ def check_labels(splits: dict[str, Split], num_classes: int, source: str | os.Pa
             )
 
 
+MIN_VALIDATION = 5
+"""Fewer validation images than this in a class (or a label's positives or negatives) cannot choose an epoch."""
+
+
+class SmallValidationWarning(UserWarning):
+    """The validation split is too small to choose the saved epoch reliably."""
+
+
+def small_validation(split: Split, names: list[str], task: str, source: str | os.PathLike[str]) -> str | None:
+    """Why ``split`` (the validation split) is too small to select an epoch, or ``None``: a class (``names``, task
+    "ce") with fewer than :data:`MIN_VALIDATION` images, or a label (task "bce") with fewer positives or negatives.
+    With one negative image, every epoch that ranks it lowest reaches AUROC 1 and the first of them is saved."""
+    if task == "bce":
+        positives = split.targets.sum(0)
+        counts = {f"{name} (positives)": int(p) for name, p in zip(names, positives, strict=True)}
+        counts |= {f"{name} (negatives)": len(split) - int(p) for name, p in zip(names, positives, strict=True)}
+    else:
+        counts = {name: int((split.targets == k).sum()) for k, name in enumerate(names)}
+    small = {name: n for name, n in counts.items() if n < MIN_VALIDATION}
+    if not small:
+        return None
+    listed = ", ".join(f"{name}: {n}" for name, n in small.items())
+    return (f"{source}: the validation split has fewer than {MIN_VALIDATION} images of {listed}; the epoch it "
+            "selects (and the saved weights) may be chance: use a larger validation split")  # fmt: skip
+
+
 def dataset_info(source: str | os.PathLike[str]) -> dict[str, Any]:
     """Class names, label names and the resolved path of a data source (nothing decoded)."""
     dataset = load_dataset(source, partial_labels=True)  # names only; read_split checks the labels it trains on

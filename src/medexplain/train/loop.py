@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +27,8 @@ from rich.progress import Progress
 from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
+from medexplain.explain.evidence import evidence_on_input
+from medexplain.explain.targets import resolve_target
 from medexplain.files import LOCK_FILE, csv_text, exclusive_folder, write_text
 from medexplain.metrics.classification import classification_summary, multilabel_summary
 from medexplain.metrics.complexity import gini
@@ -33,13 +36,22 @@ from medexplain.models.bagnet import FlipAveraged
 from medexplain.models.checkpoint import load_weights, save_weights
 from medexplain.models.modes import evaluation_mode
 from medexplain.models.registry import create_model
-from medexplain.models.run import CONFIG_FILE, RUN_FORMAT, WEIGHTS_FILE
+from medexplain.models.run import CONFIG_FILE, RUN_FORMAT, WEIGHTS_FILE, initialise_from
 from medexplain.progress import progress_bar
 from medexplain.train import distributed
 from medexplain.train.augment import Augment
 from medexplain.train.averaging import WeightAverage
 from medexplain.train.config import TrainConfig
-from medexplain.train.data import Split, check_labels, dataset_info, read_split, standardisation, standardise
+from medexplain.train.data import (
+    SmallValidationWarning,
+    Split,
+    check_labels,
+    dataset_info,
+    read_split,
+    small_validation,
+    standardisation,
+    standardise,
+)
 from medexplain.train.losses import Objective, balanced_class_weights, local_part
 from medexplain.train.state import RESUME_FILE, load_resume, read_resume_info, save_resume
 
@@ -114,7 +126,9 @@ def _train(
             "spatial_dims": train_split.images.ndim - 2,
         }
         torch.manual_seed(config.seed)
-        net = ctx.prepare(create_model(config.model, **args).to(run_device))
+        model = create_model(config.model, **args)
+        initialised = initialise_from(model, config.model, config.init_from) if config.init_from else None
+        net = ctx.prepare(model.to(run_device))
         per_step = min(config.batch_size, len(train_split)) // ctx.world
         if per_step < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
             raise MedexplainError(f"`batch_size` {config.batch_size} gives steps of {per_step} image per process; "
@@ -150,6 +164,13 @@ def _train(
             "metrics": {},
             "status": "training",
         }
+        if initialised is not None:
+            document["initialised_from"] = {"run": settings["init_from"], "reinitialised": initialised}
+        names = document["class_names"] or document["label_names"] or [str(k) for k in range(num_classes)]
+        too_small = small_validation(splits["val"], names, config.task, data) if config.epochs > 1 else None
+        if too_small:
+            warnings.warn(too_small, SmallValidationWarning, stacklevel=3)
+            document["warnings"] = [too_small]
         state = {"epoch": 0, "best": None, "best_epoch": None, "since_best": 0, "history": [], "done": False}
         if resume:
             averaged = averager.average if averager is not None else None
@@ -288,9 +309,11 @@ def _evaluate(
     device: torch.device,
     tta_flip_axes: Sequence[int] | None = None,
 ) -> tuple[dict[str, float], Tensor]:
-    """Loss, classification metrics and (for evidence models) the mean Gini of |evidence| on ``split``, and the
-    predicted probabilities ``(N, K)`` (softmax for "ce", per-label sigmoid for "bce"); with ``tta_flip_axes``
-    of the flip-averaged model (its evidence maps are the flip-averaged maps)."""
+    """Loss, classification metrics and (for evidence models) the mean Gini of the predicted class's |evidence| on
+    the input grid (``gini``: what ``medexplain evaluate`` scores for the ``evidence`` explainer) and of its local
+    part without the class bias (``gini_local``) on ``split``, and the predicted probabilities ``(N, K)`` (softmax
+    for "ce", per-label sigmoid for "bce"); with ``tta_flip_axes`` of the flip-averaged model (its evidence maps are
+    the flip-averaged maps)."""
     model = FlipAveraged(net, tta_flip_axes) if tta_flip_axes else net
     logits, ginis, local_ginis, losses = [], [], [], []
     with evaluation_mode(net):
@@ -300,9 +323,11 @@ def _evaluate(
             if hasattr(model, "evidence_map"):
                 evidence = model.evidence_map(x)
                 batch_logits = evidence.flatten(2).mean(2)
-                ginis.append(gini(evidence).cpu())
+                predicted = resolve_target(batch_logits, "predicted").indices
+                ginis.append(gini(evidence_on_input(model, evidence, predicted, x.shape[2:])).cpu())
                 if hasattr(model, "class_bias"):
-                    local_ginis.append(gini(local_part(model, evidence)).cpu())
+                    local = local_part(model, evidence)
+                    local_ginis.append(gini(evidence_on_input(model, local, predicted, x.shape[2:])).cpu())
             else:
                 batch_logits = model(x)
             losses.append(float(objective.task_loss(batch_logits, target)) * len(x))
