@@ -40,3 +40,5 @@ def test_relevance_share_counts_the_positive_part() -> None:
 def test_the_density_ratio_compares_relevance_per_pixel_inside_and_outside() -> None:
     assert density_ratio(np.array([0.5]), np.array([0.25])) == pytest.approx((0.5 / 0.25) / (0.5 / 0.75))  # 3
     assert density_ratio(np.array([0.2, 0.4]), np.array([0.3, 0.3])) == pytest.approx(1.0)
+    rows = density_ratio(np.array([[0.5, 0.5], [0.2, 0.4]]), np.array([[0.25, 0.25], [0.3, 0.3]]))
+    np.testing.assert_allclose(rows, [3.0, 1.0])

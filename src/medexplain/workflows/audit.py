@@ -199,7 +199,7 @@ def audit_run(
     methods, skipped = applicable_methods(network, probe, settings.methods, cam_layer, params, explainers)
     if not methods:
         raise MedexplainError(f"{model}: none of the methods runs on this model: {json.dumps(skipped)}")
-    baselines, skipped_baselines = _baselines(settings, config, data, mask, size, dataset[0].image.shape[1:])
+    baselines, skipped_baselines = baseline_explainers(settings, config, data, mask, size, dataset[0].image.shape[1:])
     common = {"split": split, "size": size, "max_items": max_items, "batch_size": batch_size, "device": device,
               "executor": executor, "progress": progress}  # fmt: skip
     explainers = {**methods, **baselines}
@@ -237,10 +237,12 @@ def audit_run(
     return document
 
 
-def _baselines(
+def baseline_explainers(
     settings: AuditSettings, config: Mapping[str, Any], data: str | os.PathLike[str], mask: str, size: int | None,
     spatial: tuple[int, ...],
 ) -> tuple[dict[str, Explainer], dict[str, str]]:  # fmt: skip
+    """The baselines of ``settings`` as explainers (``baseline-prior``: the mean training mask of ``mask`` at the
+    test images' ``spatial`` size), and the reasons of those that cannot be built."""
     baselines, skipped = {}, {}
     for name in settings.baselines:
         if name == "baseline-prior":

@@ -65,9 +65,10 @@ def relevance_share(relevance: Tensor, region: Tensor) -> float:
     return float(positive[region].sum()) / total if total > 0 else math.nan
 
 
-def density_ratio(share: np.ndarray, area: np.ndarray) -> float:
-    """``(S / A) / ((1 - S) / (1 - A))`` of the mean relevance share ``S`` and the mean area share ``A``."""
-    s, a = (float(np.clip(np.mean(v), _CLIP, 1 - _CLIP)) for v in (share, area))
+def density_ratio(share: np.ndarray, area: np.ndarray) -> np.ndarray:
+    """``(S / A) / ((1 - S) / (1 - A))`` of the mean relevance share ``S`` and the mean area share ``A`` over the
+    last axis (per image); one ratio per row of ``share`` and ``area``."""
+    s, a = (np.clip(np.mean(v, axis=-1), _CLIP, 1 - _CLIP) for v in (share, area))
     return (s / a) / ((1 - s) / (1 - a))
 
 
@@ -132,10 +133,9 @@ def shortcut_check(
                 continue
             s, a = share[keep], area[keep]
             kept_draws = draws[:, : len(s)] % len(s)
-            ratios = np.array([density_ratio(s[d], a[d]) for d in kept_draws])
-            low, high = (float(q) for q in np.quantile(ratios, [0.025, 0.975]))
+            low, high = (float(q) for q in np.quantile(density_ratio(s[kept_draws], a[kept_draws]), [0.025, 0.975]))
             result[region_name][method] = {
-                "relevance_share": float(s.mean()), "area_share": float(a.mean()), "ratio": density_ratio(s, a),
+                "relevance_share": float(s.mean()), "area_share": float(a.mean()), "ratio": float(density_ratio(s, a)),
                 "ratio_ci": [low, high], "flagged": bool(low > PROPORTION), "n": int(keep.sum()),
             }  # fmt: skip
     return result
