@@ -66,7 +66,8 @@ def test_concepts_cli_recovers_lesions_and_dismisses_dust(fundus_run, tmp_path):
     assert {r["method"] for r in rows} == {f"concept-{c}" for c in (*LESIONS, "dust")}
     assert all(r["target"] == "-1" for r in rows)
     page = build_report(out).read_text()
-    assert "Concept maps (layer layer4)" in page and "expert: present" in page
+    assert page.count("Concept maps (layer layer4)") == 1 and "expert: present" in page
+    assert 'id="maps-' not in page  # the maps are the concept section's gallery, not a second one
 
 
 def test_concepts_cli_bad_input(fundus_run, tmp_path, capsys):

@@ -45,7 +45,9 @@ def classify(folder: Path) -> list[str]:
     kinds = []
     if _marks(folder / "config.json", "medexplain-run/"):
         kinds.append("train")
-    if _marks(folder / "index.json", "medexplain-explanations/") or (folder / ".progress.json").is_file():
+    concept_maps = (folder / "concept_maps.json").is_file()  # shown by the concept analysis that wrote them
+    if not concept_maps and (_marks(folder / "index.json", "medexplain-explanations/")
+                             or (folder / ".progress.json").is_file()):  # fmt: skip
         kinds.append("explanations")  # an unfinished folder is listed, so the report says it is incomplete
     if (folder / "summary.csv").is_file() and (folder / "per_sample.csv").is_file():
         kinds.append("evaluation")
