@@ -53,6 +53,7 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: in
 SEEDS = (0, 1, 2)
 
 
+@pytest.mark.timeout(1500)  # six simulator trainings: past 10 min on a machine at load 9
 def test_simulator_flips_predictions_and_its_jacobians_localise_the_atrophy(atrophy_2d, tmp_path) -> None:
     """Over three simulator seeds (one training trajectory is not a property: a seed can localise at AUROC 0.64
     where the others reach 0.9, and the penalty's effect varies from 3 % to 60 % per run; benchmarks/RESULTS.md)."""
