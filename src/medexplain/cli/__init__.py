@@ -58,8 +58,15 @@ def in_flags(error: MedexplainError) -> str:
     return message.replace(f"`{error.parameter}`", flag_of(error.parameter))
 
 
+_SHOW_WARNING = warnings.showwarning
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    typer.echo(f"medexplain: warning: {message}", err=True)
+    """A user warning (what medexplain warns of) as one line; others (deprecations) as Python shows them."""
+    if issubclass(category, UserWarning):
+        typer.echo(f"medexplain: warning: {message}", err=True)
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
 
 
 def main(argv: list[str] | None = None) -> int:

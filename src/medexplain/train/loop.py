@@ -310,8 +310,9 @@ def _evaluate(
     tta_flip_axes: Sequence[int] | None = None,
 ) -> tuple[dict[str, float], Tensor]:
     """Loss, classification metrics and (for evidence models) the mean Gini of the predicted class's |evidence| on
-    the input grid (``gini``: what ``medexplain evaluate`` scores for the ``evidence`` explainer) and of its local
-    part without the class bias (``gini_local``) on ``split``, and the predicted probabilities ``(N, K)`` (softmax
+    the input grid (``gini``: what ``medexplain evaluate`` scores for the ``evidence`` explainer) and of the local
+    evidence without the class bias over all classes and positions of the coarse grid (``gini_local``: what the
+    sparsity penalty acts on) on ``split``, and the predicted probabilities ``(N, K)`` (softmax
     for "ce", per-label sigmoid for "bce"); with ``tta_flip_axes`` of the flip-averaged model (its evidence maps are
     the flip-averaged maps)."""
     model = FlipAveraged(net, tta_flip_axes) if tta_flip_axes else net
@@ -326,8 +327,7 @@ def _evaluate(
                 predicted = resolve_target(batch_logits, "predicted").indices
                 ginis.append(gini(evidence_on_input(model, evidence, predicted, x.shape[2:])).cpu())
                 if hasattr(model, "class_bias"):
-                    local = local_part(model, evidence)
-                    local_ginis.append(gini(evidence_on_input(model, local, predicted, x.shape[2:])).cpu())
+                    local_ginis.append(gini(local_part(model, evidence)).cpu())
             else:
                 batch_logits = model(x)
             losses.append(float(objective.task_loss(batch_logits, target)) * len(x))
