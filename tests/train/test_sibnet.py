@@ -287,39 +287,59 @@ def _all_images(run: Path, data: Path) -> tuple[nn.Module, torch.Tensor]:
     return net.eval(), collate([dataset[i] for i in range(len(dataset))]).image
 
 
-def check_live_and_distinct(model: nn.Module, reference: nn.Module, x: torch.Tensor) -> None:
-    """Most Grad-CAM maps (every class, every image) are non-empty, and they are more class-distinct than the
-    reference model's by a margin (seeds 0-2 of the test below: 0.54-0.75 of plain cross-entropy's); raises
-    ``AssertionError`` otherwise."""
-    maps, reference_maps = (class_saliency(m, x)[0].detach() for m in (model, reference))
-    empty = float(map_health(maps)["empty_maps"])
+def check_live_and_distinct(models: list[nn.Module], references: list[nn.Module], x: torch.Tensor) -> None:
+    """Most Grad-CAM maps (every class, every image, every model) are non-empty, and the models' mean class
+    distinctiveness is lower than the reference models' by a margin; raises ``AssertionError`` otherwise.
+
+    Measured with the settings of the test below (fundus, width 4, 4 epochs): SIBnet / CE distinctiveness 0.75,
+    0.69, 0.54, 0.59, 0.83, 0.84 for seeds 0-5 (mean of seeds 0-2: 0.66), empty SIBnet maps 0-19 %."""
+    maps = [class_saliency(m, x)[0].detach() for m in models]
+    empty = float(torch.stack([map_health(m)["empty_maps"] for m in maps]).mean())
     assert empty <= 0.5, f"{empty:.0%} of the Grad-CAM maps are empty"
-    distinct, reference_distinct = class_distinctiveness(maps), class_distinctiveness(reference_maps)
-    assert distinct < 0.9 * reference_distinct, f"L_cd {distinct:.3f} vs the reference's {reference_distinct:.3f}"
+    distinct = float(torch.stack([class_distinctiveness(m) for m in maps]).mean())
+    reference = float(torch.stack([class_distinctiveness(class_saliency(m, x)[0].detach()) for m in references]).mean())
+    assert distinct < 0.9 * reference, f"L_cd {distinct:.3f} vs the reference's {reference:.3f}"
+
+
+def _dead(model: nn.Module, how: str) -> nn.Module:
+    """A copy whose Grad-CAM maps are all zero: class weights zero (constant logits), or all negative on the
+    non-negative features of the last block (the collapse seen on BUSI: the logits still rank the classes)."""
+    dead = copy.deepcopy(model)
+    with torch.no_grad():
+        if how == "zero":
+            dead.fc.weight.zero_()
+        else:
+            dead.fc.weight.copy_(-dead.fc.weight.abs() - 0.05)
+    return dead
 
 
 def test_ce_plus_sibnet_trains_end_to_end_with_live_and_distinct_maps(fundus: Path, tmp_path: Path) -> None:
+    """Three seeds of CE and CE + SIBnet (default formulation); the check of live, distinct maps passes on the
+    SIBnet models and fails on the same models with dead maps, and on CE models against themselves."""
     settings = {"model_args": {"width": 4, "small_input": True}, "epochs": 4, "batch_size": 16, "augment": False}
-    nets = {}
-    for loss in ("ce", "ce+sibnet"):
-        train(TrainConfig("resnet18", loss=loss, **settings), fundus, tmp_path / loss, progress=False)
-        nets[loss], x = _all_images(tmp_path / loss, fundus)
-    with (tmp_path / "ce+sibnet" / "metrics.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    assert len(rows) == 4
-    assert {"train_distinctiveness", "train_coherence", "train_floor", "train_empty_maps", "train_map_energy"} <= set(
-        rows[0]
-    )
-    assert all(float(r["train_empty_maps"]) <= 0.5 and float(r["train_map_energy"]) > 0 for r in rows)
+    nets: dict[str, list[nn.Module]] = {"ce": [], "ce+sibnet": []}
+    for seed in range(3):
+        for loss, models in nets.items():
+            out = tmp_path / f"{loss}-{seed}"
+            train(TrainConfig("resnet18", loss=loss, seed=seed, **settings), fundus, out, progress=False)
+            net, x = _all_images(out, fundus)
+            models.append(net)
+        with (tmp_path / f"ce+sibnet-{seed}" / "metrics.csv").open() as handle:
+            rows = list(csv.DictReader(handle))
+        assert len(rows) == 4
+        logged = {"train_distinctiveness", "train_coherence", "train_floor", "train_empty_maps", "train_map_energy"}
+        assert logged <= set(rows[0])
+        assert all(float(r["train_empty_maps"]) <= 0.5 and float(r["train_map_energy"]) > 0 for r in rows)
     check_live_and_distinct(nets["ce+sibnet"], nets["ce"], x)
-    # the check fails on a model whose maps are all zero, although their distinctiveness is the lowest possible
-    zeroed = copy.deepcopy(nets["ce+sibnet"])
-    with torch.no_grad():
-        zeroed.fc.weight.zero_()
-    assert float(class_distinctiveness(class_saliency(zeroed, x)[0].detach())) == 0.0
-    with pytest.raises(AssertionError, match="100% of the Grad-CAM maps are empty"):
-        check_live_and_distinct(zeroed, nets["ce"], x)
-    # and on maps no more distinct than the reference's
+    for how in ("zero", "negative"):
+        dead = [_dead(net, how) for net in nets["ce+sibnet"]]
+        assert all((class_saliency(net, x)[0] == 0).all() for net in dead)
+        # the lowest distinctiveness there is, and (negative weights) logits that still differ between classes
+        assert all(float(class_distinctiveness(class_saliency(net, x)[0].detach())) == 0.0 for net in dead)
+        if how == "negative":
+            assert all(float(net(x).detach().std(1).min()) > 0 for net in dead)
+        with pytest.raises(AssertionError, match="100% of the Grad-CAM maps are empty"):
+            check_live_and_distinct(dead, nets["ce"], x)
     with pytest.raises(AssertionError, match="L_cd"):
         check_live_and_distinct(nets["ce"], nets["ce"], x)
 
