@@ -57,6 +57,8 @@ from medexplain.metrics.overlap import dice, hd95
 from medexplain.models import load
 from medexplain.train.sibnet import PUBLISHED, class_distinctiveness
 from medexplain.train.transfer import segmentation_dice, train_decoder
+from medexplain.workflows.audit import mean_training_mask
+from medexplain.workflows.explain import build_explainers
 
 SIGMAS = (0.005, 0.01, 0.05, 0.1)
 PEAK = 255.0  # both data sets are 8-bit: [0, 1] images are the stored values / 255
@@ -198,17 +200,20 @@ def cached_evaluation(run_dir: Path, dataset: Dataset, split: str, device: torch
         return {key: stored[key] for key in stored.files}
 
 
-def prior_maps(dataset: Dataset, size: int, split: str) -> dict[str, dict[str, np.ndarray]]:
-    """Localisation of the two baselines: a centred Gaussian (sd = side / 4) and the mean training mask."""
-    _, _, masks = split_tensors(dataset, split, Resize(size))
-    _, _, train_masks = split_tensors(dataset, "train", Resize(size))
-    masks = masks[masks.flatten(1).any(1)][:, 0]
-    axis = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    centre = torch.exp(-(axis[:, None] ** 2 + axis[None] ** 2) / (2 * (size / 4) ** 2)).float()
-    mean_mask = train_masks[:, 0].float().mean(0)
+def prior_maps(dataset: Dataset, run_dir: Path, split: str) -> dict[str, dict[str, np.ndarray]]:
+    """Localisation of the registered baselines on the images of ``split`` that have a mask: ``baseline-centre``
+    (a centred Gaussian, sd a quarter of each side) and ``baseline-prior`` with the mean training mask, at the input
+    size of the run in ``run_dir`` (its model only resolves the explained class)."""
+    model, config = load(run_dir)
+    images, labels, masks = split_tensors(dataset, split, preprocessing_transform(config["preprocessing"]))
+    has_mask = masks.flatten(1).any(1)
+    prior = mean_training_mask(config, dataset.folder, dataset.mask, config["preprocessing"]["size"])
+    explainers = build_explainers(["baseline-centre", "baseline-prior"], params={"baseline-prior": {"prior": prior}})
+    rows = {"centre prior": "baseline-centre", "mean training mask": "baseline-prior"}
+    x, classes = images[has_mask], labels[has_mask]
     return {
-        "centre prior": localisation(centre.expand_as(masks).contiguous(), masks),
-        "mean training mask": localisation(mean_mask.expand_as(masks).contiguous(), masks),
+        row: localisation(explainers[name](model.eval(), x, classes.tolist()).maps[:, 0].float(), masks[has_mask][:, 0])
+        for row, name in rows.items()
     }
 
 
@@ -388,7 +393,8 @@ def main() -> None:
                 which += f" --sibnet {shlex.quote(args.sibnet)}"
             command = f"`python {script} {shared} --datasets {name} --seeds {' '.join(map(str, seeds))} {which}`"
             table_rows.append((f"{name} | {row}", summarise(evaluations[row]), command))
-        for prior, scores in prior_maps(dataset, args.size, split).items():
+        reference_run = args.work / "runs" / name / f"{next(iter(configs.values())).name}-seed{seeds[0]}"
+        for prior, scores in prior_maps(dataset, reference_run, split).items():
             table_rows.append((f"{name} | {prior}", localisation_cells([scores]), "(baseline)"))
         for row in evaluations:
             if row != "CE" and "CE" in evaluations:
