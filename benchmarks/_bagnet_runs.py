@@ -32,10 +32,16 @@ class Config:
 
 
 def run(
-    config: Config, data: str | Path, work: Path, seed: int, split: str = "test", progress: bool = True
+    config: Config,
+    data: str | Path,
+    work: Path,
+    seed: int,
+    split: str = "test",
+    progress: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """Train (or finish, or reuse) one seed of ``config``; returns its metrics on ``split`` ("test", or "val" of
-    the chosen epoch: settings are chosen on "val") and the CPU seconds."""
+    """Train (or finish, or reuse) one seed of ``config`` on ``device`` (default: CUDA when available); returns its
+    metrics on ``split`` ("test", or "val" of the chosen epoch: settings are chosen on "val") and the CPU seconds."""
     out = work / f"{config.name}-seed{seed}"
     cpu_file = work / f"{config.name}-seed{seed}.cpu-seconds"
     if (out / "config.json").is_file() and read_resume_info(out / RESUME_FILE).get("done"):
@@ -43,7 +49,7 @@ def run(
     else:
         started = time.process_time()
         settings = TrainConfig(config.model, seed=seed, **config.settings)
-        result = train(settings, data, out, resume=(out / RESUME_FILE).is_file(), progress=progress)
+        result = train(settings, data, out, resume=(out / RESUME_FILE).is_file(), progress=progress, device=device)
         cpu_file.write_text(f"{time.process_time() - started:.1f}\n")
     metrics = dict(result["metrics"][split])
     metrics["cpu_seconds"] = float(cpu_file.read_text()) if cpu_file.is_file() else float("nan")

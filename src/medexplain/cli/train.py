@@ -70,6 +70,11 @@ def train_command(
     init_from: Path | None = typer.Option(
         None, help="Fine-tune: start from this trained run's weights (same model; a head of another shape is new)."
     ),
+    sibnet: str | None = typer.Option(
+        None,
+        help="ce+sibnet: SIBnet loss arguments as JSON (default: a formulation whose maps do not die); the paper's: "
+        '\'{"w_cd": 1.2, "w_sc": 0.9, "cam": "gradcam", "mass": "none", "floor": 0}\'.',
+    ),
 ) -> None:
     """Train a model and write config.json, model.safetensors and metrics.csv to --out."""
     from medexplain.train import TrainConfig, train
@@ -97,6 +102,7 @@ def train_command(
         label_smoothing=label_smoothing,
         ordinal_sigma=ordinal_sigma,
         init_from=str(init_from) if init_from else None,
+        sibnet=json_object(sibnet, "--sibnet") or None,
     )
     written = train(config, data, out, resume=resume, device=device, progress=progress)
     summary = ", ".join(

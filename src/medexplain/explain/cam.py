@@ -71,6 +71,7 @@ def cam_maps(
     layer: str | None = None,
     create_graph: bool = False,
     weighting: str | Weighting = "gradcam",
+    rectify: bool = True,
 ) -> Explanation:
     """Class activation maps ``(B, K, *spatial)`` at input resolution, differentiable when ``create_graph``.
 
@@ -82,6 +83,8 @@ def cam_maps(
         create_graph: keep the autograd graph so the maps (and the returned logits) can enter a training loss,
             e.g. SIBnet's guidance loss; model parameters then receive gradients through the maps.
         weighting: a name in :data:`WEIGHTINGS` or a weighting function.
+        rectify: apply the ReLU of the published methods; ``False`` keeps the signed map ``sum_c w_c A_c``
+            (negative where the layer's features speak against the class), e.g. for SIBnet's losses.
 
     Returns:
         An :class:`Explanation` whose ``logits`` come from the same forward pass (in the graph if
@@ -108,12 +111,16 @@ def cam_maps(
                 scores[:, k].sum(), activations, retain_graph=retain, create_graph=create_graph
             )
             acts = activations if create_graph else activations.detach()
-            maps.append((weigh(acts, grads) * acts).sum(dim=1).clamp(min=0))
+            signed = (weigh(acts, grads) * acts).sum(dim=1)
+            maps.append(signed.clamp(min=0) if rectify else signed)
     maps_low = torch.stack(maps, dim=1)
     upsampled = to_input_resolution(maps_low, x.shape[2:])
     method = weighting if isinstance(weighting, str) else getattr(weighting, "__name__", "cam")
     return Explanation(
-        upsampled, resolved.indices.cpu(), method, {"layer": name},
+        upsampled,
+        resolved.indices.cpu(),
+        method,
+        {"layer": name},
         logits if create_graph else logits.detach(),
     )
 

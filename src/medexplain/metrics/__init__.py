@@ -34,7 +34,13 @@ from medexplain.metrics.registry import (
     metric_info,
     register_metric,
 )
-from medexplain.metrics.robustness import auroc_under_noise, avg_sensitivity, max_sensitivity, noise_ssim
+from medexplain.metrics.robustness import (
+    auroc_under_noise,
+    avg_sensitivity,
+    max_sensitivity,
+    noise_ssim,
+    noisy_scores,
+)
 from medexplain.metrics.sanity import cascading_randomisation, model_randomisation
 from medexplain.metrics.summary import bootstrap_interval, summarise
 
@@ -72,6 +78,7 @@ __all__ = [
     "metric_info",
     "model_randomisation",
     "noise_ssim",
+    "noisy_scores",
     "otsu_threshold",
     "overlap",
     "perturbation_curve",

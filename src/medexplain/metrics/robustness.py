@@ -267,6 +267,34 @@ def noise_ssim(
     return scores.mean(1)
 
 
+def noisy_scores(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    sigmas: Sequence[float] = SIGMAS,
+    seed: int = 0,
+    clip: tuple[float, float] | None = None,
+    multilabel: bool = False,
+    max_batch: int = 64,
+) -> list[tuple[float, Tensor]]:
+    """``(sigma, scores (N, K))`` for the clean input (sigma 0) and each std in ``sigmas``: softmax (or, when
+    ``multilabel``, sigmoid) outputs of ``model`` on ``x`` (N, C, *spatial) plus Gaussian noise of that std, clipped
+    to ``clip``. The noise comes from a CPU generator seeded with ``seed`` (device-independent)."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for sigma in (0.0, *sigmas):
+        outputs = []
+        with torch.no_grad():
+            for chunk in x.split(max_batch):
+                noisy = chunk + torch.randn(chunk.shape, generator=generator).to(chunk) * sigma
+                if clip is not None:
+                    noisy = noisy.clamp(*clip)
+                logits = model(noisy)
+                outputs.append(logits.sigmoid() if multilabel else logits.softmax(1))
+        rows.append((float(sigma), torch.cat(outputs)))
+    return rows
+
+
 def auroc_under_noise(
     model: nn.Module,
     x: Tensor,
@@ -282,24 +310,15 @@ def auroc_under_noise(
 
     SIBnet's robustness evaluation (images in [0, 1]; sigma 0.005, 0.01, 0.05, 0.1). AUROC of softmax
     probabilities against ``labels`` (N,) (:func:`medexplain.metrics.classification.auroc`: binary, or
-    one-vs-rest macro), or of sigmoids against ``labels`` (N, K) when ``multilabel`` (mean over labels).
-    ``clip`` bounds the noisy images. The noise comes from a generator seeded with ``seed``.
+    one-vs-rest macro), or of sigmoids against ``labels`` (N, K) when ``multilabel`` (mean over labels), of the
+    :func:`noisy_scores`.
 
     Returns:
         rows ``{"sigma": s, "auroc": a}``, the first for the clean input (sigma 0).
     """
-    generator = torch.Generator().manual_seed(seed)
+    scored = noisy_scores(model, x, sigmas=sigmas, seed=seed, clip=clip, multilabel=multilabel, max_batch=max_batch)
     rows = []
-    for sigma in (0.0, *sigmas):
-        outputs = []
-        with torch.no_grad():
-            for chunk in x.split(max_batch):
-                noisy = chunk + torch.randn(chunk.shape, generator=generator).to(chunk) * sigma
-                if clip is not None:
-                    noisy = noisy.clamp(*clip)
-                logits = model(noisy)
-                outputs.append(logits.sigmoid() if multilabel else logits.softmax(1))
-        scores = torch.cat(outputs)
+    for sigma, scores in scored:
         value = float(np.nanmean(multilabel_auroc(labels, scores))) if multilabel else auroc(labels, scores)
-        rows.append({"sigma": float(sigma), "auroc": value})
+        rows.append({"sigma": sigma, "auroc": value})
     return rows

@@ -26,6 +26,7 @@ import difflib
 import importlib.util
 import os
 import pickle
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,9 @@ def load_torchscript(path: Path) -> nn.Module:
     if not path.is_file():
         raise MedexplainError(f"{path}: no such TorchScript file")
     try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():  # torch's notice to developers, not news to a user who gave an archive
+            warnings.filterwarnings("ignore", message="`torch.jit.load` is deprecated", category=DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu").eval()
     except (RuntimeError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise MedexplainError(f"{path}: not a TorchScript archive ({first})") from None

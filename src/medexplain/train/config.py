@@ -48,6 +48,8 @@ class TrainConfig:
         init_from: a trained run folder of the same model whose weights start the run (fine-tuning, e.g. on
             tiles, then whole images); tensors of another shape (a head for other classes) keep their
             initialisation and are listed in the run's ``config.json``.
+        sibnet: arguments of :class:`~medexplain.train.sibnet.SIBnetLoss` for the ``"ce+sibnet"`` loss (default:
+            its defaults, the non-collapsing formulation; ``medexplain.train.sibnet.PUBLISHED`` is the paper's).
 
     Defaults that depend on other settings (``loss``, ``sparsity_lambda``, ``lr``, ``weight_decay``) are filled in
     when the config is made, so a config always says what will run.
@@ -75,6 +77,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     ordinal_sigma: float = 0.0
     init_from: str | None = None
+    sibnet: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         entry = MODELS.entry(self.model)
@@ -88,6 +91,8 @@ class TrainConfig:
         resolved["weight_decay"] = float(self.weight_decay if self.weight_decay is not None else default_decay)
         if self.class_weights is not None and not isinstance(self.class_weights, str):
             resolved["class_weights"] = tuple(float(w) for w in self.class_weights)
+        if self.sibnet is not None:
+            resolved["sibnet"] = dict(self.sibnet)
         if self.tta_flip_axes:
             resolved["tta_flip_axes"] = tuple(int(axis) for axis in self.tta_flip_axes)
         for name, value in resolved.items():
@@ -158,4 +163,6 @@ class TrainConfig:
             settings["ordinal_sigma"] = float(self.ordinal_sigma)
         if self.init_from:
             settings["init_from"] = str(Path(self.init_from).resolve())
+        if self.sibnet:
+            settings["sibnet"] = dict(self.sibnet)
         return settings

@@ -53,6 +53,7 @@ from medexplain.train.data import (
     standardise,
 )
 from medexplain.train.losses import Objective, balanced_class_weights, local_part
+from medexplain.train.sibnet import warn_if_maps_died
 from medexplain.train.state import RESUME_FILE, load_resume, read_resume_info, save_resume
 
 METRICS_FILE = "metrics.csv"
@@ -141,6 +142,7 @@ def _train(
             sparsity_on=config.sparsity_on,
             label_smoothing=config.label_smoothing,
             ordinal_sigma=config.ordinal_sigma,
+            sibnet=config.sibnet,
         )
         if objective.sparsity_lambda > 0 and not hasattr(net, "evidence_map"):
             raise MedexplainError(f"model {config.model!r} has no evidence map: the sparsity loss needs a BagNet")
@@ -264,6 +266,8 @@ def _fit(run: Fitting, on_epoch_end: Callable[[int, dict[str, float]], None] | N
         row.update({f"train_{k}": v for k, v in totals.items()})
         row.update({f"val_{k}": v for k, v in val.items()})
         row["seconds"] = time.perf_counter() - started
+        if "empty_maps" in totals and ctx.is_main:
+            warn_if_maps_died(epoch + 1, totals["empty_maps"])
         score = -val["loss"] if config.monitor == "loss" else val[config.monitor]
         best = state["best"]
         improved = best is None or (not math.isnan(score) and (math.isnan(best) or score > best))

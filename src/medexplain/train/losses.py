@@ -23,7 +23,9 @@ makes uninformative patches exactly zero; ``sparsity_warmup`` lets features form
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,9 +89,10 @@ class Objective:
         sparsity_on: str = "evidence",
         label_smoothing: float = 0.0,
         ordinal_sigma: float = 0.0,
+        sibnet: Mapping[str, Any] | None = None,
     ) -> Objective:
         """Build from a name in :data:`LOSSES`; ``+sparsity`` requires a positive ``sparsity_lambda``;
-        ``+sibnet`` uses SIBnet's published weights (1.2, 0.9)."""
+        ``+sibnet`` builds :class:`SIBnetLoss` from the ``sibnet`` arguments (its defaults when ``None``)."""
         if loss not in LOSSES:
             raise MedexplainError(f"unknown loss {loss!r}; available: {', '.join(LOSSES)}")
         task, _, extra = loss.partition("+")
@@ -107,9 +110,11 @@ class Objective:
             raise MedexplainError(f"label smoothing must lie in [0, 1) and needs the 'ce' loss, got {label_smoothing}")
         if ordinal_sigma < 0 or (task == "bce" and ordinal_sigma):
             raise MedexplainError(f"ordinal sigma must be non-negative and needs the 'ce' loss, got {ordinal_sigma}")
-        sibnet = SIBnetLoss() if extra == "sibnet" else None
+        if sibnet is not None and extra != "sibnet":
+            raise MedexplainError(f"`sibnet` arguments given but loss {loss!r} has no SIBnet term", parameter="sibnet")
+        guidance = _sibnet_loss(sibnet) if extra == "sibnet" else None
         lambda_ = float(sparsity_lambda or 0.0)
-        return cls(task, class_weights, lambda_, sparsity_on, sibnet, float(label_smoothing), float(ordinal_sigma))
+        return cls(task, class_weights, lambda_, sparsity_on, guidance, float(label_smoothing), float(ordinal_sigma))
 
     def task_loss(self, logits: Tensor, target: Tensor) -> Tensor:
         """The cross-entropy or BCE term alone, for ``(B, K)`` logits."""
@@ -126,7 +131,7 @@ class Objective:
         parts: dict[str, Tensor] = {}
         guidance = None
         if self.sibnet is not None:
-            guidance, logits, guidance_parts = self.sibnet(model, x)
+            guidance, logits, guidance_parts = self.sibnet(model, x, target)
             parts.update(guidance_parts)
         elif self.sparsity_lambda > 0:
             evidence = model.evidence_map(x)
@@ -140,6 +145,13 @@ class Objective:
         if guidance is not None:
             loss = loss + guidance
         return loss, logits, parts
+
+
+def _sibnet_loss(arguments: Mapping[str, Any] | None) -> SIBnetLoss:
+    try:
+        return SIBnetLoss(**(arguments or {}))
+    except TypeError as error:
+        raise MedexplainError(f"`sibnet` arguments {dict(arguments or {})}: {error}", parameter="sibnet") from None
 
 
 def balanced_class_weights(labels: Tensor, num_classes: int) -> Tensor:
