@@ -95,25 +95,75 @@ def test_mask_auroc_with_ties_equals_scikit_learn() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_radix_sort_and_mann_whitney_are_exact(dtype) -> None:
-    """The radix order equals numpy's stable argsort (signs, +-0, ties, inf); AUROC equals brute-force pair
-    counting exactly (2D and 3D, small and large lesions, many ties)."""
-    from medexplain.metrics._inputs import _radix_order, sort_rows
+@pytest.mark.parametrize("size", [356, 9000, 40000])  # torch's comparison sort, padded radix sort, radix sort
+def test_integer_key_sort_is_numpys_stable_argsort(dtype, size) -> None:
+    """Sorting the order keys equals numpy's stable argsort of the floats (signs, +-0, ties, inf, tiny values)."""
+    from medexplain.metrics._inputs import order_keys, sort_integers, sort_rows
 
     g = torch.Generator().manual_seed(5)
-    row = torch.cat([torch.randn(300, generator=g), torch.tensor([0.0, -0.0, 1e-30, -1e-30, math.inf, -math.inf])])
-    row = torch.cat([row, row[:50]]).to(dtype).numpy()  # exact duplicates
+    special = torch.tensor([0.0, -0.0, 1e-30, -1e-30, math.inf, -math.inf, 1.0, -1.0])
+    row = torch.cat([torch.randn(size - 58, generator=g), special, torch.randn(50, generator=g)])
+    row = torch.cat([row[:-50], row[:50]]).to(dtype).numpy()  # 50 exact duplicates
     expected = np.argsort(row + 0.0, kind="stable")  # +0.0 turns -0.0 into a tie with 0.0
-    np.testing.assert_array_equal(_radix_order(row), expected)
-    ordered, _ = sort_rows(torch.from_numpy(np.stack([row, row[::-1].copy()])))
-    np.testing.assert_array_equal(ordered.numpy(), np.sort(np.stack([row, row[::-1]]), axis=1))
-    for shape, share in (((3, 9, 11), 0.1), ((2, 4, 5, 6), 0.7)):
-        maps = torch.randint(-3, 4, shape, generator=g).to(dtype) / 2  # many ties across the groups
+    keys, order = sort_integers(order_keys(row))
+    np.testing.assert_array_equal(order, expected)
+    np.testing.assert_array_equal(np.diff(keys) >= 0, True)
+    rows = np.stack([row, row[::-1].copy()])
+    ordered, orders = sort_rows(torch.from_numpy(rows))
+    np.testing.assert_array_equal(ordered.numpy(), np.sort(rows, axis=1))
+    np.testing.assert_array_equal(orders[1].numpy(), np.argsort(rows[1] + 0.0, kind="stable"))
+
+
+def _brute_force_auroc(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    pos, neg = scores[positive][:, None], scores[~positive][None, :]
+    twice_u = 2 * int((pos > neg).sum()) + int((pos == neg).sum())
+    return twice_u / 2 / (pos.numel() * neg.numel())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mann_whitney_is_exact(dtype) -> None:
+    """AUROC equals brute-force pair counting exactly (2D and 3D, small and large lesions, many ties), with the
+    label packed into the sort key (maps of one sign or a narrow range) and without (signed maps of a wide
+    range), and on rows long enough for the radix sort."""
+    g = torch.Generator().manual_seed(5)
+    for shape, share in (((3, 9, 11), 0.1), ((2, 4, 5, 6), 0.7), ((1, 100, 100), 0.4)):
+        tied = torch.randint(-3, 4, shape, generator=g).to(dtype) / 2  # many ties across the groups
+        cases = {
+            "ties": tied,
+            "non-negative ties": tied.abs(),
+            "signed, wide range": tied * 1e30 + torch.randn(shape, generator=g).to(dtype),
+            "negative": -torch.rand(shape, generator=g).to(dtype),
+        }
         mask = torch.rand(shape, generator=g) < share
-        for m, a in zip(mask.flatten(1), maps.flatten(1), strict=True):
-            pos, neg = a[m][:, None], a[~m][None, :]
-            u = (pos > neg).sum().double() + (pos == neg).sum().double() / 2
-            assert mask_auroc(a[None], m[None]).item() == (u / (pos.numel() * neg.numel())).to(dtype).item()
+        for name, maps in cases.items():
+            ours = mask_auroc(maps, mask)
+            for row, (m, a) in enumerate(zip(mask.flatten(1), maps.flatten(1), strict=True)):
+                assert ours[row].item() == torch.tensor(_brute_force_auroc(a, m), dtype=dtype).item(), name
+
+
+def test_auroc_and_rank_accuracy_on_long_tied_rows_equal_scikit_learn_and_a_sort() -> None:
+    """Rows of 16384 and 40000 positions (padded and plain radix sort), tied values of both signs: AUROC equals
+    scikit-learn, relevance rank the top K of a stable sort by decreasing value."""
+    g = torch.Generator().manual_seed(11)
+    for shape in ((2, 128, 128), (1, 40, 40, 25)):
+        maps = torch.randint(-50, 50, shape, generator=g).float() / 8
+        mask = torch.rand(shape, generator=g) < 0.3
+        expected_auc = [roc_auc_score(m.flatten(), a.flatten()) for a, m in zip(maps, mask, strict=True)]
+        np.testing.assert_allclose(mask_auroc(maps, mask).numpy(), expected_auc, rtol=0, atol=1e-7)
+        expected_rank = []
+        for a, m in zip(maps.flatten(1), mask.flatten(1), strict=True):
+            top = np.argsort(-a.numpy(), kind="stable")[: int(m.sum())]  # ties in index order
+            expected_rank.append(m.numpy()[top].mean())
+        np.testing.assert_allclose(relevance_rank(maps, mask).numpy(), expected_rank, rtol=0, atol=1e-7)
+
+
+def test_gini_on_tied_and_signed_maps_equals_the_sorted_sum() -> None:
+    g = torch.Generator().manual_seed(2)
+    for maps in (torch.randint(-4, 5, (2, 130, 130), generator=g).float(), torch.randn(2, 6, 7, 8, generator=g)):
+        a = np.sort(np.abs(maps.flatten(1).double().numpy()) + 1e-7, axis=1)
+        n = a.shape[1]
+        expected = (a * (2 * np.arange(1, n + 1) - n - 1)).sum(1) / (n * a.sum(1))
+        np.testing.assert_allclose(gini(maps).numpy(), expected, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("shape", [(2, 24, 24), (2, 12, 12, 12)])

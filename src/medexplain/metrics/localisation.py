@@ -7,6 +7,7 @@ exclude such samples and count them. All functions return ``(B,)`` on the maps' 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -96,19 +97,27 @@ def relevance_rank(maps: Tensor, mask: Tensor) -> Tensor:
         ``(B,)`` in [0, 1]; NaN for an empty mask.
     """
     maps, mask = maps_and_mask(maps, mask)
-    flat, inside = maps.flatten(1), mask.flatten(1)
+    values, inside = maps.flatten(1).detach().cpu().numpy(), mask.flatten(1).cpu().numpy()
     sizes = inside.sum(1)
-    n = flat.shape[1]
-    # the K-th largest value per sample (K = mask size); ties at it are taken in index order
-    threshold = torch.stack(
-        [row.kthvalue(n - int(k) + 1).values if k > 0 else row.max() + 1 for row, k in zip(flat, sizes, strict=True)]
-    )[:, None]
-    above = flat > threshold
-    tied = flat == threshold
-    room = sizes[:, None] - above.sum(1, keepdim=True)
-    tied_taken = tied & (tied.cumsum(1) <= room)
-    hits = ((above | tied_taken) & inside).sum(1).to(maps.dtype)
-    return nan_where_empty(hits / sizes.clamp(min=1), mask, "relevance-rank")
+    hits = [_top_k_hits(row, positive, int(k)) for row, positive, k in zip(values, inside, sizes, strict=True)]
+    scores = torch.tensor(hits, dtype=maps.dtype) / torch.from_numpy(sizes).clamp(min=1)
+    return nan_where_empty(scores.to(maps.device), mask, "relevance-rank")
+
+
+def _top_k_hits(values: np.ndarray, inside: np.ndarray, k: int) -> int:
+    """How many of the ``k`` largest of ``values`` (N,) lie ``inside`` (N,) bool, ties at the k-th largest value
+    taken in index order.
+
+    One selection (``np.partition``, linear time) finds the k-th largest value; the positions above it are
+    counted, and only the (usually few) positions equal to it are listed.
+    """
+    if k == 0:
+        return 0
+    threshold = np.partition(values, len(values) - k)[len(values) - k]
+    above = values > threshold
+    room = k - int(np.count_nonzero(above))
+    tied = np.flatnonzero(values == threshold)[:room]
+    return int(np.count_nonzero(above & inside)) + int(np.count_nonzero(inside[tied]))
 
 
 @register_metric("mask-auroc", category="localisation", higher_is_better=True, needs=("mask",))
