@@ -92,7 +92,7 @@ def test_gradients_through_a_strided_stem_equal_captum(dims: int) -> None:
     target = torch.tensor([2, 0])
     saliency = CaptumSaliency(model).attribute(x, target=target, abs=True).amax(dim=1)
     torch.testing.assert_close(create_explainer("saliency")(model, x, target).maps[:, 0], saliency)
-    ours = create_explainer("integrated-gradients", steps=8, batch_size=8)(model, x, target).maps[:, 0]
+    ours = create_explainer("integrated-gradients", steps=8, max_memory=1)(model, x, target).maps[:, 0]
     reference = CaptumIG(model).attribute(x, target=target, n_steps=8).sum(dim=1)
     torch.testing.assert_close(ours, reference)
     assert hook_count(model) == 0
@@ -113,7 +113,7 @@ def test_integrated_gradients_equal_captum(baseline, dims: int) -> None:
     target = torch.tensor([1, 2])
     if baseline == "tensor":
         baseline = torch.randn_like(x)
-    explainer = create_explainer("integrated-gradients", steps=64, baseline=baseline, blur_sigma=1.0, batch_size=16)
+    explainer = create_explainer("integrated-gradients", steps=64, baseline=baseline, blur_sigma=1.0)
     ours = explainer(model, x, target)
     reference_baseline = {"zeros": torch.zeros_like(x), "blur": None}.get(baseline) if isinstance(baseline, str) else (
         baseline if isinstance(baseline, torch.Tensor) else torch.full_like(x, baseline)
@@ -152,7 +152,7 @@ def test_occlusion_of_a_linear_model_sums_w_times_x_minus_fill_per_window(dims: 
     size, window, fill = 6, 3, 0.25
     model = nn.Sequential(nn.Flatten(), nn.Linear(2 * size**dims, 2)).double()
     x = torch.randn(2, 2, *[size] * dims, dtype=torch.float64)
-    maps = create_explainer("occlusion", window=window, stride=window, fill=fill, batch_size=5)(model, x, 1).maps
+    maps = create_explainer("occlusion", window=window, stride=window, fill=fill, max_memory=1)(model, x, 1).maps
     contribution = (model[1].weight[1].view(2, *[size] * dims) * (x - fill)).sum(dim=1).detach()
     pooled = nn.functional.avg_pool2d if dims == 2 else nn.functional.avg_pool3d
     per_window = pooled(contribution.unsqueeze(1), window).squeeze(1) * window**dims

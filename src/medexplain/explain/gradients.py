@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
 from medexplain.explain.base import create_explainer, explainer_params, register_explainer
+from medexplain.explain.budget import add_in_order, check_budget, copy_chunks, inputs_per_call
 from medexplain.explain.explanation import Explanation
 from medexplain.explain.hooks import Hooks
 from medexplain.explain.polyphase import polyphase_input_gradient
@@ -93,22 +94,26 @@ class SmoothGrad:
     Noise is Gaussian with standard deviation ``noise_level * (max(x) - min(x))`` per sample; the ``samples``
     noise draws come from ``seed`` and are the same for every sample, so a sample's map does not depend on the
     rest of its batch. Targets that depend on the output are resolved once on the clean input (then ``logits``
-    holds its output; explicit class indices need no clean pass). ``batch_size`` bounds how many noisy
-    samples go through the model at once. Maps ``(B, K, *spatial)``.
+    holds its output; explicit class indices need no clean pass). The ``samples x B`` noisy inputs go to the
+    wrapped explainer in chunks sized by the memory budget ``max_memory`` (bytes of activations per model call,
+    :func:`medexplain.explain.budget.inputs_per_call`; ``None``: as much as one forward + backward of the batch,
+    at least 64 MiB); each draw is made when its first chunk needs it and the maps are summed in draw order, so
+    the result does not depend on the chunking. Maps ``(B, K, *spatial)``.
     """
 
     method: str = "saliency"
     samples: int = 25
     noise_level: float = 0.15
     seed: int = 0
-    batch_size: int = 64
+    max_memory: int | None = None
     name: str = field(default="smoothgrad", init=False)
 
     def __post_init__(self) -> None:
         if self.method == self.name:
             raise MedexplainError("smoothgrad cannot wrap itself")
-        if self.samples < 1 or self.batch_size < 1 or self.noise_level < 0:
-            raise MedexplainError("smoothgrad needs samples >= 1, batch_size >= 1 and noise_level >= 0")
+        if self.samples < 1 or self.noise_level < 0:
+            raise MedexplainError("smoothgrad needs samples >= 1 and noise_level >= 0")
+        check_budget(self.max_memory)
 
     def __call__(self, model: nn.Module, x: Tensor, target: Target = None) -> Explanation:
         inner = create_explainer(self.method)
@@ -123,16 +128,19 @@ class SmoothGrad:
         else:
             resolved = ResolvedTarget(indices)
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
-        noise = torch.randn((self.samples, 1, *x.shape[1:]), generator=generator, dtype=x.dtype).to(x.device)
         flat = x.reshape(b, -1)
-        sigma = (self.noise_level * (flat.amax(dim=1) - flat.amin(dim=1))).view(1, b, *[1] * (x.ndim - 1))
-        per_chunk = max(1, self.batch_size // b)
+        sigma = (self.noise_level * (flat.amax(dim=1) - flat.amin(dim=1))).view(b, *[1] * (x.ndim - 1))
+        draws: dict[int, Tensor] = {}  # the noise of a draw, the same for every sample, made in draw order
         total = None
-        for start in range(0, self.samples, per_chunk):
-            draws = noise[start : start + per_chunk]
-            noisy = (x.unsqueeze(0) + sigma * draws).reshape(-1, *x.shape[1:])
-            maps = inner(model, noisy, resolved.repeat(draws.shape[0])).maps
-            summed = maps.reshape(draws.shape[0], b, *maps.shape[1:]).sum(dim=0)
-            total = summed if total is None else total + summed
+        for draw, sample in copy_chunks(self.samples, b, inputs_per_call(model, x, self.max_memory), x.device):
+            first, last = int(draw[0]), int(draw[-1])
+            for d in range(first, last + 1):
+                if d not in draws:
+                    draws[d] = torch.randn(x.shape[1:], generator=generator, dtype=x.dtype).to(x.device)
+            noise = torch.stack([draws.pop(d) if d < last else draws[d] for d in range(first, last + 1)])
+            maps = inner(model, x[sample] + sigma[sample] * noise[draw - first], resolved.select(sample)).maps
+            if total is None:
+                total = maps.new_zeros((b, *maps.shape[1:]))
+            add_in_order(total, maps, draw, sample)
         return Explanation(total / self.samples, _indices(resolved), self.name, explainer_params(self), logits)
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
 from medexplain.explain.base import explainer_params, register_explainer
+from medexplain.explain.budget import add_in_order, copy_chunks, inputs_per_call
 from medexplain.explain.explanation import Explanation
 from medexplain.explain.gradients import target_gradients
 from medexplain.explain.targets import Target, resolve_target
@@ -61,21 +62,25 @@ def make_baseline(x: Tensor, baseline: Baseline, blur_sigma: float) -> Tensor:
 class IntegratedGradients:
     """Integrated gradients ``(x - x') * integral_0^1 grad f(x' + a (x - x')) da``, summed over input channels.
 
-    ``steps`` points of ``method`` (Gauss-Legendre by default, as Captum); at most ``batch_size`` path points
-    (times the batch) go through the model at once, so memory stays bounded. ``extras["completeness_delta"]``
-    ``(B, K)`` is ``sum(attribution) - (f(x) - f(x'))``. Maps ``(B, K, *spatial)``, signed.
+    ``steps`` points of ``method`` (Gauss-Legendre by default, as Captum). The ``steps x B`` path points go
+    through the model in chunks sized by the memory budget ``max_memory`` (bytes of activations per model call,
+    :func:`medexplain.explain.budget.inputs_per_call`; ``None``: as much as one forward + backward of the batch,
+    at least 64 MiB), and are summed in a fixed order, so the maps do not depend on the chunking.
+    ``extras["completeness_delta"]`` ``(B, K)`` is ``sum(attribution) - (f(x) - f(x'))``. Maps ``(B, K,
+    *spatial)``, signed.
     """
 
     steps: int = 50
     baseline: Baseline = "zeros"
     method: str = "gausslegendre"
     blur_sigma: float = 5.0
-    batch_size: int = 64
+    max_memory: int | None = None
     name: str = field(default="integrated-gradients", init=False)
 
     def __call__(self, model: nn.Module, x: Tensor, target: Target = None) -> Explanation:
         x = x.detach()
         alphas, weights = quadrature(self.method, self.steps)
+        alphas, weights = alphas.to(x), weights.to(x)
         reference = make_baseline(x, self.baseline, self.blur_sigma)
         b = x.shape[0]
         with torch.no_grad():
@@ -83,17 +88,15 @@ class IntegratedGradients:
             resolved = resolve_target(logits, target)
             baseline_scores = resolved.scores(baseline_logits)
         delta = x - reference
-        per_chunk = max(1, self.batch_size // b)
         total = None
-        for start in range(0, self.steps, per_chunk):
-            a = alphas[start : start + per_chunk].to(x)
-            w = weights[start : start + per_chunk].to(x)
-            shape = (-1, 1, *[1] * (x.ndim - 1))
-            path = (reference.unsqueeze(0) + a.view(shape) * delta.unsqueeze(0)).reshape(-1, *x.shape[1:])
-            grads, _, _ = target_gradients(model, path, resolved.repeat(a.shape[0]))
-            weighted = (grads.reshape(a.shape[0], b, *grads.shape[1:]) * w.view(-1, 1, 1, *[1] * (x.ndim - 1)))
-            summed = weighted.sum(dim=0)
-            total = summed if total is None else total + summed
+        shape = (-1, *[1] * (x.ndim - 1))
+        for step, sample in copy_chunks(self.steps, b, inputs_per_call(model, x, self.max_memory), x.device):
+            path = reference[sample] + alphas[step].view(shape) * delta[sample]
+            grads, _, _ = target_gradients(model, path, resolved.select(sample))
+            weighted = grads * weights[step].view(-1, 1, *[1] * (x.ndim - 1))
+            if total is None:
+                total = weighted.new_zeros((b, *weighted.shape[1:]))
+            add_in_order(total, weighted, step, sample)
         attributions = total * delta.unsqueeze(1)
         maps = attributions.sum(dim=2)
         delta_completeness = maps.flatten(2).sum(dim=2) - (resolved.scores(logits) - baseline_scores)

@@ -10,7 +10,9 @@ from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
 from medexplain.explain.base import explainer_params, register_explainer
+from medexplain.explain.budget import copy_chunks, inputs_per_call
 from medexplain.explain.explanation import Explanation
+from medexplain.explain.incremental import cone_evaluation
 from medexplain.explain.targets import Target, resolve_target
 
 
@@ -37,44 +39,49 @@ class Occlusion:
 
     Each position gets the mean drop over the windows that cover it (for ``stride == window`` that is its
     window's drop, e.g. ``sum_window w * (x - fill)`` for a linear model). ``window`` and ``stride`` are an int
-    or one int per spatial axis. Perturbed copies are evaluated ``batch_size`` at a time (all K targets from
-    the same forward pass), so memory stays bounded. Maps ``(B, K, *spatial)``, signed.
+    or one int per spatial axis. The ``windows x B`` occluded copies go through the model in chunks sized by the
+    memory budget ``max_memory`` (bytes of activations per model call,
+    :func:`medexplain.explain.budget.inputs_per_call`; ``None``: as much as one forward + backward of the batch,
+    at least 64 MiB), all K targets from the same forward pass, each position's drops summed in window order
+    whatever the chunking. Convolutions and max poolings are recomputed only on the cone of each window and
+    reuse the clean pass's outputs elsewhere (:mod:`medexplain.explain.incremental`; eval mode). Maps
+    ``(B, K, *spatial)``, signed.
     """
 
     window: int | tuple[int, ...] = 8
     stride: int | tuple[int, ...] = 4
     fill: float = 0.0
-    batch_size: int = 64
+    max_memory: int | None = None
     name: str = field(default="occlusion", init=False)
 
     def __call__(self, model: nn.Module, x: Tensor, target: Target = None) -> Explanation:
         x = x.detach()
-        b, c, *spatial = x.shape
+        b, _, *spatial = x.shape
         window = _per_axis(self.window, len(spatial), "window")
         stride = _per_axis(self.stride, len(spatial), "stride")
         window = tuple(min(w, s) for w, s in zip(window, spatial, strict=True))
-        origins = list(
-            itertools.product(*(window_starts(s, w, st) for s, w, st in zip(spatial, window, stride, strict=True)))
-        )
-        with torch.no_grad():
-            logits = model(x)
+        regions = [
+            _window(origin, window)
+            for origin in itertools.product(
+                *(window_starts(s, w, st) for s, w, st in zip(spatial, window, stride, strict=True))
+            )
+        ]
+        per_call = inputs_per_call(model, x, self.max_memory)
+        per_call = per_call // b * b or per_call  # whole windows per call: copies compare with the batch in place
+        with torch.no_grad(), cone_evaluation(model, x) as (logits, evaluate):
             resolved = resolve_target(logits, target)
             clean = resolved.scores(logits)
-            k = clean.shape[1]
-            total = x.new_zeros((b, k, *spatial))
-            count = x.new_zeros(spatial)
-            per_chunk = max(1, self.batch_size // b)
-            for start in range(0, len(origins), per_chunk):
-                chunk = origins[start : start + per_chunk]
-                occluded = x.unsqueeze(0).repeat(len(chunk), *[1] * x.ndim)
-                for i, origin in enumerate(chunk):
-                    occluded[(i, slice(None), slice(None), *_window(origin, window))] = self.fill
-                scores = resolved.repeat(len(chunk)).scores(model(occluded.reshape(-1, c, *spatial)))
-                drops = clean.unsqueeze(0) - scores.reshape(len(chunk), b, k)
-                for i, origin in enumerate(chunk):
-                    region = (slice(None), slice(None), *_window(origin, window))
-                    total[region] += drops[i].view(b, k, *[1] * len(spatial))
-                    count[_window(origin, window)] += 1
+            total = x.new_zeros((b, clean.shape[1], *spatial))
+            for index, sample in copy_chunks(len(regions), b, per_call, x.device):
+                occluded = x[sample]
+                for i, w in enumerate(index.tolist()):
+                    occluded[(i, slice(None), *regions[w])] = self.fill
+                drops = clean[sample] - resolved.select(sample).scores(evaluate(occluded, sample))
+                for i, (w, s) in enumerate(zip(index.tolist(), sample.tolist(), strict=True)):
+                    total[(s, slice(None), *regions[w])] += drops[i].view(-1, *[1] * len(spatial))
+        count = x.new_zeros(spatial)
+        for region in regions:
+            count[region] += 1
         return Explanation(total / count, resolved.indices.cpu(), self.name, explainer_params(self), logits)
 
 

@@ -43,9 +43,9 @@ class ResolvedTarget:
             )
         return scores
 
-    def repeat(self, times: int) -> ResolvedTarget:
-        """The same targets for ``times`` stacked copies of the batch (rows ``t * B + b``)."""
-        return ResolvedTarget(self.indices.repeat(times, 1), self.score_fn)
+    def select(self, samples: Tensor) -> ResolvedTarget:
+        """The targets of the samples ``samples`` (N,) long, e.g. of the perturbed copies in one model call."""
+        return ResolvedTarget(self.indices[samples.to(self.indices.device)], self.score_fn)
 
 
 def check_output(output: Tensor) -> None:
