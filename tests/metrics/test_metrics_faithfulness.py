@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from medexplain.errors import MedexplainError
+from medexplain.explain.budget import activation_bytes
 from medexplain.metrics import (
     deletion_auc,
     faithfulness_correlation,
@@ -186,13 +187,14 @@ def test_chunking_batching_and_forward_pass_counts(spatial_dims) -> None:
         ("region-perturbation", region_perturbation, {"patch_size": 2, "regions": 6}),
         ("faithfulness-correlation", faithfulness_correlation, {"runs": 9, "subset_size": 10}),
     ]
+    five = 5 * activation_bytes(model, x[:1])  # measured once per model and input shape (one forward pass)
     for name, metric, params in cases:
         model.rows = model.calls = model.largest = 0
-        batched = metric(maps, model=model, x=x, target=[0, 1, 2], max_batch=5, **params)
+        batched = metric(maps, model=model, x=x, target=[0, 1, 2], max_memory=five, **params)
         assert model.rows == 3 * forward_passes(name, **params), name
         assert model.largest <= 5, name
         single = torch.cat(
-            [metric(maps[i : i + 1], model=model, x=x[i : i + 1], target=[i], max_batch=64, **params) for i in range(3)]
+            [metric(maps[i : i + 1], model=model, x=x[i : i + 1], target=[i], **params) for i in range(3)]
         )
         torch.testing.assert_close(batched, single, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(

@@ -10,6 +10,7 @@ import torch
 
 from medexplain.errors import MedexplainError
 from medexplain.explain import create_explainer
+from medexplain.explain.budget import activation_bytes
 from medexplain.metrics import (
     UndefinedScoreWarning,
     auroc_under_noise,
@@ -46,8 +47,9 @@ def test_sensitivity_of_the_identity_explainer_is_the_relative_noise(shape) -> N
     noise = (torch.rand(3 * samples, 1, *shape, generator=generator) * 2 - 1) * radius
     expected = noise.flatten(1).norm(dim=1).view(3, samples) / x.flatten(1).norm(dim=1)[:, None]
     kwargs = {"model": model, "x": x, "explainer": identity_explainer, "samples": samples, "radius": radius, "seed": 11}
-    torch.testing.assert_close(max_sensitivity(None, max_batch=5, **kwargs), expected.amax(1))
-    torch.testing.assert_close(avg_sensitivity(x[:, 0], max_batch=64, **kwargs), expected.mean(1))
+    five = 5 * activation_bytes(model, x[:1])
+    torch.testing.assert_close(max_sensitivity(None, max_memory=five, **kwargs), expected.amax(1))
+    torch.testing.assert_close(avg_sensitivity(x[:, 0], **kwargs), expected.mean(1))
     expected_linf = noise.flatten(1).abs().amax(1).view(3, samples) / x.flatten(1).amax(1)[:, None]
     torch.testing.assert_close(max_sensitivity(None, norm="linf", **kwargs), expected_linf.amax(1))
     assert torch.equal(max_sensitivity(None, **{**kwargs, "explainer": constant_explainer}), torch.zeros(3))
@@ -71,11 +73,11 @@ def test_noise_ssim_and_sensitivity_of_a_real_explainer() -> None:
     assert scores.shape == (2,) and torch.isfinite(scores).all() and (scores > 0).all()
     assert sum(calls) == 2 * forward_passes("max-sensitivity", samples=3, with_maps=False)
     calls.clear()
-    bounded = max_sensitivity(None, model=model, x=x, explainer=counting, samples=3, max_batch=1)
+    bounded = max_sensitivity(None, model=model, x=x, explainer=counting, samples=3, max_memory=1)
     assert max(calls) == 1 and sum(calls) == 8
     torch.testing.assert_close(bounded, scores)  # chunking does not change the result
     calls.clear()
-    model_randomisation(None, model=model, x=x, explainer=counting, layers=2, max_batch=1)
+    model_randomisation(None, model=model, x=x, explainer=counting, layers=2, max_memory=1)
     assert max(calls) == 1 and sum(calls) == 2 * forward_passes("model-randomisation", layers=2, with_maps=False)
 
 

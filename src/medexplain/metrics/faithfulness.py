@@ -6,7 +6,10 @@ region perturbation (Samek et al., IEEE TNNLS 2017) and faithfulness correlation
 Inputs: ``x`` ``(B, C, *spatial)``, maps ``(B, *spatial)`` or ``(B, 1, *spatial)``, ``target`` (a class index,
 one per sample, or ``None`` for the predicted class). A *feature* is a pixel/voxel (all channels together) or,
 with ``patch_size > 1``, a patch of the grid that Quantus uses (image padded evenly to a multiple of the patch).
-Every perturbed input is built as a tensor and the model runs on chunks of at most ``max_batch`` inputs:
+Every perturbed input is built as a tensor and the model runs on chunks sized by the memory budget
+``max_memory`` (bytes of activations per model call, counted as for a forward + backward:
+:func:`medexplain.explain.budget.inputs_per_call`; ``None``: as much as one forward + backward of the batch, at
+least 64 MiB); every score comes from its own input, so results do not depend on the chunking.
 :func:`medexplain.metrics.registry.forward_passes` gives the forward passes each image needs. The model is
 run as given under ``torch.no_grad()`` (call ``model.eval()`` first); its state is never changed.
 """
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
+from medexplain.explain.budget import inputs_per_call
 from medexplain.explain.targets import Target, resolve_target
 from medexplain.metrics._inputs import as_float, drop_channel, pearson
 from medexplain.metrics.registry import Curve, register_metric
@@ -57,16 +61,15 @@ def _model_inputs(maps: Tensor, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
 
 
 class _Scorer:
-    """Scores ``(N,)`` of each sample's target from the model, on chunks of at most ``max_batch`` inputs."""
+    """Scores ``(N,)`` of each sample's target from the model, on chunks within the memory budget."""
 
-    def __init__(self, model: nn.Module, x: Tensor, target: Target, output: str, max_batch: int) -> None:
+    def __init__(self, model: nn.Module, x: Tensor, target: Target, output: str, max_memory: int | None) -> None:
         if output not in OUTPUTS:
             raise MedexplainError(f"unknown output {output!r}; use one of {', '.join(OUTPUTS)}")
-        if max_batch < 1:
-            raise MedexplainError(f"max_batch must be positive, got {max_batch}")
-        self.model, self.output, self.max_batch = model, output, max_batch
+        self.model, self.output = model, output
+        self.per_call = inputs_per_call(model, x, max_memory)
         with torch.no_grad():
-            logits = torch.cat([model(part) for part in x.split(max_batch)])
+            logits = torch.cat([model(part) for part in x.split(self.per_call)])
         resolved = resolve_target(logits, target)
         if resolved.score_fn is not None or resolved.indices.shape[1] != 1:
             raise MedexplainError("faithfulness metrics need one class index per sample as target")
@@ -83,7 +86,7 @@ class _Scorer:
         pairs = torch.arange(batch * count, device=self.classes.device)
         scores = []
         with torch.no_grad():
-            for chunk in pairs.split(self.max_batch):
+            for chunk in pairs.split(self.per_call):
                 samples, steps = chunk // count, chunk % count
                 scores.append(self._pick(self.model(build(samples, steps)), self.classes[samples]))
         return torch.cat(scores).view(batch, count)
@@ -136,14 +139,14 @@ def perturbation_curve(
     baseline: Baseline = 0.0,
     blur_sigma: float = 5.0,
     output: str = "probability",
-    max_batch: int = 64,
+    max_memory: int | None = None,
 ) -> Tensor:
     """Model score of the target as features are removed (deletion) or added (insertion), ``(B, steps + 1)``.
 
     Column ``k`` holds the score after ``round(k * F / steps)`` of the ``F`` features (in ``order``) were
     replaced by the baseline (deletion, starting from ``x``) or copied from ``x`` into the baseline (insertion,
     starting from the baseline). ``steps + 1`` forward passes per image (one of them on the clean
-    input), in chunks of ``max_batch``.
+    input), in chunks within ``max_memory`` (module docstring).
 
     Args:
         model: ``(B, C, *spatial) -> (B, K)`` logits.
@@ -163,7 +166,7 @@ def perturbation_curve(
     counts = counts[1:] if mode == "deletion" else counts[:-1]
     filler = _baseline(x, baseline, blur_sigma)
     first, second = (filler, x) if mode == "deletion" else (x, filler)
-    scorer = _Scorer(model, x, target, output, max_batch)
+    scorer = _Scorer(model, x, target, output, max_memory)
 
     def build(samples: Tensor, step: Tensor) -> Tensor:
         changed = ranks[samples] < counts[step].view(-1, *[1] * (ranks.ndim - 1))
@@ -195,7 +198,7 @@ def deletion_auc(
     baseline: Baseline = 0.0,
     blur_sigma: float = 5.0,
     output: str = "probability",
-    max_batch: int = 64,
+    max_memory: int | None = None,
 ) -> Tensor:
     """Area under the deletion curve (Petsiuk et al., BMVC 2018); (B,). Lower is better with ``order="morf"``.
 
@@ -214,7 +217,7 @@ def deletion_auc(
             baseline=baseline,
             blur_sigma=blur_sigma,
             output=output,
-            max_batch=max_batch,
+            max_memory=max_memory,
         )
     )
 
@@ -235,7 +238,7 @@ def insertion_auc(
     baseline: Baseline = "blur",
     blur_sigma: float = 5.0,
     output: str = "probability",
-    max_batch: int = 64,
+    max_memory: int | None = None,
 ) -> Tensor:
     """Area under the insertion curve (Petsiuk et al., BMVC 2018), from a blurred input by default; (B,).
 
@@ -254,7 +257,7 @@ def insertion_auc(
             baseline=baseline,
             blur_sigma=blur_sigma,
             output=output,
-            max_batch=max_batch,
+            max_memory=max_memory,
         )
     )
 
@@ -268,12 +271,12 @@ def pixel_flipping_curve(
     steps: int = 20,
     baseline: Baseline = 0.0,
     output: str = "probability",
-    max_batch: int = 64,
+    max_memory: int | None = None,
 ) -> Tensor:
     """Pixel flipping (Bach et al., PLoS ONE 2015): score as single pixels/voxels, most relevant first, are set
     to ``baseline``; ``(B, steps + 1)``, column 0 the unperturbed score. ``steps + 1`` forward passes."""
     return perturbation_curve(
-        model, x, maps, target, mode="deletion", steps=steps, baseline=baseline, output=output, max_batch=max_batch
+        model, x, maps, target, mode="deletion", steps=steps, baseline=baseline, output=output, max_memory=max_memory
     )
 
 
@@ -290,14 +293,14 @@ def pixel_flipping(
     steps: int = 20,
     baseline: Baseline = 0.0,
     output: str = "probability",
-    max_batch: int = 64,
+    max_memory: int | None = None,
 ) -> Tensor:
     """Area over the pixel-flipping curve (AOPC): mean over steps 1..S of ``score(x) - score(x_k)``; (B,).
 
     Higher is better: a faithful map makes the score fall fast. See :func:`pixel_flipping_curve`.
     """
     curve = pixel_flipping_curve(
-        model, x, maps, target, steps=steps, baseline=baseline, output=output, max_batch=max_batch
+        model, x, maps, target, steps=steps, baseline=baseline, output=output, max_memory=max_memory
     )
     return (curve[:, :1] - curve[:, 1:]).mean(1)
 
@@ -314,7 +317,7 @@ def region_perturbation_curve(
     baseline: Baseline = 0.0,
     blur_sigma: float = 5.0,
     output: str = "probability",
-    max_batch: int = 64,
+    max_memory: int | None = None,
 ) -> Tensor:
     """Region perturbation (Samek et al., IEEE TNNLS 2017) as Quantus's ``RegionPerturbation``; ``(B, regions)``.
 
@@ -326,7 +329,7 @@ def region_perturbation_curve(
     ranks, features = feature_ranks(maps, patch_size, order)
     regions = min(regions, features)
     filler = _baseline(x, baseline, blur_sigma)
-    scorer = _Scorer(model, x, target, output, max_batch)
+    scorer = _Scorer(model, x, target, output, max_memory)
 
     def build(samples: Tensor, step: Tensor) -> Tensor:
         changed = ranks[samples] <= step.view(-1, *[1] * (ranks.ndim - 1))
@@ -350,7 +353,7 @@ def region_perturbation(
     order: str = "morf",
     baseline: Baseline = 0.0,
     output: str = "probability",
-    max_batch: int = 64,
+    max_memory: int | None = None,
 ) -> Tensor:
     """AOPC of region perturbation: the mean of :func:`region_perturbation_curve`; (B,), higher is better."""
     return region_perturbation_curve(
@@ -363,7 +366,7 @@ def region_perturbation(
         order=order,
         baseline=baseline,
         output=output,
-        max_batch=max_batch,
+        max_memory=max_memory,
     ).mean(1)
 
 
@@ -394,7 +397,7 @@ def faithfulness_correlation(
     output: str = "logit",
     seed: int = 0,
     subsets: Tensor | None = None,
-    max_batch: int = 64,
+    max_memory: int | None = None,
 ) -> Tensor:
     """Faithfulness correlation (Bhatt et al., IJCAI 2020), as Quantus's ``FaithfulnessCorrelation``; (B,).
 
@@ -416,7 +419,7 @@ def faithfulness_correlation(
         raise MedexplainError(f"subsets must be (B, runs, size), got shape {tuple(subsets.shape)}")
     runs = subsets.shape[1]
     filler = _baseline(x, baseline, 5.0)
-    scorer = _Scorer(model, x, target, output, max_batch)
+    scorer = _Scorer(model, x, target, output, max_memory)
 
     def build(samples: Tensor, run: Tensor) -> Tensor:
         changed = torch.zeros(len(samples), flat.shape[1], dtype=torch.bool, device=x.device)

@@ -4,8 +4,11 @@ Max- and avg-sensitivity (Yeh et al., NeurIPS 2019; as Quantus's ``MaxSensitivit
 SSIM between clean and noisy maps, and classifier AUROC under Gaussian noise (SIBnet's evaluation,
 Mahapatra et al., MedIA 2022). An *explainer* is any callable ``(model, x, target) -> maps`` returning an
 :class:`~medexplain.explain.explanation.Explanation` or a tensor ``(N, *spatial)`` / ``(N, 1, *spatial)``, e.g. a
-medexplain explainer. Noisy inputs are built as a tensor and explained in chunks of ``max_batch``; the noise
-comes from a seeded CPU generator, so results do not depend on the device.
+medexplain explainer. Noisy inputs are built as a tensor and explained in chunks sized by the memory budget
+``max_memory`` (bytes of activations per explainer call, counted as one forward + backward per input:
+:func:`medexplain.explain.budget.inputs_per_call`; ``None``: as much as one forward + backward of the batch, at
+least 64 MiB). The noise comes from a seeded CPU generator, one copy after another, so results depend neither on
+the device nor on the chunking.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
+from medexplain.explain.budget import inputs_per_call
 from medexplain.explain.explanation import Explanation
-from medexplain.explain.targets import Target, resolve_target
+from medexplain.explain.targets import Target, explicit_indices, resolve_target
 from medexplain.metrics._inputs import as_float, drop_channel, nan_where_undefined
 from medexplain.metrics.classification import auroc, multilabel_auroc
 from medexplain.metrics.overlap import structural_similarity
@@ -30,14 +34,14 @@ SIGMAS = (0.005, 0.01, 0.05, 0.1)
 
 
 def explain_maps(
-    explainer: ExplainerFn, model: nn.Module, x: Tensor, classes: Tensor, max_batch: int | None = None
+    explainer: ExplainerFn, model: nn.Module, x: Tensor, classes: Tensor, per_call: int | None = None
 ) -> Tensor:
     """Maps ``(N, *spatial)`` of ``explainer`` on ``x`` (N, C, *spatial) for one class per sample.
 
-    With ``max_batch``, the explainer sees at most that many inputs at a time.
+    With ``per_call``, the explainer sees at most that many inputs at a time.
     """
-    if max_batch is not None and len(x) > max_batch:
-        parts = zip(x.split(max_batch), classes.split(max_batch), strict=True)
+    if per_call is not None and len(x) > per_call:
+        parts = zip(x.split(per_call), classes.split(per_call), strict=True)
         return torch.cat([explain_maps(explainer, model, xs, cs) for xs, cs in parts])
     out = explainer(model, x, classes)
     maps = out.maps if isinstance(out, Explanation) else out
@@ -45,18 +49,22 @@ def explain_maps(
 
 
 def clean_maps(
-    maps: Tensor | None, explainer: ExplainerFn, model: nn.Module, x: Tensor, classes: Tensor, max_batch: int
+    maps: Tensor | None, explainer: ExplainerFn, model: nn.Module, x: Tensor, classes: Tensor, per_call: int
 ) -> Tensor:
     """The clean explanations ``(B, *spatial)``: ``maps`` validated, or computed by ``explainer`` when None."""
     if maps is None:
-        return explain_maps(explainer, model, x, classes, max_batch)
+        return explain_maps(explainer, model, x, classes, per_call)
     return drop_channel(as_float(maps), tuple(x.shape[2:]), "maps").to(x.device)
 
 
-def target_classes(model: nn.Module, x: Tensor, target: Target, max_batch: int) -> Tensor:
-    """``(B,)`` class index per sample resolved on the clean input (``None`` = predicted class)."""
+def target_classes(model: nn.Module, x: Tensor, target: Target, per_call: int) -> Tensor:
+    """``(B,)`` class index per sample resolved on the clean input (``None`` = predicted class); class indices
+    given one per sample need no forward pass (the explainer checks their range)."""
+    indices = explicit_indices(target, len(x), x.device)
+    if indices is not None and indices.shape[1] == 1:
+        return indices[:, 0]
     with torch.no_grad():
-        resolved = resolve_target(torch.cat([model(part) for part in x.split(max_batch)]), target)
+        resolved = resolve_target(torch.cat([model(part) for part in x.split(per_call)]), target)
     if resolved.score_fn is not None or resolved.indices.shape[1] != 1:
         raise MedexplainError("robustness and sanity metrics need one class index per sample as target")
     return resolved.indices[:, 0]
@@ -80,22 +88,24 @@ def noisy_explanations(
     noise: str,
     scale: float,
     seed: int,
-    max_batch: int,
+    per_call: int,
     score: Callable[[Tensor, Tensor], Tensor],
 ) -> Tensor:
     """``score(maps of noisy copies, indices of their samples)`` for ``samples`` noisy copies per image; (B, samples).
 
-    Copies ``x + noise`` (uniform in [-scale, scale] or Gaussian with std ``scale``) are explained in chunks
-    of ``max_batch`` inputs; ``score`` reduces each chunk's maps ``(n, *spatial)`` to ``(n,)``.
+    Copies ``x + noise`` (uniform in [-scale, scale] or Gaussian with std ``scale``, drawn copy by copy, sample
+    by sample) are explained ``per_call`` at a time; ``score`` reduces each chunk's maps ``(n, *spatial)`` to
+    ``(n,)``.
     """
-    if samples < 1 or max_batch < 1:
-        raise MedexplainError(f"samples and max_batch must be positive, got {samples} and {max_batch}")
+    if samples < 1:
+        raise MedexplainError(f"samples must be positive, got {samples}")
     generator = torch.Generator().manual_seed(seed)
     pairs = torch.arange(x.shape[0] * samples, device=x.device)
     results = []
-    for chunk in pairs.split(max_batch):
+    for chunk in pairs.split(per_call):
         index = chunk // samples
-        noisy = x[index] + _noise((len(chunk), *x.shape[1:]), noise, scale, generator).to(x)
+        draws = torch.stack([_noise(tuple(x.shape[1:]), noise, scale, generator) for _ in range(len(chunk))])
+        noisy = x[index] + draws.to(x)
         results.append(score(explain_maps(explainer, model, noisy, classes[index]), index))
     return torch.cat(results).view(x.shape[0], samples)
 
@@ -112,7 +122,7 @@ def sensitivity(
     radius: float = 0.2,
     norm: str = "l2",
     seed: int = 0,
-    max_batch: int = 64,
+    max_memory: int | None = None,
 ) -> Tensor:
     """Relative explanation change ``||a(x) - a(x + e)|| / ||a(x)||`` per noisy copy; ``(B, samples)``.
 
@@ -123,8 +133,9 @@ def sensitivity(
     """
     if norm not in ("l2", "linf"):
         raise MedexplainError(f"unknown norm {norm!r}; use 'l2' or 'linf'")
-    classes = target_classes(model, x, target, max_batch)
-    clean = clean_maps(maps, explainer, model, x, classes, max_batch).flatten(1)
+    per_call = inputs_per_call(model, x, max_memory)
+    classes = target_classes(model, x, target, per_call)
+    clean = clean_maps(maps, explainer, model, x, classes, per_call).flatten(1)
     order = 2 if norm == "l2" else float("inf")
     scale = torch.linalg.vector_norm(clean, ord=order, dim=1)
 
@@ -140,7 +151,7 @@ def sensitivity(
         noise=noise,
         scale=radius,
         seed=seed,
-        max_batch=max_batch,
+        per_call=per_call,
         score=score,
     )
     undefined = nan_where_undefined(scale.new_zeros(len(scale)), scale == 0, "sensitivity", "an all-zero clean map")
@@ -163,7 +174,7 @@ def max_sensitivity(
     radius: float = 0.2,
     norm: str = "l2",
     seed: int = 0,
-    max_batch: int = 64,
+    max_memory: int | None = None,
 ) -> Tensor:
     """Max-sensitivity (Yeh et al., NeurIPS 2019): the largest relative map change over noisy copies; (B,).
 
@@ -180,7 +191,7 @@ def max_sensitivity(
         radius=radius,
         norm=norm,
         seed=seed,
-        max_batch=max_batch,
+        max_memory=max_memory,
     ).amax(1)
 
 
@@ -200,7 +211,7 @@ def avg_sensitivity(
     radius: float = 0.2,
     norm: str = "l2",
     seed: int = 0,
-    max_batch: int = 64,
+    max_memory: int | None = None,
 ) -> Tensor:
     """Avg-sensitivity (Yeh et al., NeurIPS 2019): the mean relative map change over noisy copies; (B,)."""
     return sensitivity(
@@ -214,7 +225,7 @@ def avg_sensitivity(
         radius=radius,
         norm=norm,
         seed=seed,
-        max_batch=max_batch,
+        max_memory=max_memory,
     ).mean(1)
 
 
@@ -246,12 +257,13 @@ def noise_ssim(
     samples: int = 5,
     sigma: float = 0.05,
     seed: int = 0,
-    max_batch: int = 64,
+    max_memory: int | None = None,
 ) -> Tensor:
     """Mean SSIM between the clean map and maps of ``x`` + Gaussian noise (std ``sigma``), both min-max
     normalised; (B,), 1 = unchanged. ``samples`` explainer calls per image (one more when ``maps`` is None)."""
-    classes = target_classes(model, x, target, max_batch)
-    clean = clean_maps(maps, explainer, model, x, classes, max_batch)
+    per_call = inputs_per_call(model, x, max_memory)
+    classes = target_classes(model, x, target, per_call)
+    clean = clean_maps(maps, explainer, model, x, classes, per_call)
     scores = noisy_explanations(
         explainer,
         model,
@@ -261,7 +273,7 @@ def noise_ssim(
         noise="gaussian",
         scale=sigma,
         seed=seed,
-        max_batch=max_batch,
+        per_call=per_call,
         score=lambda noisy, index: map_similarity(clean[index], noisy),
     )
     return scores.mean(1)

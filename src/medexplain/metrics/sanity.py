@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
+from medexplain.explain.budget import inputs_per_call
 from medexplain.explain.targets import Target
 from medexplain.metrics._inputs import average_ranks, pearson
 from medexplain.metrics.registry import register_metric
@@ -59,7 +60,7 @@ def cascading_randomisation(
     similarity: str = "spearman",
     seed: int = 0,
     layers: int | None = None,
-    max_batch: int = 64,
+    max_memory: int | None = None,
 ) -> tuple[list[str], Tensor]:
     """Similarity between the original maps and the maps after each cumulative randomisation step.
 
@@ -71,7 +72,9 @@ def cascading_randomisation(
         similarity: ``"spearman"`` (rank correlation of ``|maps|``, Quantus's ``MPRT`` default) or ``"ssim"``
             (of min-max normalised ``|maps|``).
         layers: randomise only the first ``layers`` parameter layers from the top (all when ``None``).
-        max_batch: inputs per explainer call.
+        max_memory: bytes of activations per explainer call, counted as one forward + backward per input
+            (:func:`medexplain.explain.budget.inputs_per_call`; ``None``: one forward + backward of ``x``, at
+            least 64 MiB).
 
     Returns:
         the randomised layer names in order, and similarities ``(B, L)``. One explainer call per layer.
@@ -85,12 +88,13 @@ def cascading_randomisation(
     scores = []
     originals = _swap_for_copies(model.buffers())  # forward passes in training mode update buffers: the copies
     try:
-        classes = target_classes(model, x, target, max_batch)
-        similarity_to_original = _similarity_to(clean_maps(maps, explainer, model, x, classes, max_batch), similarity)
+        per_call = inputs_per_call(model, x, max_memory)
+        classes = target_classes(model, x, target, per_call)
+        similarity_to_original = _similarity_to(clean_maps(maps, explainer, model, x, classes, per_call), similarity)
         for step, name in enumerate(names):
             originals += _swap_for_copies(modules[name].parameters(recurse=False))
             randomise_layer(modules[name], seed + step)
-            scores.append(similarity_to_original(explain_maps(explainer, model, x, classes, max_batch)))
+            scores.append(similarity_to_original(explain_maps(explainer, model, x, classes, per_call)))
     finally:
         for tensor, storage in reversed(originals):  # reversed: a tensor shared by two layers ends as it began
             tensor.data = storage
@@ -118,7 +122,7 @@ def model_randomisation(
     similarity: str = "spearman",
     seed: int = 0,
     layers: int | None = None,
-    max_batch: int = 64,
+    max_memory: int | None = None,
 ) -> Tensor:
     """Mean similarity of the maps to the trained model's over the cascading randomisation steps; (B,).
 
@@ -133,5 +137,5 @@ def model_randomisation(
         similarity=similarity,
         seed=seed,
         layers=layers,
-        max_batch=max_batch,
+        max_memory=max_memory,
     )[1].mean(1)
