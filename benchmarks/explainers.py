@@ -1,19 +1,22 @@
 """medexplain.explain against Captum, Zennit and pytorch-grad-cam: same model, same batch, one run, as ratios.
 
     .venv/bin/python benchmarks/explainers.py [--batch 16] [--size 128] [--batch3d 2] [--size3d 32]
-                                              [--threads 1] [--repeats 3] [--methods m1,m2]
+                                              [--threads 1] [--repeats 3] [--methods m1,m2] [--device cpu]
 
 Model: ResNet-18 of ``medexplain.models`` (1 input channel, 3 classes), random weights and BatchNorm statistics,
-eval mode, float32, CPU. Times are the best of ``--repeats`` interleaved runs, measured as CPU time of this
-process (robust to other jobs on a shared machine). Columns:
+eval mode, float32, on ``--device`` (``cpu`` or ``cuda``). Times are the best of ``--repeats`` interleaved runs:
+CPU time of this process on the CPU (robust to other jobs on a shared machine), CUDA event time after
+synchronising on a GPU (``_timing.timed``). Columns:
 ``img/s`` images per second; ``/floor`` our time over the method's cost floor (one forward pass for ``evidence`` on
 the BagNets; one forward + backward to the input, ``autograd.grad`` only, for gradient, CAM and LRP methods;
 ``steps`` / ``samples`` times that for IG and SmoothGrad; ``windows`` forward passes for occlusion; IG, SmoothGrad
-and occlusion send 64 images per model call, in both libraries); ``theory`` the FLOP floor of an LRP composite over
-the same cost floor (see :func:`lrp_theory`); ``peer`` the reference implementation; ``speed-up`` = peer time / our
-time (Captum's IG is asked for its convergence delta, which ours always returns); ``|diff|`` = largest |ours -
-peer| over largest |peer| (maps compared as each library defines them; pytorch-grad-cam's maps are min-max
-normalised and resized by OpenCV, so ours are normalised the same way before comparing).
+and occlusion send as many images per model call as our default memory budget allows
+(``medexplain.explain.budget.inputs_per_call``), and Captum gets the same number); ``theory`` the FLOP floor of an
+LRP composite over the same cost floor (see :func:`lrp_theory`); ``peer`` the reference implementation;
+``speed-up`` = peer time / our time (Captum's IG is asked for its convergence delta, which ours always returns);
+``|diff|`` = largest |ours - peer| over largest |peer| (maps compared as each library defines them;
+pytorch-grad-cam's maps are min-max normalised and resized by OpenCV, so ours are normalised the same way before
+comparing).
 Zennit gets the same canonisation as ours: its SequentialMergeBatchNorm plus NamedMergeBatchNorm for the stem
 (registered in a different order than it runs) and, for the residual additions, a canonizer written here that
 routes each block's addition through Zennit's Sum module (as its torchvision ResNet canonizer does) and gives
@@ -25,17 +28,17 @@ functional operations, which splits relevance evenly instead of in proportion). 
 from __future__ import annotations
 
 import argparse
-import time
 import types
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 import _references  # noqa: F401  (torchvision stub for Zennit and pytorch-grad-cam)
+from _timing import timed
 from medexplain.explain import create_explainer
+from medexplain.explain.budget import inputs_per_call
 from medexplain.models import create_model
 from medexplain.models.resnet import BasicBlock, ResNet18
 
@@ -59,8 +62,6 @@ from zennit.attribution import Gradient  # noqa: E402
 from zennit.canonizers import AttributeCanonizer, NamedMergeBatchNorm, SequentialMergeBatchNorm  # noqa: E402
 
 IG_STEPS, SG_SAMPLES, WINDOW = 16, 8, 16
-CHUNK = 64
-"""Images per model call for IG, SmoothGrad and occlusion (our default ``batch_size``; the same for Captum)."""
 LRP = {
     "lrp-epsilon": lambda c: zcomposites.LayerMapComposite(
         [*zcomposites.layer_map_base(), (ztypes.Convolution, zrules.Epsilon()), (torch.nn.Linear, zrules.Epsilon())],
@@ -137,15 +138,10 @@ def randomize(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
-def cpu_time(fn: Callable[[], object]) -> tuple[float, object]:
-    start = time.process_time()
-    result = fn()
-    return time.process_time() - start, result
-
-
 def rel_diff(ours: torch.Tensor, peer: torch.Tensor) -> float:
-    peer = torch.as_tensor(np.asarray(peer) if not isinstance(peer, torch.Tensor) else peer).float()
-    return float((ours.float() - peer.reshape(ours.shape)).abs().max() / peer.abs().max().clamp(min=1e-30))
+    peer = torch.as_tensor(np.asarray(peer) if not isinstance(peer, torch.Tensor) else peer).float().cpu()
+    ours = ours.float().cpu()
+    return float((ours - peer.reshape(ours.shape)).abs().max() / peer.abs().max().clamp(min=1e-30))
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:
@@ -203,6 +199,7 @@ def lrp_theory(model: torch.nn.Module, x: torch.Tensor, method: str) -> float:
 def cases(model, x, target, dims):
     """``(method, ours, floor multiple, peer name, peer callable, compare(ours_maps, peer_out))``."""
     b = x.shape[0]
+    per_call = inputs_per_call(model, x)  # inputs per model call of our IG, SmoothGrad and occlusion by default
     onehot = F.one_hot(target, 3)
     mode = "bilinear" if dims == 2 else "trilinear"
     windows = int(np.prod([-(-s // WINDOW) for s in x.shape[2:]]))
@@ -211,19 +208,19 @@ def cases(model, x, target, dims):
            lambda: saliency.attribute(x, target=target, abs=True).amax(1))
     yield ("input-x-gradient", create_explainer("input-x-gradient"), 1, "captum InputXGradient",
            lambda: CaptumInputXGradient(model).attribute(x, target=target).sum(1))
-    per_pass = max(1, CHUNK // b)  # path points / noise draws / windows per model call, for both libraries
-    yield ("integrated-gradients", create_explainer("integrated-gradients", steps=IG_STEPS, batch_size=CHUNK),
+    per_pass = max(1, per_call // b)  # noise draws / windows per model call, for both libraries
+    yield ("integrated-gradients", create_explainer("integrated-gradients", steps=IG_STEPS),
            IG_STEPS, "captum IntegratedGradients",
            lambda: IntegratedGradients(model).attribute(x, target=target, n_steps=IG_STEPS,
-                                                        internal_batch_size=per_pass * b,
+                                                        internal_batch_size=per_call,
                                                         return_convergence_delta=True)[0].sum(1))
-    yield ("smoothgrad", create_explainer("smoothgrad", samples=SG_SAMPLES, batch_size=CHUNK), SG_SAMPLES,
+    yield ("smoothgrad", create_explainer("smoothgrad", samples=SG_SAMPLES), SG_SAMPLES,
            "captum NoiseTunnel(Saliency)",
            lambda: NoiseTunnel(saliency).attribute(x, target=target, nt_type="smoothgrad", nt_samples=SG_SAMPLES,
                                                    nt_samples_batch_size=per_pass, stdevs=0.15).amax(1),
            "random")
     window = (1, *[WINDOW] * dims)
-    yield ("occlusion", create_explainer("occlusion", window=WINDOW, stride=WINDOW, batch_size=CHUNK),
+    yield ("occlusion", create_explainer("occlusion", window=WINDOW, stride=WINDOW),
            ("forward", windows), "captum Occlusion",
            lambda: Occlusion(model).attribute(x, sliding_window_shapes=window, strides=window, target=target,
                                               perturbations_per_eval=per_pass).sum(1))
@@ -253,7 +250,7 @@ def cases(model, x, target, dims):
 
 def run(model, x, repeats: int, methods: set[str] | None = None) -> list[dict]:
     dims = x.ndim - 2
-    target = torch.arange(x.shape[0]) % 3
+    target = torch.arange(x.shape[0], device=x.device) % 3
 
     def floor():
         leaf = x.detach().requires_grad_(True)
@@ -268,14 +265,14 @@ def run(model, x, repeats: int, methods: set[str] | None = None) -> list[dict]:
     best: dict[str, float] = {"floor": float("inf"), "forward": float("inf")}
     outputs: dict[int, tuple] = {}
     for repeat in range(repeats):
-        best["floor"] = min(best["floor"], cpu_time(floor)[0])
-        best["forward"] = min(best["forward"], cpu_time(forward_only)[0])
+        best["floor"] = min(best["floor"], timed(floor, x.device)[0])
+        best["forward"] = min(best["forward"], timed(forward_only, x.device)[0])
         for i, (_, explainer, _, _, peer, *_) in enumerate(all_cases):
             if repeat % 2:  # alternate who runs first
-                peer_time, peer_out = cpu_time(peer)
-            ours_time, ours = cpu_time(lambda explainer=explainer: explainer(model, x, target))
+                peer_time, peer_out = timed(peer, x.device)
+            ours_time, ours = timed(lambda explainer=explainer: explainer(model, x, target), x.device)
             if not repeat % 2:
-                peer_time, peer_out = cpu_time(peer)
+                peer_time, peer_out = timed(peer, x.device)
             previous = outputs.get(i, (float("inf"), None, float("inf"), None))
             outputs[i] = (min(previous[0], ours_time), ours.maps[:, 0], min(previous[2], peer_time), peer_out)
     for i, (name, _, floor_multiple, peer_name, _, *compare) in enumerate(all_cases):
@@ -295,13 +292,13 @@ def run(model, x, repeats: int, methods: set[str] | None = None) -> list[dict]:
     return rows
 
 
-def evidence_rows(repeats: int) -> list[dict]:
+def evidence_rows(repeats: int, device: torch.device) -> list[dict]:
     """The ``evidence`` explainer of an evidence model against one forward pass (its floor: the network runs once;
     the peer is the former two-pass explainer, ``model(x)`` then ``model.evidence_map(x)``)."""
     rows = []
     for dims, name, batch, size in ((2, "sparse-bagnet17-light", 16, 128), (3, "bagnet9-light", 2, 32)):
-        model = randomize(create_model(name, in_channels=1, num_classes=3, spatial_dims=dims))
-        x = torch.randn(batch, 1, *[size] * dims)
+        model = randomize(create_model(name, in_channels=1, num_classes=3, spatial_dims=dims)).to(device)
+        x = torch.randn(batch, 1, *[size] * dims).to(device)
         explainer = create_explainer("evidence")
 
         def forward(model=model, x=x):
@@ -315,10 +312,10 @@ def evidence_rows(repeats: int) -> list[dict]:
 
         times = {"forward": float("inf"), "ours": float("inf"), "peer": float("inf")}
         for _ in range(repeats):
-            times["forward"] = min(times["forward"], cpu_time(forward)[0])
-            times["ours"] = min(times["ours"], cpu_time(lambda explainer=explainer, model=model, x=x:
-                                                        explainer(model, x, "predicted"))[0])  # fmt: skip
-            times["peer"] = min(times["peer"], cpu_time(two_passes)[0])
+            times["forward"] = min(times["forward"], timed(forward, device)[0])
+            times["ours"] = min(times["ours"], timed(lambda explainer=explainer, model=model, x=x:
+                                                     explainer(model, x, "predicted"), device)[0])  # fmt: skip
+            times["peer"] = min(times["peer"], timed(two_passes, device)[0])
         rows.append({"dims": dims, "method": f"evidence ({name}, {size}px)", "img/s": batch / times["ours"],
                      "/floor": times["ours"] / times["forward"], "theory": float("nan"),
                      "peer": "two passes (model + evidence_map)", "peer img/s": batch / times["peer"],
@@ -335,19 +332,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", help="comma-separated subset of the methods (default: all)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available to this torch build")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows = []
     for dims, batch, size in ((2, args.batch, args.size), (3, args.batch3d, args.size3d)):
-        model = randomize(create_model("resnet18", in_channels=1, num_classes=3, spatial_dims=dims))
-        x = torch.randn(batch, 1, *[size] * dims)
+        model = randomize(create_model("resnet18", in_channels=1, num_classes=3, spatial_dims=dims)).to(device)
+        x = torch.randn(batch, 1, *[size] * dims).to(device)
         rows += run(model, x, args.repeats, set(args.methods.split(",")) if args.methods else None)
     if not args.methods or "evidence" in args.methods.split(","):
-        rows += evidence_rows(args.repeats)
+        rows += evidence_rows(args.repeats, device)
     header = ["dims", "method", "img/s", "/floor", "theory", "peer", "peer img/s", "speed-up", "|diff|"]
+    clock = "CPU time" if device.type == "cpu" else f"CUDA event time on {torch.cuda.get_device_name(device)}"
     print(f"ResNet-18, 2D batch {args.batch} x 1 x {args.size}^2, 3D batch {args.batch3d} x 1 x {args.size3d}^3, "
-          f"{args.threads} thread(s), best of {args.repeats}, CPU time")
+          f"{args.threads} thread(s), best of {args.repeats}, {clock}")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
