@@ -5,10 +5,11 @@
 Model-free metrics (localisation, overlap, complexity) run on float32 2D maps (``--images`` x 224 x 224) and
 3D maps (4 x 64^3). Model-bound metrics run a ResNet-18 (``create_model("resnet18")``, 1 input channel) on
 ``--images`` x 1 x ``--size``^2 inputs with saliency maps. Their *floor* is the number of model evaluations
-per image (``medexplain.metrics.forward_passes``) done as plain batched calls (forward passes in chunks of
-``MAX_BATCH``, or saliency calls for robustness/sanity), timed right after medexplain so both see the same
-machine load. Times are the best CPU seconds of this process over the repeats (medexplain and the reference
-called alternately). Columns: speed-up = reference time / medexplain time; max abs diff = largest score
+per image (``medexplain.metrics.forward_passes``) done as plain batched calls (forward passes, or saliency calls
+for robustness/sanity, in chunks of as many inputs as the metrics' default memory budget sends per call,
+``medexplain.explain.budget.inputs_per_call``), timed right after medexplain so both see the same machine
+load. Times are the best CPU seconds of this process over the repeats (medexplain and the reference called
+alternately). Columns: speed-up = reference time / medexplain time; max abs diff = largest score
 difference.
 """
 
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 import _references  # noqa: F401  (torchvision stub for Quantus)
 from medexplain import metrics
 from medexplain.explain import create_explainer
+from medexplain.explain.budget import inputs_per_call
 from medexplain.metrics.sanity import parameter_layers
 from medexplain.models import create_model
 
@@ -34,7 +36,6 @@ warnings.filterwarnings("ignore")
 import quantus  # noqa: E402
 from monai.metrics import SSIMMetric, compute_dice, compute_hausdorff_distance, compute_iou  # noqa: E402
 
-MAX_BATCH = 64
 ROWS: list[dict[str, object]] = []
 
 
@@ -184,19 +185,19 @@ def explain_numpy(explainer):
     return explain
 
 
-def forward_floor(model, count: int, shape: tuple[int, ...]) -> Callable[[], None]:
-    """``count`` forward passes on inputs of ``shape``, in chunks of ``MAX_BATCH``: the cost a metric cannot beat."""
-    inputs = torch.rand(min(count, MAX_BATCH), *shape)
+def forward_floor(model, count: int, shape: tuple[int, ...], chunk: int) -> Callable[[], None]:
+    """``count`` forward passes on inputs of ``shape``, in chunks of ``chunk``: the cost a metric cannot beat."""
+    inputs = torch.rand(min(count, chunk), *shape)
 
     def run() -> None:
         with torch.no_grad():
-            for start in range(0, count, MAX_BATCH):
-                model(inputs[: min(MAX_BATCH, count - start)])
+            for start in range(0, count, chunk):
+                model(inputs[: min(chunk, count - start)])
 
     return run
 
 
-def explain_floor(explainer, model, count: int, shape: tuple[int, ...], chunk: int = MAX_BATCH) -> Callable[[], None]:
+def explain_floor(explainer, model, count: int, shape: tuple[int, ...], chunk: int) -> Callable[[], None]:
     """``count`` explanations of inputs of ``shape`` in chunks of ``chunk``."""
     inputs = torch.rand(min(count, chunk), *shape)
     target = torch.zeros(len(inputs), dtype=torch.long)
@@ -250,6 +251,7 @@ def model_bound(images: int, size: int, repeats: int) -> None:
         "channel_first": True,
     }
     case = f"{images}x{size}^2"
+    per_call = inputs_per_call(model, x)  # inputs per model call of the metrics at their default memory budget
 
     def max_diff(ours, theirs) -> float:
         return float(np.abs(as_numpy(ours) - as_numpy(theirs)).max())
@@ -279,9 +281,9 @@ def model_bound(images: int, size: int, repeats: int) -> None:
         "faithfulness-correlation",
         case,
         lambda: metrics.faithfulness_correlation(
-            maps, model=model, x=x, target=y, subsets=torch.from_numpy(subsets), max_batch=MAX_BATCH
+            maps, model=model, x=x, target=y, subsets=torch.from_numpy(subsets)
         ),
-        forward_floor(model, passes * images, shape),
+        forward_floor(model, passes * images, shape, per_call),
         passes,
         "quantus.FaithfulnessCorr.",
         quantus_correlation,
@@ -298,9 +300,9 @@ def model_bound(images: int, size: int, repeats: int) -> None:
         "region-perturbation",
         case,
         lambda: metrics.region_perturbation_curve(
-            model, x, maps, y, patch_size=8, regions=regions, baseline=0.0, max_batch=MAX_BATCH
+            model, x, maps, y, patch_size=8, regions=regions, baseline=0.0
         ),
-        forward_floor(model, passes * images, shape),
+        forward_floor(model, passes * images, shape, per_call),
         passes,
         "quantus.RegionPerturbation",
         lambda: region(softmax=True, **kwargs),
@@ -316,8 +318,8 @@ def model_bound(images: int, size: int, repeats: int) -> None:
     compare(
         "pixel-flipping",
         case,
-        lambda: metrics.pixel_flipping_curve(model, x, maps, y, steps=steps, max_batch=MAX_BATCH),
-        forward_floor(model, passes * images, shape),
+        lambda: metrics.pixel_flipping_curve(model, x, maps, y, steps=steps),
+        forward_floor(model, passes * images, shape, per_call),
         passes,
         "quantus.PixelFlipping",
         lambda: flipping(softmax=True, **kwargs),
@@ -330,8 +332,8 @@ def model_bound(images: int, size: int, repeats: int) -> None:
         compare(
             name,
             case,
-            lambda n=name: metrics.get_metric(n)(maps, model=model, x=x, target=y, max_batch=MAX_BATCH),
-            forward_floor(model, passes * images, shape),
+            lambda n=name: metrics.get_metric(n)(maps, model=model, x=x, target=y),
+            forward_floor(model, passes * images, shape, per_call),
             passes,
             "(no reference)",
             None,
@@ -348,9 +350,9 @@ def model_bound(images: int, size: int, repeats: int) -> None:
         "max-sensitivity",
         case,
         lambda: metrics.max_sensitivity(
-            maps, model=model, x=x, target=y, explainer=saliency, samples=samples, max_batch=MAX_BATCH
+            maps, model=model, x=x, target=y, explainer=saliency, samples=samples
         ),
-        explain_floor(saliency, model, passes * images, shape),
+        explain_floor(saliency, model, passes * images, shape, per_call),
         passes,
         "quantus.MaxSensitivity",
         lambda: sensitivity(explain_func=explain_numpy(saliency), **kwargs),
