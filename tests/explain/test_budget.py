@@ -49,7 +49,7 @@ def test_inputs_per_call_follows_the_budget() -> None:
     assert activation_bytes(wide, big[:1]) * 3 > MINIMUM_DEFAULT_BUDGET
     assert inputs_per_call(wide, big) == 3
     for bad in (0, -5, True):
-        with pytest.raises(MedexplainError, match="max_memory must be a positive number of bytes"):
+        with pytest.raises(MedexplainError, match="`max_memory` must be a positive number of bytes"):
             inputs_per_call(model, x, bad)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from medexplain.cli.common import engine_options
+from medexplain.cli.common import MAX_MEMORY_HELP, engine_options, parse_bytes
 
 _EXPLANATIONS = typer.Option(..., "--explanations", help="Folder written by `medexplain explain`.")
 _DATA = typer.Option(..., "--data", help="The dataset that was explained (folder with manifest.csv, or .npz).")
@@ -24,6 +24,7 @@ def evaluate_command(
     mask: str | None = typer.Option(None, help="Mask to localise against (default: the dataset's first)."),
     batch_size: int = typer.Option(16, help="Maps per batch."),
     size: int | None = typer.Option(None, help="Resize images to this size (default: as they were explained)."),
+    max_memory: str | None = typer.Option(None, help=MAX_MEMORY_HELP),
     noise_auroc: bool = typer.Option(False, help="Also write the classifier AUROC under Gaussian noise."),
     resamples: int = typer.Option(1000, help="Bootstrap resamples of the 95 % intervals."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
@@ -39,7 +40,8 @@ def evaluate_command(
 
     run = evaluate_run(
         explanations, data, out, model=model, metrics=metrics, split=split, mask=mask, size=size, batch_size=batch_size,
-        noise_auroc=noise_auroc, resamples=resamples, seed=seed, device=device, overwrite=overwrite,
+        max_memory=parse_bytes(max_memory, "--max-memory"), noise_auroc=noise_auroc, resamples=resamples, seed=seed,
+        device=device, overwrite=overwrite,
         executor=engine_options(engine, address, workers, device), progress=progress,
     )  # fmt: skip
     if run.evaluation.empty:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from medexplain.cli.common import engine_options, json_object, parse_target
+from medexplain.cli.common import MAX_MEMORY_HELP, engine_options, json_object, parse_bytes, parse_target
 
 _MODEL = typer.Option(..., "--model", help="Run folder written by `medexplain train` (or models.save_run).")
 _DATA = typer.Option(..., "--data", help="Dataset folder with manifest.csv, or a MedMNIST .npz.")
@@ -21,6 +21,7 @@ def explain_command(
     split: str | None = typer.Option("test", help="Dataset split to explain ('' for every row)."),
     target: str = typer.Option("predicted", help="'predicted', 'all' or a class index."),
     batch_size: int = typer.Option(16, help="Images per batch."),
+    max_memory: str | None = typer.Option(None, help=MAX_MEMORY_HELP),
     max_items: int | None = typer.Option(None, help="Explain only the first N items of the split."),
     size: int | None = typer.Option(None, help="Resize images to this size (default: the run's recorded size)."),
     layer: str | None = typer.Option(None, help="Layer for CAM methods (default: the last convolutional block)."),
@@ -39,7 +40,8 @@ def explain_command(
     stored = explain_run(
         model, data, [m.strip() for m in method.split(",") if m.strip()], out, split=split or None,
         target=parse_target(target), layer=layer, method_params=json_object(method_params, "--method-params"),
-        max_items=max_items, size=size, batch_size=batch_size, map_format=map_format, device=device,
+        max_items=max_items, size=size, batch_size=batch_size, max_memory=parse_bytes(max_memory, "--max-memory"),
+        map_format=map_format, device=device,
         executor=engine_options(engine, address, workers, device), progress=progress,
     )  # fmt: skip
     typer.echo(f"{out}: {len(stored.items)} items x {len(stored.methods)} methods")

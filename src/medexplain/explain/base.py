@@ -95,9 +95,12 @@ def available() -> list[str]:
 
 
 def explainer_params(explainer: object) -> dict[str, Any]:
-    """The hyperparameters of a dataclass explainer as plain values (tensors become their shape description)."""
+    """The hyperparameters of a dataclass explainer that reproduce its maps, as plain values (tensors become their
+    shape description); fields marked ``reproduces_maps=False`` (the memory budget) are left out."""
     params: dict[str, Any] = {}
     for f in dataclasses.fields(explainer):  # type: ignore[arg-type]
+        if not f.metadata.get("reproduces_maps", True):
+            continue
         value = getattr(explainer, f.name)
         if isinstance(value, Tensor):
             value = f"tensor{tuple(value.shape)}"

@@ -15,6 +15,8 @@ from __future__ import annotations
 import itertools
 import weakref
 from collections.abc import Iterator
+from dataclasses import field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -64,10 +66,18 @@ def activation_bytes(model: nn.Module, item: Tensor) -> int:
     return measured[key]
 
 
+def budget_field() -> Any:
+    """The ``max_memory`` field of an explainer dataclass (default ``None``). It is not among the parameters that
+    reproduce the maps (:func:`~medexplain.explain.base.explainer_params` leaves it out): results do not depend
+    on the chunking, so maps written under one budget continue under another."""
+    return field(default=None, metadata={"reproduces_maps": False})
+
+
 def check_budget(max_memory: int | None) -> None:
     """``max_memory`` must be ``None`` or a positive number of bytes."""
     if max_memory is not None and (isinstance(max_memory, bool) or not max_memory > 0):
-        raise MedexplainError(f"max_memory must be a positive number of bytes (or None), got {max_memory!r}")
+        raise MedexplainError(f"`max_memory` must be a positive number of bytes, got {max_memory!r}",
+                              parameter="max_memory")  # fmt: skip
 
 
 def inputs_per_call(model: nn.Module, x: Tensor, max_memory: int | None = None) -> int:

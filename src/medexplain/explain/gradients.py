@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
 from medexplain.explain.base import create_explainer, explainer_params, register_explainer
-from medexplain.explain.budget import add_in_order, check_budget, copy_chunks, inputs_per_call
+from medexplain.explain.budget import add_in_order, budget_field, check_budget, copy_chunks, inputs_per_call
 from medexplain.explain.explanation import Explanation
 from medexplain.explain.hooks import Hooks
 from medexplain.explain.polyphase import polyphase_input_gradient
@@ -105,7 +105,7 @@ class SmoothGrad:
     samples: int = 25
     noise_level: float = 0.15
     seed: int = 0
-    max_memory: int | None = None
+    max_memory: int | None = budget_field()
     name: str = field(default="smoothgrad", init=False)
 
     def __post_init__(self) -> None:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
 from medexplain.explain.base import explainer_params, register_explainer
-from medexplain.explain.budget import add_in_order, copy_chunks, inputs_per_call
+from medexplain.explain.budget import add_in_order, budget_field, copy_chunks, inputs_per_call
 from medexplain.explain.explanation import Explanation
 from medexplain.explain.gradients import target_gradients
 from medexplain.explain.targets import Target, resolve_target
@@ -74,7 +74,7 @@ class IntegratedGradients:
     baseline: Baseline = "zeros"
     method: str = "gausslegendre"
     blur_sigma: float = 5.0
-    max_memory: int | None = None
+    max_memory: int | None = budget_field()
     name: str = field(default="integrated-gradients", init=False)
 
     def __call__(self, model: nn.Module, x: Tensor, target: Target = None) -> Explanation:

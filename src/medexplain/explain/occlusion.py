@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
 from medexplain.explain.base import explainer_params, register_explainer
-from medexplain.explain.budget import copy_chunks, inputs_per_call
+from medexplain.explain.budget import budget_field, copy_chunks, inputs_per_call
 from medexplain.explain.explanation import Explanation
 from medexplain.explain.incremental import cone_evaluation
 from medexplain.explain.targets import Target, resolve_target
@@ -51,7 +51,7 @@ class Occlusion:
     window: int | tuple[int, ...] = 8
     stride: int | tuple[int, ...] = 4
     fill: float = 0.0
-    max_memory: int | None = None
+    max_memory: int | None = budget_field()
     name: str = field(default="occlusion", init=False)
 
     def __call__(self, model: nn.Module, x: Tensor, target: Target = None) -> Explanation:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from medexplain.data import collate
 from medexplain.errors import MedexplainError
-from medexplain.explain.base import create_explainer
+from medexplain.explain.budget import check_budget
 from medexplain.files import read_json, write_text
 from medexplain.metrics._inputs import EmptyMaskWarning
 from medexplain.metrics.faithfulness import curve_area
@@ -37,6 +37,7 @@ from medexplain.metrics.robustness import auroc_under_noise
 from medexplain.models import load_run, read_config, run_dataset
 from medexplain.progress import progress_bar
 from medexplain.workflows.executors import Executor, LocalExecutor
+from medexplain.workflows.explain import build_explainers
 from medexplain.workflows.explanations import INDEX, StoredExplanations, StoredItem, load_explanations
 from medexplain.workflows.scores import summary_rows, write_scores
 
@@ -127,6 +128,7 @@ class EvaluationState:
     mask_name: str | None = None
     device: str | torch.device = "cpu"
     metric_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    max_memory: int | None = None
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,8 @@ def score_batch(state: EvaluationState, batch: Sequence[Unit]) -> BatchScores:
                     raise MedexplainError(f"metric {name!r}: method {method!r} cannot be re-run here")
                 context["explainer"] = state.explainers[method]
             inputs = {key: context[key] for key in info.inputs}
-            params = dict(state.metric_params.get(name, {}))
+            budget = {"max_memory": state.max_memory} if "max_memory" in info.defaults else {}
+            params = {**budget, **state.metric_params.get(name, {})}
             if info.curve is not None:
                 curve = info.curve.function(inputs["model"], inputs["x"], context["maps"], inputs["target"],
                                             mode=info.curve.mode, **{**info.defaults, **params}).detach()  # fmt: skip
@@ -280,6 +283,7 @@ def evaluate_explanations(
     explainers: Mapping[str, Any] | None = None,
     mask_name: str | None = None,
     batch_size: int = 16,
+    max_memory: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> Evaluation:
@@ -293,10 +297,13 @@ def evaluate_explanations(
         model: needed by model-bound metrics; used as given (eval mode), not modified.
         explainers: method name -> explainer, for metrics that re-run the explainer.
         mask_name: which of the dataset's masks to use (default: the first).
+        max_memory: bytes of activations per model call of the model-bound metrics
+            (:mod:`medexplain.explain.budget`; default: one forward + backward of the batch, at least 64 MiB).
     """
     mask_name = _mask_name(dataset, mask_name)
     select_metrics(list(metric_names), has_model=model is not None, has_mask=mask_name is not None)
-    state = EvaluationState(stored, dataset, tuple(metric_names), model, dict(explainers or {}), mask_name, device)
+    state = EvaluationState(stored, dataset, tuple(metric_names), model, dict(explainers or {}), mask_name, device,
+                            max_memory=max_memory)  # fmt: skip
     return _score(lambda: state, stored, batch_size, LocalExecutor(), progress)
 
 
@@ -308,27 +315,33 @@ def _mask_name(dataset: Any, requested: str | None) -> str | None:
     return requested or (masks[0] if masks else None)
 
 
-def rebuild_explainers(methods: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The explainers of an explanations folder, rebuilt from the parameters stored in its index."""
-    return {
-        name: create_explainer(name, **{k: v for k, v in (params or {}).items() if k != "name"})
-        for name, params in methods.items()
-    }
+LEGACY_PARAMETERS = ("batch_size",)
+"""Stored by earlier versions of integrated gradients, SmoothGrad and occlusion (inputs per model call, now the
+memory budget); it never changed the maps."""
+
+
+def rebuild_explainers(methods: Mapping[str, Mapping[str, Any]], max_memory: int | None = None) -> dict[str, Any]:
+    """The explainers of an explanations folder, rebuilt from the parameters stored in its index, with the memory
+    budget ``max_memory`` where they take one."""
+    kept = {name: {k: v for k, v in (params or {}).items() if k not in ("name", *LEGACY_PARAMETERS)}
+            for name, params in methods.items()}  # fmt: skip
+    return build_explainers(list(methods), params=kept, max_memory=max_memory)
 
 
 def run_evaluation_state(
     explanations: str | os.PathLike[str], model: str | os.PathLike[str] | None, data: str | os.PathLike[str],
     split: str | None, metric_names: tuple[str, ...], mask_name: str | None, device: str, size: int | None = None,
     metric_params: Mapping[str, Mapping[str, Any]] | None = None, explainers: Mapping[str, Any] | None = None,
+    max_memory: int | None = None,
 ) -> EvaluationState:  # fmt: skip
     """The state of :func:`score_batch` for an explanations folder (what each worker builds); ``explainers``
     (default: rebuilt from the folder's index) re-run the methods for the metrics that need it."""
     stored = load_explanations(explanations)
     network, dataset = _inputs(stored, model, data, split, device, size)
     if explainers is None and any(metric_info(n).needs_explainer for n in metric_names):
-        explainers = rebuild_explainers(stored.methods)
+        explainers = rebuild_explainers(stored.methods, max_memory)
     return EvaluationState(stored, dataset, metric_names, network, dict(explainers or {}), mask_name, device,
-                           dict(metric_params or {}))  # fmt: skip
+                           dict(metric_params or {}), max_memory)  # fmt: skip
 
 
 def _inputs(
@@ -377,6 +390,7 @@ def evaluate_run(
     metric_params: Mapping[str, Mapping[str, Any]] | None = None,
     explainers: Mapping[str, Any] | None = None,
     batch_size: int = 16,
+    max_memory: int | None = None,
     noise_auroc: bool = False,
     resamples: int = 1000,
     seed: int = 0,
@@ -396,6 +410,9 @@ def evaluate_run(
         metric_params: parameters per metric (``{"max-sensitivity": {"samples": 5}}``), recorded in the output.
         explainers: the methods to re-run for robustness and sanity metrics (default: rebuilt from the index;
             give them for methods whose parameters the index cannot hold, e.g. a prior map).
+        max_memory: bytes of activations per model call of the model-bound metrics and the explainers they re-run
+            (:mod:`medexplain.explain.budget`; default: one forward + backward of the batch, at least 64 MiB; it
+            does not change the scores).
         noise_auroc: also write the classifier's AUROC under Gaussian noise (SIBnet's robustness table).
         resamples, seed: the bootstrap of the 95 % intervals.
         overwrite: replace an existing ``out``.
@@ -413,8 +430,9 @@ def evaluate_run(
     fingerprint = {"index": hashlib.sha256((Path(explanations) / INDEX).read_bytes()).hexdigest(), "metrics": names,
                    "model": str(model), "data": str(data), "split": split, "mask": mask_name, "device": device,
                    "size": size, "metric_params": metric_params}  # fmt: skip
+    check_budget(max_memory)
     setup = partial(run_evaluation_state, explanations, model, data, split, names, mask_name, device, size,
-                    metric_params, explainers)  # fmt: skip
+                    metric_params, explainers, max_memory)  # fmt: skip
     cache = out.parent / f".{out.name}.shards"
     try:
         evaluation = _score(setup, stored, batch_size, executor or LocalExecutor(), progress, cache, fingerprint)

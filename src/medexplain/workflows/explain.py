@@ -35,10 +35,15 @@ MapRecord = tuple[str, int, int, list[int], str, np.ndarray]
 
 
 def build_explainers(
-    methods: Sequence[str], *, layer: str | None = None, params: Mapping[str, Mapping[str, Any]] | None = None
+    methods: Sequence[str],
+    *,
+    layer: str | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    max_memory: int | None = None,
 ) -> dict[str, Explainer]:
-    """Explainers by registered name; ``layer`` goes to the methods that take one (the CAM family), ``params``
-    gives further hyperparameters per method (``{"integrated-gradients": {"steps": 24}}``)."""
+    """Explainers by registered name; ``layer`` goes to the methods that take one (the CAM family), ``max_memory``
+    (bytes of activations per model call, :mod:`medexplain.explain.budget`) to those that batch perturbations or
+    path points, ``params`` gives further hyperparameters per method (``{"integrated-gradients": {"steps": 24}}``)."""
     if not methods:
         raise MedexplainError("`methods`: none given; choose from " + ", ".join(EXPLAINERS.available()),
                               parameter="methods")  # fmt: skip
@@ -48,9 +53,12 @@ def build_explainers(
         raise MedexplainError(f"parameters given for {unknown[0]!r}, which is not among the methods {list(methods)}")
     explainers = {}
     for name in methods:
-        takes_layer = "layer" in {f.name for f in dataclasses.fields(EXPLAINERS.get(name))}
-        explainers[name] = create_explainer(name, **({"layer": layer} if layer and takes_layer else {}),
-                                            **params.get(name, {}))  # fmt: skip
+        fields = {f.name for f in dataclasses.fields(EXPLAINERS.get(name))}
+        shared = {"layer": layer, "max_memory": max_memory}
+        explainers[name] = create_explainer(
+            name, **{key: value for key, value in shared.items() if value is not None and key in fields},
+            **params.get(name, {}),
+        )
     return explainers
 
 
@@ -154,6 +162,7 @@ def explain_run(
     size: int | None = None,
     randomised: int | None = None,
     batch_size: int = 16,
+    max_memory: int | None = None,
     map_format: str = "npy",
     device: str = "cpu",
     executor: Executor | None = None,
@@ -166,15 +175,17 @@ def explain_run(
     ``methods`` are registered explainer names, ``layer`` the CAM layer, ``method_params`` further hyperparameters
     per method, over those of a model card (or ``explainers``, built already: e.g. with a tensor parameter),
     ``max_items`` explains only the first items, ``randomised`` (a seed) explains a copy of the model whose every
-    parameter is re-drawn (the model randomisation baseline, Adebayo et al., NeurIPS 2018). A folder written before
-    for the same model, data and split is continued; methods it holds with other parameters are refused.
-    Returns the folder's content.
+    parameter is re-drawn (the model randomisation baseline, Adebayo et al., NeurIPS 2018), ``max_memory`` bounds
+    the activations per model call of the methods that batch perturbations (bytes; default: one forward + backward
+    of the batch, at least 64 MiB; it does not change the maps). A folder written before for the same model, data
+    and split is continued; methods it holds with other parameters are refused. Returns the folder's content.
     """
     if max_items is not None and max_items < 1:
         raise MedexplainError(f"`max_items` must be positive, got {max_items}", parameter="max_items")
     config = read_config(model)
     params = method_params_for(config, methods, method_params)
-    explainers = dict(explainers) if explainers else build_explainers(methods, layer=layer, params=params)
+    explainers = (dict(explainers) if explainers
+                  else build_explainers(methods, layer=layer, params=params, max_memory=max_memory))  # fmt: skip
     items = len(_first(run_dataset(config, data, split, size=size, run_dir=model), max_items))
     name = str(model) if randomised is None else f"{model} (randomised, seed {randomised})"
     header = {"model": name, "data": str(data), "split": split, "size": size}
