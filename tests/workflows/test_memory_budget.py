@@ -24,7 +24,7 @@ METHODS = "integrated-gradients,occlusion,smoothgrad"
 @pytest.fixture(scope="module")
 def run_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("budget")
-    data = write_fundus(root / "data", n=3, size=32, seed=0, show_progress=False)
+    data = write_fundus(root / "data", n=3, size=48, seed=0, show_progress=False)
     torch.manual_seed(0)
     model_args = {"in_channels": 3, "num_classes": 5, "spatial_dims": 2}
     run = save_run(create_model("bagnet9-light", **model_args), root / "run", "bagnet9-light", model_args)
@@ -44,7 +44,10 @@ def test_explain_maps_do_not_depend_on_max_memory(run_and_data, tmp_path: Path) 
     assert whole.methods == one.methods and all("max_memory" not in p for p in one.methods.values())
     for a, b in zip(whole.items, one.items, strict=True):
         for method in METHODS.split(","):
-            np.testing.assert_array_equal(np.load(a.maps[method]), np.load(b.maps[method]))
+            # float32 kernels round differently for other batch sizes (exact in float64: tests/explain/test_budget.py)
+            expected = np.load(a.maps[method]).astype(np.float32)
+            tolerance = 5e-3 * np.abs(expected).max()  # one of the 50 path points or 25 draws left out: ~2-4 %
+            np.testing.assert_allclose(np.load(b.maps[method]), expected, rtol=0, atol=tolerance)
     # the budget is not a parameter of the maps: the folder continues under another one
     assert _explain(run, data, tmp_path / "one", "--max-memory", "2G") == 0
 
@@ -95,8 +98,8 @@ def test_evaluation_passes_the_budget_to_metrics_and_re_run_explainers(run_and_d
     bounded = evaluate_explanations(stored, dataset, names, model=model, batch_size=3, max_memory=1,
                                     explainers=rebuild_explainers(stored.methods, max_memory=1), progress=False)
     assert model.widest == 1  # every model call of the metrics and of the re-run explainers: one input
-    for a, b in zip(default.rows, bounded.rows, strict=True):
-        assert a["metric"] == b["metric"] and a["score"] == pytest.approx(b["score"], rel=1e-5, abs=1e-6)
+    for a, b in zip(default.rows, bounded.rows, strict=True):  # float32: rounding differs with the batch size
+        assert a["metric"] == b["metric"] and a["score"] == pytest.approx(b["score"], rel=1e-3, abs=1e-6)
 
 
 def test_explainers_stored_with_a_batch_size_are_rebuilt() -> None:

@@ -120,10 +120,11 @@ class SmoothGrad:
         x = x.detach()
         b = x.shape[0]
         logits = None
+        per_call = inputs_per_call(model, x, self.max_memory)
         indices = explicit_indices(target, b, x.device)
         if indices is None:  # the targets depend on the clean output (predicted class, all classes, callable)
             with torch.no_grad():
-                logits = model(x)
+                logits = torch.cat([model(part) for part in x.split(per_call)])
             resolved = resolve_target(logits, target)
         else:
             resolved = ResolvedTarget(indices)
@@ -132,7 +133,7 @@ class SmoothGrad:
         sigma = (self.noise_level * (flat.amax(dim=1) - flat.amin(dim=1))).view(b, *[1] * (x.ndim - 1))
         draws: dict[int, Tensor] = {}  # the noise of a draw, the same for every sample, made in draw order
         total = None
-        for draw, sample in copy_chunks(self.samples, b, inputs_per_call(model, x, self.max_memory), x.device):
+        for draw, sample in copy_chunks(self.samples, b, per_call, x.device):
             first, last = int(draw[0]), int(draw[-1])
             for d in range(first, last + 1):
                 if d not in draws:

@@ -87,6 +87,20 @@ class ConeEvaluation:
                     hooks.forward_pre(module, self._before)
                     hooks.forward(module, self._after)
 
+    def record(self, clean: Tensor, per_call: int) -> Tensor:
+        """The model's output on ``clean``, ``per_call`` inputs at a time, recording every eligible layer."""
+        self.parts: dict[tuple[int, int], tuple[list[Tensor], list[Tensor]]] = {}
+        outputs = []
+        for part in clean.split(per_call):
+            self.calls = {}
+            outputs.append(self.model(part))
+        chunks = len(outputs)
+        self.records = {key: _Record(torch.cat(inputs), torch.cat(outputs_)) for key, (inputs, outputs_) in
+                        self.parts.items() if len(inputs) == chunks}  # fmt: skip
+        del self.parts
+        self.recording = False
+        return torch.cat(outputs)
+
     def __call__(self, copies: Tensor, samples: Tensor) -> Tensor:
         self.samples, self.calls = samples, {}
         n = len(samples)
@@ -114,7 +128,9 @@ class ConeEvaluation:
         key = (id(module), self.calls[id(module)] - 1)
         if self.recording:
             if len(args) == 1 and isinstance(args[0], Tensor) and isinstance(output, Tensor):
-                self.records[key] = _Record(args[0].clone(), output.clone())  # later in-place operations
+                parts = self.parts.setdefault(key, ([], []))
+                parts[0].append(args[0].clone())  # clones: later in-place operations would change them
+                parts[1].append(output.clone())
             return None
         if self.plan is None:
             return None
@@ -198,11 +214,12 @@ class ConeEvaluation:
 
 
 @contextmanager
-def cone_evaluation(model: nn.Module, clean: Tensor) -> Iterator[tuple[Tensor, ConeEvaluation]]:
-    """``(model(clean), evaluate)``: the clean output, recorded layer by layer, and a :class:`ConeEvaluation`
-    for perturbed copies of ``clean`` (B, C, *spatial). Hooks live only inside the block; run under no_grad."""
+def cone_evaluation(
+    model: nn.Module, clean: Tensor, per_call: int | None = None
+) -> Iterator[tuple[Tensor, ConeEvaluation]]:
+    """``(model(clean), evaluate)``: the clean output (``per_call`` inputs per model call), recorded layer by layer,
+    and a :class:`ConeEvaluation` for perturbed copies of ``clean`` (B, C, *spatial). Hooks live only inside the
+    block; run under no_grad."""
     with Hooks() as hooks:
         evaluate = ConeEvaluation(model, hooks, clean)
-        output = model(clean)
-        evaluate.recording = False
-        yield output, evaluate
+        yield evaluate.record(clean, per_call or len(clean)), evaluate

@@ -83,14 +83,16 @@ class IntegratedGradients:
         alphas, weights = alphas.to(x), weights.to(x)
         reference = make_baseline(x, self.baseline, self.blur_sigma)
         b = x.shape[0]
+        per_call = inputs_per_call(model, x, self.max_memory)
         with torch.no_grad():
-            logits, baseline_logits = model(torch.cat([x, reference])).split(b)
+            ends = torch.cat([x, reference])
+            logits, baseline_logits = torch.cat([model(part) for part in ends.split(per_call)]).split(b)
             resolved = resolve_target(logits, target)
             baseline_scores = resolved.scores(baseline_logits)
         delta = x - reference
         total = None
         shape = (-1, *[1] * (x.ndim - 1))
-        for step, sample in copy_chunks(self.steps, b, inputs_per_call(model, x, self.max_memory), x.device):
+        for step, sample in copy_chunks(self.steps, b, per_call, x.device):
             path = reference[sample] + alphas[step].view(shape) * delta[sample]
             grads, _, _ = target_gradients(model, path, resolved.select(sample))
             weighted = grads * weights[step].view(-1, 1, *[1] * (x.ndim - 1))

@@ -68,7 +68,7 @@ class Occlusion:
         ]
         per_call = inputs_per_call(model, x, self.max_memory)
         per_call = per_call // b * b or per_call  # whole windows per call: copies compare with the batch in place
-        with torch.no_grad(), cone_evaluation(model, x) as (logits, evaluate):
+        with torch.no_grad(), cone_evaluation(model, x, per_call) as (logits, evaluate):
             resolved = resolve_target(logits, target)
             clean = resolved.scores(logits)
             total = x.new_zeros((b, clean.shape[1], *spatial))
