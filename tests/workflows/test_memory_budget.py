@@ -31,9 +31,9 @@ def run_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return run, data
 
 
-def _explain(run: Path, data: Path, out: Path, *extra: str) -> int:
+def _explain(run: Path, data: Path, out: Path, *extra: str, methods: str = METHODS) -> int:
     return main(["explain", "--model", str(run), "--data", str(data), "--out", str(out), "--split", "",
-                 "--method", METHODS, "--no-progress", *extra])  # fmt: skip
+                 "--method", methods, "--no-progress", *extra])  # fmt: skip
 
 
 def test_explain_maps_do_not_depend_on_max_memory(run_and_data, tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ class _Widest(nn.Module):
 
 def test_evaluation_passes_the_budget_to_metrics_and_re_run_explainers(run_and_data, tmp_path: Path) -> None:
     run, data = run_and_data
-    assert _explain(run, data, tmp_path / "maps") == 0
+    assert _explain(run, data, tmp_path / "maps", methods="saliency,smoothgrad") == 0
     stored = load_explanations(tmp_path / "maps")
     network, _, dataset = load_run(run, data, None)
     names = ["deletion-auc", "faithfulness-correlation", "max-sensitivity"]
