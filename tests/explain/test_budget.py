@@ -3,6 +3,9 @@ chunking (integrated gradients, SmoothGrad, occlusion; 2D and 3D), cone-restrict
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 from tests.explain.models import CONV, MAXPOOL, ResNetLike, randomize_batchnorm
@@ -34,6 +37,29 @@ def test_measuring_changes_no_state_of_the_model() -> None:
     assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers(), strict=True))
     assert torch.equal(state, torch.random.get_rng_state())
     assert model.training and hook_count(model) == 0
+
+
+def test_measuring_frees_its_activations_without_the_garbage_collector() -> None:
+    """The measuring pass's saved outputs (here the sigmoid's) are freed when it ends, not by a later garbage
+    collection: at 3D scale that is one more forward pass's worth of memory."""
+
+    class SavesItsOutput(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x: Tensor) -> Tensor:
+            y = torch.sigmoid(self.conv(x))  # sigmoid's backward needs its output
+            self.output = weakref.ref(y)
+            return y.mean((2, 3))
+
+    model = SavesItsOutput()
+    gc.disable()
+    try:
+        activation_bytes(model, torch.randn(1, 1, 9, 9))
+        assert model.output() is None
+    finally:
+        gc.enable()
 
 
 def test_inputs_per_call_follows_the_budget() -> None:

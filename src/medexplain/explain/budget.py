@@ -47,7 +47,9 @@ def activation_bytes(model: nn.Module, item: Tensor) -> int:
             storage = tensor.untyped_storage()
             if storage.data_ptr() not in own:
                 saved[storage.data_ptr()] = storage.nbytes()
-            return tensor
+            # detached: a saved output kept with its grad_fn forms a reference cycle with that node, and the
+            # pass's activations would stay allocated until the garbage collector runs (one more forward's worth)
+            return tensor.detach()
 
         probe = item[:1].detach().clone().requires_grad_(True)
         buffers = [(buffer, buffer.clone()) for buffer in model.buffers()] if model.training else []
