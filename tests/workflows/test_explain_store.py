@@ -11,21 +11,10 @@ import torch
 
 from medexplain.cli import main
 from medexplain.data import collate, load_dataset
-from medexplain.data.synth import write_fundus
 from medexplain.errors import MedexplainError
 from medexplain.explain import create_explainer
-from medexplain.models import create_model, load, save_run
+from medexplain.models import create_model, load
 from medexplain.workflows.explanations import ExplanationWriter, load_explanations
-
-
-@pytest.fixture(scope="module")
-def run_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("explain_cli")
-    data = write_fundus(root / "data", n=5, size=48, seed=0, show_progress=False)
-    torch.manual_seed(0)
-    model_args = {"in_channels": 3, "num_classes": 5, "spatial_dims": 2}
-    run = save_run(create_model("bagnet9-light", **model_args), root / "run", "bagnet9-light", model_args)
-    return run, data
 
 
 def test_cli_writes_float32_maps_equal_to_the_library_and_resumes(run_and_data, tmp_path: Path) -> None:

@@ -12,23 +12,12 @@ from torch import nn
 
 from medexplain.cli import main
 from medexplain.cli.common import parse_bytes
-from medexplain.data.synth import write_fundus
 from medexplain.errors import MedexplainError
-from medexplain.models import create_model, load_run, save_run
+from medexplain.models import load_run
 from medexplain.workflows.evaluate import evaluate_explanations, rebuild_explainers
 from medexplain.workflows.explanations import load_explanations
 
 METHODS = "integrated-gradients,occlusion,smoothgrad"
-
-
-@pytest.fixture(scope="module")
-def run_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("budget")
-    data = write_fundus(root / "data", n=3, size=48, seed=0, show_progress=False)
-    torch.manual_seed(0)
-    model_args = {"in_channels": 3, "num_classes": 5, "spatial_dims": 2}
-    run = save_run(create_model("bagnet9-light", **model_args), root / "run", "bagnet9-light", model_args)
-    return run, data
 
 
 def _explain(run: Path, data: Path, out: Path, *extra: str, methods: str = METHODS) -> int:
