@@ -95,3 +95,14 @@ def test_explainers_stored_with_a_batch_size_are_rebuilt() -> None:
     """Folders written before the budget hold ``batch_size`` for these methods (it never changed the maps)."""
     explainers = rebuild_explainers({"integrated-gradients": {"steps": 7, "batch_size": 64, "name": "x"}}, 1024)
     assert explainers["integrated-gradients"].steps == 7 and explainers["integrated-gradients"].max_memory == 1024
+
+
+def test_the_audit_passes_its_budget_to_the_methods_and_metrics(tmp_path: Path) -> None:
+    from medexplain.models import create_model
+    from medexplain.workflows.audit import applicable_methods
+
+    model = create_model("resnet18", in_channels=1, num_classes=2, width=4, small_input=True).eval()
+    methods, _ = applicable_methods(model, torch.randn(1, 1, 16, 16), ["integrated-gradients", "occlusion"], None, {},
+                                    max_memory=3 * 2**20)  # fmt: skip
+    assert {name: explainer.max_memory for name, explainer in methods.items()} == {
+        "integrated-gradients": 3 * 2**20, "occlusion": 3 * 2**20}

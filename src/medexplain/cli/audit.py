@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from medexplain.cli.common import engine_options, json_object
+from medexplain.cli.common import MAX_MEMORY_HELP, engine_options, json_object, parse_bytes
 from medexplain.errors import MedexplainError
 
 _DATA = typer.Option(..., "--data", help="Dataset folder with manifest.csv and mask_<name> columns.")
@@ -71,6 +71,7 @@ def audit_command(
     resamples: int = typer.Option(1000, help="Bootstrap resamples of the 95 % intervals."),
     seed: int = typer.Option(0, help="Seed of the random baseline, the randomised model and the bootstrap."),
     batch_size: int = typer.Option(16, help="Images per batch."),
+    max_memory: str | None = typer.Option(None, help=MAX_MEMORY_HELP),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
     progress: bool = typer.Option(True, help="Show progress bars."),
     engine: str = typer.Option("local", help="local (this process) or ray (shards over Ray workers)."),
@@ -97,7 +98,8 @@ def audit_command(
         randomised_model=randomised_model, metrics=_names(metrics) or defaults.metrics,
         metric_params=json_object(metric_params, "--metric-params") or defaults.metric_params,
         method_params=json_object(method_params, "--method-params"), landmarks=_names(landmarks) or (),
-        field_mask=field_mask, alpha=alpha, resamples=resamples, seed=seed,
+        field_mask=field_mask, max_memory=parse_bytes(max_memory, "--max-memory"), alpha=alpha,
+        resamples=resamples, seed=seed,
     )  # fmt: skip
     document = audit_run(
         model, data, out, mask=mask, split=split or None, size=size, layer=layer, settings=settings,

@@ -87,6 +87,8 @@ class AuditSettings:
             check (:mod:`medexplain.workflows.shortcuts`), beside the image border and background.
         field_mask: a mask column of the field of view (relevance outside it is checked); default: the image's
             own background.
+        max_memory: bytes of activations per model call of the methods that batch perturbations and of the
+            model-bound metrics (default: their own budget; :mod:`medexplain.explain.budget`).
         alpha: significance level of the verdicts.
         resamples, seed: the bootstrap intervals, and the seed of every random draw.
     """
@@ -99,6 +101,7 @@ class AuditSettings:
     method_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     landmarks: tuple[str, ...] = ()
     field_mask: str | None = None
+    max_memory: int | None = None
     alpha: float = 0.05
     resamples: int = 1000
     seed: int = 0
@@ -107,6 +110,7 @@ class AuditSettings:
 def applicable_methods(
     model: torch.nn.Module, x: torch.Tensor, requested: Sequence[str] | None, layer: str | None,
     params: Mapping[str, Mapping[str, Any]], own: Mapping[str, Explainer] | None = None,
+    max_memory: int | None = None,
 ) -> tuple[dict[str, Explainer], dict[str, str]]:  # fmt: skip
     """The explainers that run on ``model`` (tried on one image ``x`` (1, C, *spatial)), and why the others do not.
 
@@ -119,7 +123,7 @@ def applicable_methods(
     for name, given in candidates.items():
         try:
             explainer = given or build_explainers([name], layer=layer, params={name: params[name]} if name in params
-                                                  else None)[name]  # fmt: skip
+                                                  else None, max_memory=max_memory)[name]  # fmt: skip
             explainer(model, x, "predicted")
         except (MedexplainError, RuntimeError, NotImplementedError, TypeError) as error:
             skipped[name] = " ".join(str(error).split())[:300] or type(error).__name__
@@ -196,7 +200,8 @@ def audit_run(
     cam_layer = _cam_layer(network, config, layer)
     probe = dataset[0].image[None].to(device)
     params = method_params_for(config, list(config.get("method_params") or {}), settings.method_params)
-    methods, skipped = applicable_methods(network, probe, settings.methods, cam_layer, params, explainers)
+    methods, skipped = applicable_methods(network, probe, settings.methods, cam_layer, params, explainers,
+                                          settings.max_memory)  # fmt: skip
     if not methods:
         raise MedexplainError(f"{model}: none of the methods runs on this model: {json.dumps(skipped)}")
     baselines, skipped_baselines = baseline_explainers(settings, config, data, mask, size, dataset[0].image.shape[1:])
@@ -209,7 +214,7 @@ def audit_run(
                     **common)  # fmt: skip
     scoring = {"split": split, "size": size, "mask": mask, "batch_size": batch_size, "device": device,
                "executor": executor, "progress": progress, "resamples": settings.resamples, "seed": settings.seed,
-               "metric_params": settings.metric_params}  # fmt: skip
+               "metric_params": settings.metric_params, "max_memory": settings.max_memory}  # fmt: skip
     _evaluate_once(out / "explanations", data, out / "scores", model, settings.metrics, explainers, scoring)
     if settings.randomised_model:
         plain = [m for m in settings.metrics if not metric_info(m).needs_explainer]
