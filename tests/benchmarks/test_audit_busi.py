@@ -61,6 +61,7 @@ def test_the_tables_have_the_recorded_format(smoke) -> None:
     for method in methods:
         assert CRITERION.match(rows[method]["localises"]) and CRITERION.match(rows[method]["faithful"])
         assert RANDOMISATION.match(rows[method]["randomisation"]), rows[method]["randomisation"]
+        assert rows[method]["shortcuts"] != "n/a"  # the audit's shortcut check ran on every method
         assert rows[f"{method} (random model)"]["localises"] == "baseline"
         assert set(result["differences"][method]) == set(audit_busi.DIFFERENCE_METRICS)
     assert {m for m in rows if m.startswith("baseline-")} == set(audit_busi.BASELINES)
