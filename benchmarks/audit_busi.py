@@ -25,8 +25,11 @@ What a user does, step by step, and what the script prints:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -44,7 +47,7 @@ from medexplain.files import write_text
 from medexplain.metrics.classification import auroc, balanced_accuracy
 from medexplain.metrics.summary import bootstrap_interval
 from medexplain.models import load
-from medexplain.workflows.audit import BASELINES, LOCALISATION, RANDOM_MODEL, applicable_methods
+from medexplain.workflows.audit import BASELINES, LOCALISATION, RANDOM_MODEL, _per_image, applicable_methods
 from medexplain.workflows.explain import build_explainers
 
 CLASSES = ("normal", "benign", "malignant")
@@ -63,6 +66,7 @@ class Preset:
         loc_images, full_images: lesion test images of the localisation and of the full audit (None: all).
         method_params, metric_params: the audits' parameters (empty: the audit's own defaults).
         compared_images: test images on which the TorchScript card's maps are compared.
+        methods: the audited methods (None: every one the model allows).
     """
 
     side: int
@@ -73,6 +77,7 @@ class Preset:
     method_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     metric_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     compared_images: int = 4
+    methods: tuple[str, ...] | None = None
 
 
 CHEAP_METHODS = {"integrated-gradients": {"steps": 16}, "smoothgrad": {"samples": 10},
@@ -86,11 +91,13 @@ once, and 16 x 16 DenseNet-121 passes with gradients at 128 px held about 10 GB.
 PRESETS = {
     "smoke": Preset(32, 1, {"train": 24, "val": 12, "test": 12}, 3, 1,
                     {**CHEAP_METHODS, "occlusion": {"window": 8, "stride": 8}},
-                    {**CHEAP_METRICS, "model-randomisation": {"layers": 2}}, compared_images=2),
+                    {**CHEAP_METRICS, "model-randomisation": {"layers": 2}}, compared_images=2,
+                    methods=("saliency", "integrated-gradients", "gradcam", "lrp-epsilon-plus-flat")),
     "default": Preset(128, 4, None, 24, 4, CHEAP_METHODS, CHEAP_METRICS),
     "full": Preset(224, 40, None, None, 40),
 }  # fmt: skip
-"""``default`` fits one seed in about 45 min on one core of a shared 2-core CPU; ``full`` is meant for a GPU."""
+"""``default`` fits one seed in about 45 min on one core of a shared 2-core CPU; ``full`` is meant for a GPU;
+``smoke`` (the tests) audits four methods: one per family (gradient, path integral, CAM, LRP)."""
 
 
 # ---- a user's model: plain PyTorch ------------------------------------------------------------------------------
@@ -98,8 +105,6 @@ PRESETS = {
 
 def read_split(data: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(N, 1, H, W)`` float32 pixel values 0..255, labels ``(N,)`` and ids of ``split``, read with Pillow."""
-    import csv
-
     from PIL import Image
 
     with (data / "manifest.csv").open(newline="", encoding="utf-8") as handle:
@@ -134,8 +139,8 @@ def train(data: Path, out: Path, epochs: int, seed: int, device: str) -> dict[st
     train_x, train_y, _ = read_split(data, "train")
     val_x, val_y, _ = read_split(data, "val")
     mean, std = float(train_x.mean()), float(train_x.std())
-    normalise = lambda a: torch.from_numpy((a - mean) / std)  # noqa: E731
-    x, y, vx = normalise(train_x), torch.from_numpy(train_y), normalise(val_x)
+    x, vx = (torch.from_numpy((images - mean) / std) for images in (train_x, val_x))
+    y = torch.from_numpy(train_y)
     torch.manual_seed(seed)
     model = densenet().to(device)
     counts = np.bincount(train_y, minlength=len(CLASSES))
@@ -205,9 +210,6 @@ def accuracy(data: Path, model_dir: Path, seed: int) -> dict[str, tuple[float, f
 def audit_data(data: Path, out: Path, count: int | None, seed: int) -> tuple[Path, int]:
     """A copy of ``data``'s training split (for the mean-mask prior) and of ``count`` benign or malignant test
     images (a seeded permutation, class proportions kept; all when None); returns it and its test images."""
-    import csv
-    import shutil
-
     with (data / "manifest.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     lesions = [r for r in rows if r["split"] == "test" and int(r["label"]) > 0]
@@ -235,6 +237,8 @@ def audit_command(card: Path, data: Path, out: Path, preset: Preset, seed: int, 
     """``medexplain audit ...`` arguments (without the program name)."""
     arguments = ["audit", "--model", str(card), "--data", str(data), "--mask", "lesion", "--out", str(out),
                  "--seed", str(seed), "--device", device, "--batch-size", str(BATCH), "--no-progress"]  # fmt: skip
+    if preset.methods:
+        arguments += ["--methods", ",".join(preset.methods)]
     if not full:
         arguments += ["--metrics", ",".join([*LOCALISATION, "gini"])]
     if preset.method_params:
@@ -279,17 +283,12 @@ def phases(out: Path, started: float) -> dict[str, float]:
 
 
 def per_image(folder: Path) -> dict[str, dict[str, dict[str, float]]]:
-    """``{metric: {map: {image id: score}}}`` of an audit folder, the randomised model's maps suffixed."""
-    import csv
-
-    table: dict[str, dict[str, dict[str, float]]] = {}
-    for scores, suffix in (("scores", ""), ("scores-randomised", RANDOM_MODEL)):
-        if not (folder / scores / "per_sample.csv").is_file():
-            continue
-        with (folder / scores / "per_sample.csv").open(newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                value = float(row["score"]) if row["score"] else math.nan
-                table.setdefault(row["metric"], {}).setdefault(row["method"] + suffix, {}).setdefault(row["id"], value)
+    """``{metric: {map: {image id: score}}}`` of an audit folder, the randomised model's maps suffixed (as the
+    audit's verdict reads them)."""
+    table = _per_image(folder / "scores")
+    if (folder / "scores-randomised").is_dir():
+        for metric, per_method in _per_image(folder / "scores-randomised", RANDOM_MODEL).items():
+            table.setdefault(metric, {}).update(per_method)
     return table
 
 
@@ -455,8 +454,6 @@ def markdown(result: Mapping[str, Any]) -> str:
 
 
 def shell(arguments: Sequence[str]) -> str:
-    import shlex
-
     return "medexplain " + " ".join(shlex.quote(a) for a in arguments)
 
 
