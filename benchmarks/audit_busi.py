@@ -28,6 +28,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import shlex
 import shutil
 import subprocess
@@ -257,7 +258,10 @@ def run_audit(arguments: list[str], out: Path) -> tuple[dict[str, Any], dict[str
         recorded = json.loads(timing.read_text()) if timing.is_file() else {}
         return json.loads((out / "verdict.json").read_text()), recorded
     started = time.time()
-    code = subprocess.run([sys.executable, "-m", "medexplain", *arguments], check=False).returncode
+    # the audit runs on as many threads as this benchmark (one): thread counts change float rounding, hence maps
+    threads = {"OMP_NUM_THREADS": str(torch.get_num_threads())}
+    code = subprocess.run([sys.executable, "-m", "medexplain", *arguments], env={**os.environ, **threads},
+                          check=False).returncode  # fmt: skip
     if code != 0:
         raise SystemExit(f"medexplain {' '.join(arguments)} exited with {code}")
     seconds = {"total": time.time() - started, **phases(out, started)}
