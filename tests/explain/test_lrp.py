@@ -300,3 +300,19 @@ def test_polyphase_transpose_equals_the_input_gradient_of_the_convolution(dims: 
         (expected,) = torch.autograd.grad(y, x, grad)
         ours = conv_transpose_polyphase(grad, x.shape[2:], weight, [stride] * dims, [padding] * dims)
         torch.testing.assert_close(ours, expected, msg=f"stride {stride} kernel {kernel} padding {padding}")
+
+
+@pytest.mark.parametrize("export", ["script", "trace"])
+def test_a_torchscript_model_is_refused_not_explained_as_gradient_times_input(export: str) -> None:
+    """A TorchScript module's layers are opaque, so no rule could hook them: the map would silently be the plain
+    gradient x input. The audit lists LRP as not applicable to it instead."""
+    from medexplain.workflows.audit import applicable_methods
+
+    model = plain_cnn().eval()
+    x = torch.randn(2, 2, 12, 12)
+    exported = torch.jit.script(model) if export == "script" else torch.jit.trace(model, x)
+    for name in COMPOSITES:
+        with pytest.raises(MedexplainError, match="TorchScript model hides them"):
+            create_explainer(name)(exported, x, 0)
+    usable, skipped = applicable_methods(exported, x[:1], COMPOSITES, None, {})
+    assert not usable and set(skipped) == set(COMPOSITES)

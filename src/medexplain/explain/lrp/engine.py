@@ -140,6 +140,12 @@ def lrp_relevance(
     Returns:
         ``(relevance (B, K, C_in, *spatial), logits (B, C), resolved target)``.
     """
+    if isinstance(model, torch.jit.ScriptModule):
+        # its submodules are opaque script modules: no rule would apply and the result would be gradient x input
+        raise MedexplainError(
+            "LRP needs the model's layers as Python modules (its rules hook convolution and linear layers); "
+            "a TorchScript model hides them: load its architecture and state dict"
+        )
     rules = composite.rules(model)
     inputs = x.detach().requires_grad_(True)
     tracker = _Tracker(inputs)
