@@ -41,9 +41,10 @@ class Hooks:
         while self._handles:
             self._handles.pop().remove()
 
-    def forward(self, module: nn.Module, fn: Callable[..., object]) -> None:
-        """``fn(module, args, output)``; a non-None return replaces the output."""
-        self._handles.append(module.register_forward_hook(fn))
+    def forward(self, module: nn.Module, fn: Callable[..., object], *, with_kwargs: bool = False) -> None:
+        """``fn(module, args, output)`` (``fn(module, args, kwargs, output)`` with ``with_kwargs``); a non-None
+        return replaces the output."""
+        self._handles.append(module.register_forward_hook(fn, with_kwargs=with_kwargs))
 
     def forward_pre(self, module: nn.Module, fn: Callable[..., object]) -> None:
         """``fn(module, args)``; a non-None return replaces the positional arguments."""

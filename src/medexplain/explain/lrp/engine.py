@@ -17,6 +17,10 @@ module). Known differences, by design: relevance is ``t * c`` for every tensor `
 input of an unfolded BatchNorm receives none (Zennit passes the BatchNorm's bias share on to it); and
 element-wise activations written as functions (``F.silu``) propagate their gradient, not the pass rule
 (modules such as ``nn.SiLU`` get the pass rule; ReLU, in any form, is exact either way).
+
+Transformers: a composite may give non-affine modules a :class:`~medexplain.explain.lrp.transformer.ModuleRule`
+(LayerNorm) and say how relevance crosses attention (``Composite.attention``, applied by the attention taps of
+:mod:`medexplain.explain.transformer`); see :mod:`medexplain.explain.lrp.transformer` for AttnLRP.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from medexplain.explain.hooks import Hooks
 from medexplain.explain.lrp.composites import Composite
 from medexplain.explain.lrp.layers import BATCHNORM_TYPES, Affine, foldable
 from medexplain.explain.lrp.rules import Rule, stabilize
+from medexplain.explain.lrp.transformer import ModuleRule
 from medexplain.explain.targets import ResolvedTarget, Target, resolve_target
+from medexplain.explain.transformer import tap_attention
 
 PASS_TYPES: tuple[type[nn.Module], ...] = (
     nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Hardtanh,
@@ -145,7 +151,9 @@ def lrp_relevance(
     tracker = _Tracker(inputs)
     with Hooks() as hooks, torch.enable_grad():
         for module, rule in rules.items():
-            hooks.forward(module, tracker.rule_hook(rule))
+            hooks.forward(module, rule.hook if isinstance(rule, ModuleRule) else tracker.rule_hook(rule))
+        if composite.attention is not None:
+            tap_attention(hooks, model, composite.attention)
         for module in model.modules():
             if isinstance(module, BATCHNORM_TYPES):
                 hooks.forward(module, tracker.batchnorm_hook)

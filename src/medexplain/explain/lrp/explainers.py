@@ -95,3 +95,32 @@ class LRPEpsilonGammaBox(_LRP):
         low = flat.amin(dim=1).view(shape) if self.low is None else self.low
         high = flat.amax(dim=1).view(shape) if self.high is None else self.high
         return composites.epsilon_gamma_box(low, high, self.gamma, self.epsilon, self.stabilizer)
+
+
+@register_explainer("attnlrp", category="lrp")
+@dataclass(frozen=True)
+class AttnLRP(_LRP):
+    """AttnLRP (Achtibat et al., "AttnLRP: Attention-Aware Layer-Wise Relevance Propagation for Transformers",
+    ICML 2024): epsilon on convolutions and linear layers, identity rule on LayerNorm's standard deviation and on
+    activations, the softmax rule and the uniform rule on attention's products (nn.MultiheadAttention and MONAI
+    blocks); on a model without attention it is LRP-epsilon with the LayerNorm rule. Maps ``(B, K, *spatial)``:
+    input relevance summed over channels; the softmax rule absorbs part of the relevance (see
+    :mod:`medexplain.explain.lrp.transformer`)."""
+
+    name: str = field(default="attnlrp", init=False)
+
+    def composite(self, x: Tensor) -> Composite:
+        return composites.attnlrp(self.epsilon)
+
+
+@register_explainer("cp-lrp", category="lrp")
+@dataclass(frozen=True)
+class CPLRP(_LRP):
+    """CP-LRP (Ali et al., "XAI for Transformers: Better Explanations through Conservative Propagation", ICML 2022):
+    as :class:`AttnLRP` but with the attention probabilities held constant, so all relevance flows through the
+    values; conserves relevance in a bias-free network. Maps ``(B, K, *spatial)``."""
+
+    name: str = field(default="cp-lrp", init=False)
+
+    def composite(self, x: Tensor) -> Composite:
+        return composites.attnlrp(self.epsilon, conservative=True)
