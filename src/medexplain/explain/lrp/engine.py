@@ -37,7 +37,7 @@ from medexplain.explain.lrp.layers import BATCHNORM_TYPES, Affine, foldable
 from medexplain.explain.lrp.rules import Rule, stabilize
 from medexplain.explain.lrp.transformer import ModuleRule
 from medexplain.explain.targets import ResolvedTarget, Target, resolve_target
-from medexplain.explain.transformer import tap_attention
+from medexplain.explain.transformer import attention_modules, tap_attention
 
 PASS_TYPES: tuple[type[nn.Module], ...] = (
     nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Hardtanh,
@@ -152,7 +152,7 @@ def lrp_relevance(
     with Hooks() as hooks, torch.enable_grad():
         for module, rule in rules.items():
             hooks.forward(module, rule.hook if isinstance(rule, ModuleRule) else tracker.rule_hook(rule))
-        if composite.attention is not None:
+        if composite.attention is not None and attention_modules(model):
             tap_attention(hooks, model, composite.attention)
         for module in model.modules():
             if isinstance(module, BATCHNORM_TYPES):
