@@ -1,7 +1,7 @@
 """medexplain.explain against Captum, Zennit and pytorch-grad-cam: same model, same batch, one run, as ratios.
 
     .venv/bin/python benchmarks/explainers.py [--batch 16] [--size 128] [--batch3d 2] [--size3d 32]
-                                              [--threads 1] [--repeats 3] [--methods m1,m2]
+                                              [--threads 1] [--repeats 3] [--methods m1,m2] [--models resnet18,vit]
 
 Model: ResNet-18 of ``medexplain.models`` (1 input channel, 3 classes), random weights and BatchNorm statistics,
 eval mode, float32, CPU. Times are the best of ``--repeats`` interleaved runs, measured as CPU time of this
@@ -14,6 +14,11 @@ the same cost floor (see :func:`lrp_theory`); ``peer`` the reference implementat
 time (Captum's IG is asked for its convergence delta, which ours always returns); ``|diff|`` = largest |ours -
 peer| over largest |peer| (maps compared as each library defines them; pytorch-grad-cam's maps are min-max
 normalised and resized by OpenCV, so ours are normalised the same way before comparing).
+The ViT table (``vit-small`` of ``medexplain.models``: MONAI's ViT, 6 blocks of width 192, 16-pixel patches in 2D
+and 8-voxel patches in 3D, random weights) has no peer (Captum and Zennit have no attention support; lxt's
+efficient AttnLRP patches torchvision and Hugging Face models only): ``/floor`` is our time over one forward +
+input gradient, or over one forward (``no_grad``) for attention rollout, the goals being AttnLRP <= 2x and rollout
+<= 1.2x.
 Zennit gets the same canonisation as ours: its SequentialMergeBatchNorm plus NamedMergeBatchNorm for the stem
 (registered in a different order than it runs) and, for the residual additions, a canonizer written here that
 routes each block's addition through Zennit's Sum module (as its torchvision ResNet canonizer does) and gives
@@ -326,6 +331,51 @@ def evidence_rows(repeats: int) -> list[dict]:
     return rows
 
 
+VIT_METHODS = {  # method -> cost floor: "gradient" (forward + input gradient) or "forward"
+    "attnlrp": "gradient", "cp-lrp": "gradient", "attention-gradient": "gradient", "gradcam": "gradient",
+    "saliency": "gradient", "attention-rollout": "forward",
+}  # fmt: skip
+
+
+def vit_run(model, x, repeats: int, methods: set[str] | None = None) -> list[dict]:
+    """Our ViT explainers over their cost floors, best of ``repeats`` interleaved runs (CPU time)."""
+    target = torch.arange(x.shape[0]) % 3
+
+    def floor():
+        leaf = x.detach().requires_grad_(True)
+        torch.autograd.grad(model(leaf).gather(1, target[:, None]).sum(), leaf)
+
+    def forward_only():
+        with torch.no_grad():
+            model(x)
+
+    chosen = [m for m in VIT_METHODS if methods is None or m in methods]
+    best = dict.fromkeys(["gradient", "forward", *chosen], float("inf"))
+    for _ in range(repeats):
+        best["gradient"] = min(best["gradient"], cpu_time(floor)[0])
+        best["forward"] = min(best["forward"], cpu_time(forward_only)[0])
+        for name in chosen:
+            explainer = create_explainer(name)
+            best[name] = min(best[name], cpu_time(lambda explainer=explainer: explainer(model, x, target))[0])
+    return [{"dims": x.ndim - 2, "method": name, "img/s": x.shape[0] / best[name], "floor": VIT_METHODS[name],
+             "/floor": best[name] / best[VIT_METHODS[name]]} for name in chosen]  # fmt: skip
+
+
+def vit_table(args: argparse.Namespace, methods: set[str] | None) -> None:
+    rows = []
+    for dims, batch, size, patch in ((2, args.batch, args.size, 16), (3, args.batch3d, args.size3d, 8)):
+        model = create_model("vit-small", in_channels=1, num_classes=3, spatial_dims=dims, img_size=size,
+                             patch_size=patch).eval()  # fmt: skip
+        rows += vit_run(model, torch.randn(batch, 1, *[size] * dims), args.repeats, methods)
+    header = ["dims", "method", "img/s", "floor", "/floor"]
+    print(f"ViT-small, 2D batch {args.batch} x 1 x {args.size}^2 (16-px patches), 3D batch {args.batch3d} x 1 x "
+          f"{args.size3d}^3 (8-voxel patches), {args.threads} thread(s), best of {args.repeats}, CPU time")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(f"{row[h]:.3g}" if isinstance(row[h], float) else str(row[h]) for h in header) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=16)
@@ -335,15 +385,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", help="comma-separated subset of the methods (default: all)")
+    parser.add_argument("--models", default="resnet18,vit", help="tables to run: resnet18 and/or vit")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    methods = set(args.methods.split(",")) if args.methods else None
+    if "vit" in args.models.split(","):
+        vit_table(args, methods)
+    if "resnet18" not in args.models.split(","):
+        return
     rows = []
     for dims, batch, size in ((2, args.batch, args.size), (3, args.batch3d, args.size3d)):
         model = randomize(create_model("resnet18", in_channels=1, num_classes=3, spatial_dims=dims))
         x = torch.randn(batch, 1, *[size] * dims)
-        rows += run(model, x, args.repeats, set(args.methods.split(",")) if args.methods else None)
-    if not args.methods or "evidence" in args.methods.split(","):
+        rows += run(model, x, args.repeats, methods)
+    if not methods or "evidence" in methods:
         rows += evidence_rows(args.repeats)
     header = ["dims", "method", "img/s", "/floor", "theory", "peer", "peer img/s", "speed-up", "|diff|"]
     print(f"ResNet-18, 2D batch {args.batch} x 1 x {args.size}^2, 3D batch {args.batch3d} x 1 x {args.size3d}^3, "
