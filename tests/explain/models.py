@@ -194,8 +194,16 @@ class MHAViT(nn.Module):
         return self.head(tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1))
 
 
-def mha_copy(vit: nn.Module, batch_first: bool = False) -> MHAViT:
-    """The ``MHAViT`` computing exactly what the registry's MONAI ``vit`` computes, from its weights."""
+def encoder_layer(width: int, heads: int, hidden: int, batch_first: bool) -> nn.TransformerEncoderLayer:
+    """PyTorch's own pre-norm block, laid out like MONAI's (GELU as a module, so LRP's identity rule applies)."""
+    return nn.TransformerEncoderLayer(
+        width, heads, hidden, dropout=0.0, activation=nn.GELU(), batch_first=batch_first, norm_first=True
+    )
+
+
+def mha_copy(vit: nn.Module, batch_first: bool = False, torch_encoder: bool = False) -> MHAViT:
+    """The ``MHAViT`` computing exactly what the registry's MONAI ``vit`` computes, from its weights; its blocks
+    are ``MHABlock`` s or, with ``torch_encoder``, ``nn.TransformerEncoderLayer`` s."""
     monai_vit = vit.vit
     first = monai_vit.blocks[0]
     width = first.norm1.normalized_shape[0]
@@ -204,7 +212,8 @@ def mha_copy(vit: nn.Module, batch_first: bool = False) -> MHAViT:
         dims, vit.in_channels, monai_vit.classification_head.out_features, vit.img_size[0], vit.patch_size[0], width,
         first.attn.num_heads, len(monai_vit.blocks), class_token=True, batch_first=batch_first,
     )
-    copy.blocks = nn.ModuleList(MHABlock(width, first.attn.num_heads, first.mlp.linear1.out_features, batch_first)
+    block = encoder_layer if torch_encoder else MHABlock
+    copy.blocks = nn.ModuleList(block(width, first.attn.num_heads, first.mlp.linear1.out_features, batch_first)
                                 for _ in monai_vit.blocks)
     with torch.no_grad():
         copy.patch_embedding.load_state_dict(monai_vit.patch_embedding.patch_embeddings.state_dict())
@@ -213,11 +222,13 @@ def mha_copy(vit: nn.Module, batch_first: bool = False) -> MHAViT:
         for ours, theirs in zip(copy.blocks, monai_vit.blocks, strict=True):
             ours.norm1.load_state_dict(theirs.norm1.state_dict())
             ours.norm2.load_state_dict(theirs.norm2.state_dict())
-            ours.attn.in_proj_weight.copy_(theirs.attn.qkv.weight)
-            ours.attn.in_proj_bias.copy_(theirs.attn.qkv.bias)
-            ours.attn.out_proj.load_state_dict(theirs.attn.out_proj.state_dict())
-            ours.mlp[0].load_state_dict(theirs.mlp.linear1.state_dict())
-            ours.mlp[2].load_state_dict(theirs.mlp.linear2.state_dict())
+            attention = ours.self_attn if torch_encoder else ours.attn
+            attention.in_proj_weight.copy_(theirs.attn.qkv.weight)
+            attention.in_proj_bias.copy_(theirs.attn.qkv.bias)
+            attention.out_proj.load_state_dict(theirs.attn.out_proj.state_dict())
+            linear1, linear2 = (ours.linear1, ours.linear2) if torch_encoder else (ours.mlp[0], ours.mlp[2])
+            linear1.load_state_dict(theirs.mlp.linear1.state_dict())
+            linear2.load_state_dict(theirs.mlp.linear2.state_dict())
         copy.norm.load_state_dict(monai_vit.norm.state_dict())
         copy.head.load_state_dict(monai_vit.classification_head.state_dict())
     return copy.to(next(vit.parameters()).dtype).eval()

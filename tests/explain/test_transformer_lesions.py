@@ -14,9 +14,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from vit_lesions_3d import SIZE, TEST, scores, train_on_blobs  # noqa: E402
-
-from medexplain.data.synth import blobs  # noqa: E402
+from medexplain.data.synth import blobs
+from vit_lesions_3d import SIZE, TEST, scores, train_on_blobs
 
 
 @pytest.fixture(scope="module")

@@ -158,21 +158,27 @@ def test_token_gradcam_equals_captum_on_the_reshaped_token_layer(dims: int) -> N
     coarse = LayerGradCam(reference_model, last.norm1.grid).attribute(x, target=target, relu_attributions=True)
     reference = LayerAttribution.interpolate(coarse, tuple(x.shape[2:]), MODES[dims])
     ours = create_explainer("gradcam")(model, x, target)
-    assert ours.params["layer"] == "vit.blocks.1.norm1" == default_layer(model)
+    assert ours.params["layer"] == "vit.blocks.1.attn:input" == default_layer(model)
     torch.testing.assert_close(ours.maps, reference)
     assert reference.abs().sum() > 0
+    # in a pre-norm block the last attention's input is the output of its LayerNorm
+    named = create_explainer("gradcam", layer="vit.blocks.1.norm1")(model, x, target)
+    torch.testing.assert_close(named.maps, reference)
 
 
-@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize(("batch_first", "torch_encoder"), [(False, False), (True, False), (False, True)])
 @pytest.mark.parametrize(
     "name", ["attnlrp", "cp-lrp", "attention-rollout", "attention-gradient", "gradcam", "lrp-epsilon", "saliency"]
 )
-def test_a_multihead_attention_vit_is_explained_like_the_monai_vit_it_copies(name: str, batch_first: bool) -> None:
+def test_a_multihead_attention_vit_is_explained_like_the_monai_vit_it_copies(
+    name: str, batch_first: bool, torch_encoder: bool
+) -> None:
     """The ``nn.MultiheadAttention`` taps recompute its fused attention explicitly; on a copy of the MONAI ViT
-    (whose taps need no recomputation) every explainer gives the same maps, 2D. (LRP at a vanishing epsilon: the
-    input projection of ``nn.MultiheadAttention`` is no module, so it propagates with LRP-0.)"""
+    (whose taps need no recomputation), with our blocks or ``nn.TransformerEncoderLayer`` (whose fused fast path
+    skips the attention module unless a gradient is recorded), every explainer gives the same maps, 2D. (LRP at a
+    vanishing epsilon: the input projection of ``nn.MultiheadAttention`` is no module, so it has LRP-0.)"""
     model = tiny_vit(2).double()
-    user = mha_copy(model, batch_first)
+    user = mha_copy(model, batch_first, torch_encoder)
     x = _input(2)
     explainer = create_explainer(name, **({"epsilon": 1e-12} if "lrp" in name else {}))
     ours = explainer(user, x, [1, 0]).maps

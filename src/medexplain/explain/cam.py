@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from medexplain.errors import MedexplainError
 from medexplain.explain.base import explainer_params, register_explainer
 from medexplain.explain.explanation import Explanation
-from medexplain.explain.hooks import capture_output, find_module, last_conv_block
+from medexplain.explain.hooks import INPUT_SUFFIX, capture_output, last_conv_block
 from medexplain.explain.resample import to_input_resolution
 from medexplain.explain.targets import Target, resolve_target
 from medexplain.explain.transformer import (
@@ -87,7 +87,8 @@ def cam_maps(
         model: classifier returning ``(B, C)`` logits.
         x: ``(B, C_in, *spatial)`` input.
         target: what to explain (see :data:`~medexplain.explain.targets.Target`).
-        layer: dotted module name whose output ``(B, C, *s)`` is used, or whose ``(B, N, C)`` token output is reshaped
+        layer: dotted module name whose output ``(B, C, *s)`` is used (its first input with the suffix ``":input"``),
+            or whose ``(B, N, C)`` token output is reshaped
             to ``(B, C, *grid)`` (prefix tokens dropped, grid from the patch embedding, see
             :func:`~medexplain.explain.transformer.token_grid`); default :func:`default_layer`.
         create_graph: keep the autograd graph so the maps (and the returned logits) can enter a training loss,
@@ -102,8 +103,7 @@ def cam_maps(
     """
     weigh = WEIGHTINGS[weighting] if isinstance(weighting, str) else weighting
     name = layer if layer is not None else default_layer(model)
-    module = find_module(model, name)
-    with torch.enable_grad(), capture_output(model, module) as captured:
+    with torch.enable_grad(), capture_output(model, name) as captured:
         inputs = x if create_graph else x.detach().requires_grad_(needs_graph(model))
         logits = model(inputs)
         resolved = resolve_target(logits, target)
@@ -140,23 +140,14 @@ def cam_maps(
 
 
 def default_layer(model: nn.Module) -> str:
-    """The layer CAM methods use unless told: for a transformer (a model with attention modules), the LayerNorm
-    registered just before its last attention module (in a pre-norm block its ``norm1``, whose output the last
-    attention reads; in a post-norm stack the previous block's last norm, also the last attention's input), as
-    pytorch-grad-cam's ViT example does: the patch tokens of the last block's output do not reach a class-token
+    """The layer CAM methods use unless told: for a transformer (a model with attention modules) the input of its
+    last attention module (``"<name>:input"``; in a pre-norm block its ``norm1`` output), as pytorch-grad-cam's ViT
+    example uses the last block's ``norm1``: the patch tokens of the last block's output do not reach a class-token
     head, so their gradients are zero. Otherwise the last convolutional block (:func:`last_conv_block`)."""
     attention = attention_modules(model)
-    if not attention:
-        return last_conv_block(model)
-    last_norm = None
-    for name, module in model.named_modules():
-        if module is attention[-1][1]:
-            break
-        if isinstance(module, nn.LayerNorm):
-            last_norm = name
-    if last_norm is None:
-        raise MedexplainError("no LayerNorm feeds the last attention module; pass the layer to explain by name")
-    return last_norm
+    if attention:
+        return attention[-1][0] + INPUT_SUFFIX
+    return last_conv_block(model)
 
 
 @dataclass(frozen=True)
