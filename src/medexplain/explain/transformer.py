@@ -177,26 +177,29 @@ class _MultiheadTap:
         return out, weights.squeeze(0) if unbatched else weights
 
 
-def _additive_mask(arguments: dict, scores: Tensor, name: str) -> Tensor | float:
+def _additive_mask(arguments: dict, scores: Tensor, name: str) -> Tensor:
     """``attn_mask``, ``key_padding_mask`` and ``is_causal`` of ``nn.MultiheadAttention`` as one additive mask
     broadcastable to ``scores (B, H, N_q, N_k)`` (``-inf`` where attention is not allowed)."""
     b, h, n_q, n_k = scores.shape
-    total: Tensor | float = 0.0
     attn_mask, padding = arguments["attn_mask"], arguments["key_padding_mask"]
     if attn_mask is None and arguments["is_causal"]:
         attn_mask = torch.ones(n_q, n_k, dtype=torch.bool, device=scores.device).triu(1)
-    for mask, shape in ((attn_mask, None), (padding, (b, 1, 1, n_k))):
-        if mask is None:
-            continue
-        if mask.dtype == torch.bool:
-            mask = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device).masked_fill(mask, -math.inf)
-        if shape is None:
-            if mask.ndim == 3:
-                shape = (b, h, n_q, n_k)
-            elif mask.ndim != 2:
-                raise MedexplainError(f"attention {name!r}: attn_mask of shape {tuple(mask.shape)} is not supported")
-        total = total + (mask.reshape(shape) if shape is not None else mask).to(scores.dtype)
+    total = scores.new_zeros(())
+    if attn_mask is not None:
+        if attn_mask.ndim not in (2, 3):
+            raise MedexplainError(f"attention {name!r}: attn_mask of shape {tuple(attn_mask.shape)} is not supported")
+        additive = _additive(attn_mask, scores)
+        total = total + (additive.view(b, h, n_q, n_k) if attn_mask.ndim == 3 else additive)
+    if padding is not None:
+        total = total + _additive(padding, scores).reshape(b, 1, 1, n_k)
     return total
+
+
+def _additive(mask: Tensor, scores: Tensor) -> Tensor:
+    """A boolean mask (True: not allowed) as ``0 / -inf``; a float mask as it is."""
+    if mask.dtype == torch.bool:
+        return scores.new_zeros(mask.shape).masked_fill(mask, -math.inf)
+    return mask.to(scores.dtype)
 
 
 def needs_graph(model: nn.Module) -> bool:
@@ -233,9 +236,7 @@ def token_grid(model: nn.Module, spatial: tuple[int, ...] | torch.Size, num_toke
     """
     dims = len(spatial)
     for module in model.modules():
-        if isinstance(module, _CONV_TYPES[dims - 1]) and tuple(module.stride) == tuple(module.kernel_size):
-            if any(module.padding) if not isinstance(module.padding, str) else module.padding != "valid":
-                continue
+        if _is_patch_embedding(module, dims):
             grid = tuple((s - k) // st + 1 for s, k, st in zip(spatial, module.kernel_size, module.stride, strict=True))
             prefix = num_tokens - math.prod(grid)
             if prefix < 0:
@@ -247,6 +248,13 @@ def token_grid(model: nn.Module, spatial: tuple[int, ...] | torch.Size, num_toke
         f"{type(model).__name__} has no {dims}D patch embedding (a convolution with stride = kernel size) to place "
         "its tokens on the input"
     )
+
+
+def _is_patch_embedding(module: nn.Module, dims: int) -> bool:
+    if not isinstance(module, _CONV_TYPES[dims - 1]):
+        return False
+    unpadded = module.padding == "valid" or (not isinstance(module.padding, str) and not any(module.padding))
+    return unpadded and tuple(module.stride) == tuple(module.kernel_size)
 
 
 def tokens_batch_first(model: nn.Module) -> bool:
