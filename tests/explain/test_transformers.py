@@ -33,7 +33,7 @@ def test_attnlrp_equals_lxt(dims: int) -> None:
     products too, ours splits them exactly), both implement the same rules."""
     model = tiny_vit(dims).double()
     x, target = _input(dims), torch.tensor([0, 2])
-    reference = lxt_relevance(model, x, target, epsilon=1e-12).sum(dim=1)
+    reference = lxt_relevance(model, x, target, epsilon=1e-12)[0].sum(dim=1)
     ours = create_explainer("attnlrp", epsilon=1e-12)(model, x, target).maps[:, 0]
     torch.testing.assert_close(ours, reference, rtol=1e-7, atol=1e-9 * reference.abs().max().item())
 
@@ -118,21 +118,25 @@ def test_rollout_equals_the_hand_computed_two_layer_product(dims: int) -> None:
         torch.testing.assert_close(ours.maps[:, k : k + 1], reference)
 
 
+@pytest.mark.parametrize("relevance", ["lrp", "attention"])
 @pytest.mark.parametrize("dims", [2, 3])
-def test_attention_gradient_equals_the_hand_computed_relevance(dims: int) -> None:
-    """``R = (I + Abar_2)(I + Abar_1)``, ``Abar = mean_h (dS/dA * A)^+``, from the functional forward pass."""
+def test_attention_gradient_equals_the_hand_computed_relevance(dims: int, relevance: str) -> None:
+    """``R = (I + Abar_2)(I + Abar_1)``, ``Abar = mean_h (dS/dA * R_A)^+`` with ``R_A`` lxt's AttnLRP relevance of
+    the attention (CVPR 2021 form) or ``A`` itself (ICCV 2021), from the functional forward passes."""
     model = tiny_vit(dims).double()
     x, target = _input(dims), torch.tensor([2, 1])
     ops = plain_operations()
     logits = vit_forward(model, x, ops)
     grads = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), ops.attentions)
+    weights = lxt_relevance(model, x, target, 1e-12)[1] if relevance == "lrp" else ops.attentions
     eye = torch.eye(ops.attentions[0].shape[-1], dtype=torch.float64)
     joint = eye
-    for a, g in zip(ops.attentions, grads, strict=True):
-        joint = (eye + (a.detach() * g).clamp(min=0).mean(dim=1)) @ joint
+    for w, g in zip(weights, grads, strict=True):
+        joint = (eye + (w.detach() * g).clamp(min=0).mean(dim=1)) @ joint
     coarse = joint[:, 0, 1:].reshape(2, 1, *[3] * dims)
     reference = LayerAttribution.interpolate(coarse, tuple(x.shape[2:]), MODES[dims])
-    torch.testing.assert_close(create_explainer("attention-gradient")(model, x, target).maps, reference)
+    ours = create_explainer("attention-gradient", relevance=relevance, epsilon=1e-12)(model, x, target).maps
+    torch.testing.assert_close(ours, reference, rtol=1e-7, atol=1e-10 * reference.abs().max().item())
 
 
 class GridTap(nn.Module):
@@ -180,7 +184,7 @@ def test_a_multihead_attention_vit_is_explained_like_the_monai_vit_it_copies(
     model = tiny_vit(2).double()
     user = mha_copy(model, batch_first, torch_encoder)
     x = _input(2)
-    explainer = create_explainer(name, **({"epsilon": 1e-12} if "lrp" in name else {}))
+    explainer = create_explainer(name, **({"epsilon": 1e-12} if "lrp" in name or "gradient" in name else {}))
     ours = explainer(user, x, [1, 0]).maps
     torch.testing.assert_close(ours, explainer(model, x, [1, 0]).maps, rtol=1e-8, atol=1e-12)
     assert hook_count(user) == 0

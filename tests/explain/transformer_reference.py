@@ -80,9 +80,12 @@ def vit_forward(model: nn.Module, x: Tensor, ops: Operations) -> Tensor:
     return ops.linear(ops.layer_norm(tokens, vit.norm)[:, 0], vit.classification_head)
 
 
-def lxt_relevance(model: nn.Module, x: Tensor, target: Tensor, epsilon: float) -> Tensor:
-    """lxt's AttnLRP input relevance ``(B, C, *spatial)`` with output relevance ``logit * onehot(target)``."""
+def lxt_relevance(model: nn.Module, x: Tensor, target: Tensor, epsilon: float) -> tuple[Tensor, list[Tensor]]:
+    """lxt's AttnLRP relevance with output relevance ``logit * onehot(target)``: at the input ``(B, C, *spatial)``
+    and at each block's attention probabilities ``(B, H, N, N)``."""
     inputs = x.detach().requires_grad_(True)
-    logits = vit_forward(model, inputs, lxt_operations(epsilon))
+    ops = lxt_operations(epsilon)
+    logits = vit_forward(model, inputs, ops)
     relevance = logits.detach() * F.one_hot(target, logits.shape[1])
-    return torch.autograd.grad(logits, inputs, relevance)[0]
+    at_input, *at_attention = torch.autograd.grad(logits, [inputs, *ops.attentions], relevance)
+    return at_input, at_attention

@@ -17,6 +17,8 @@ from torch import Tensor, nn
 from medexplain.errors import MedexplainError
 from medexplain.explain.base import explainer_params, register_explainer
 from medexplain.explain.explanation import Explanation
+from medexplain.explain.lrp.composites import attnlrp
+from medexplain.explain.lrp.engine import attention_relevance
 from medexplain.explain.targets import Target, resolve_target
 from medexplain.explain.transformer import needs_graph, tapped, token_grid
 
@@ -70,17 +72,25 @@ class AttentionRollout:
 @register_explainer("attention-gradient", category="attention", needs="attention")
 @dataclass(frozen=True)
 class AttentionGradient:
-    """Gradient-weighted attention relevance (Chefer, Gur & Wolf, CVPR 2021, in the generic form of ICCV 2021).
+    """Gradient-weighted attention relevance (Chefer, Gur & Wolf, CVPR 2021; generic form ICCV 2021).
 
-    Per layer and target, ``Abar_l = mean_h (dS/dA_l * A_l)^+`` (the attention weighted by the gradient of the
-    explained score, positive part, averaged over heads) is accumulated as ``R <- R + Abar_l R`` from ``R = I``,
-    i.e. ``R = (I + Abar_L) ... (I + Abar_1)`` (ICCV 2021 eqs. 5-6; CVPR 2021 eqs. 13-14 weight the gradient with
-    the LRP relevance of ``A`` instead of ``A``). As in both papers' equations, the rows of ``I + Abar_l`` are not
-    re-normalised (the CVPR authors' code does so). Maps ``(B, K, *spatial)``, non-negative; one forward pass and
-    one backward pass per target.
+    Per layer and target, ``Abar_l = mean_h (dS/dA_l * R_l)^+``, the gradient of the explained score with respect
+    to the attention probabilities weighted by their relevance ``R_l``, positive part, averaged over heads, is
+    accumulated as ``R <- R + Abar_l R`` from ``R = I``, i.e. ``(I + Abar_L) ... (I + Abar_1)`` (CVPR 2021 eqs.
+    13-14, ICCV 2021 eqs. 5-6). ``relevance="lrp"``: ``R_l`` is the LRP relevance of ``A_l`` as in the CVPR paper,
+    here under AttnLRP (:func:`~medexplain.explain.lrp.engine.attention_relevance`; the paper used its own
+    rules, stabiliser ``epsilon``), which costs a second forward pass and one more backward pass per target;
+    ``"attention"``: ``R_l = A_l``, the ICCV paper's generic form. As in both papers' equations the rows of ``I + Abar_l`` are not
+    re-normalised (the CVPR authors' code does so). Maps ``(B, K, *spatial)``, non-negative.
     """
 
+    relevance: str = "lrp"
+    epsilon: float = 1e-6
     name: str = field(default="attention-gradient", init=False)
+
+    def __post_init__(self) -> None:
+        if self.relevance not in ("lrp", "attention"):
+            raise MedexplainError(f"attention-gradient relevance must be 'lrp' or 'attention', got {self.relevance!r}")
 
     def __call__(self, model: nn.Module, x: Tensor, target: Target = None) -> Explanation:
         inputs = x.detach().requires_grad_(True)
@@ -89,14 +99,21 @@ class AttentionGradient:
             resolved = resolve_target(logits, target)
             _check_self_attention(attentions)
             scores = resolved.scores(logits)
-            joints = []
-            for k in range(scores.shape[1]):
-                grads = torch.autograd.grad(scores[:, k].sum(), attentions, retain_graph=k < scores.shape[1] - 1)
-                joint = None
-                for a, g in zip(attentions, grads, strict=True):
-                    weighted = (g * a.detach()).clamp(min=0).mean(dim=1)
-                    joint = weighted + _identity(weighted) if joint is None else joint + weighted @ joint
-                joints.append(joint)
+            gradients = [
+                torch.autograd.grad(scores[:, k].sum(), attentions, retain_graph=k < scores.shape[1] - 1)
+                for k in range(scores.shape[1])
+            ]
+        if self.relevance == "lrp":
+            relevances = attention_relevance(model, x, resolved, attnlrp(self.epsilon))
+        else:
+            relevances = [[a.detach() for a in attentions]] * len(gradients)
+        joints = []
+        for grads, weights in zip(gradients, relevances, strict=True):
+            joint = None
+            for g, r in zip(grads, weights, strict=True):
+                weighted = (g * r).clamp(min=0).mean(dim=1)
+                joint = weighted + _identity(weighted) if joint is None else joint + weighted @ joint
+            joints.append(joint)
         maps = _token_maps(model, x, torch.stack(joints, dim=1))
         return Explanation(maps, resolved.indices.cpu(), self.name, explainer_params(self), logits.detach())
 

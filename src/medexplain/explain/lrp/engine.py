@@ -129,6 +129,20 @@ class _Tracker:
         return _PassNode.apply(args[0], [output.detach()])
 
 
+def _install(hooks: Hooks, model: nn.Module, composite: Composite, tracker: _Tracker) -> list[Tensor]:
+    """Register the composite's rules on ``hooks``; returns the list the attention taps fill (empty without)."""
+    for module, rule in composite.rules(model).items():
+        hooks.forward(module, rule.hook if isinstance(rule, ModuleRule) else tracker.rule_hook(rule))
+    for module in model.modules():
+        if isinstance(module, BATCHNORM_TYPES):
+            hooks.forward(module, tracker.batchnorm_hook)
+        elif isinstance(module, PASS_TYPES):
+            hooks.forward(module, tracker.pass_hook)
+    if composite.attention is not None and attention_modules(model):
+        return tap_attention(hooks, model, composite.attention)
+    return []
+
+
 def lrp_relevance(
     model: nn.Module, x: Tensor, target: Target | ResolvedTarget, composite: Composite
 ) -> tuple[Tensor, Tensor, ResolvedTarget]:
@@ -146,19 +160,10 @@ def lrp_relevance(
     Returns:
         ``(relevance (B, K, C_in, *spatial), logits (B, C), resolved target)``.
     """
-    rules = composite.rules(model)
     inputs = x.detach().requires_grad_(True)
     tracker = _Tracker(inputs)
     with Hooks() as hooks, torch.enable_grad():
-        for module, rule in rules.items():
-            hooks.forward(module, rule.hook if isinstance(rule, ModuleRule) else tracker.rule_hook(rule))
-        if composite.attention is not None and attention_modules(model):
-            tap_attention(hooks, model, composite.attention)
-        for module in model.modules():
-            if isinstance(module, BATCHNORM_TYPES):
-                hooks.forward(module, tracker.batchnorm_hook)
-            elif isinstance(module, PASS_TYPES):
-                hooks.forward(module, tracker.pass_hook)
+        _install(hooks, model, composite, tracker)
         logits = model(inputs)
         tracker.produced.clear()
         resolved = resolve_target(logits, target)
@@ -174,3 +179,28 @@ def lrp_relevance(
                 relevance = relevance + first_layer
             relevances.append(relevance)
     return torch.stack(relevances, dim=1), logits.detach(), resolved
+
+
+def attention_relevance(
+    model: nn.Module, x: Tensor, target: Target | ResolvedTarget, composite: Composite
+) -> list[list[Tensor]]:
+    """The relevance ``A * c_A`` of the attention probabilities of every attention call under ``composite``
+    (whose ``attention`` rule must let relevance reach them, e.g. AttnLRP's ``"uniform"``).
+
+    Returns:
+        ``[k][call]``: per explained target, per attention call in call order, ``(B, H, N_q, N_k)``.
+    """
+    inputs = x.detach().requires_grad_(True)
+    tracker = _Tracker(inputs)
+    with Hooks() as hooks, torch.enable_grad():
+        attentions = _install(hooks, model, composite, tracker)
+        logits = model(inputs)
+        tracker.produced.clear()
+        scores = resolve_target(logits, target).scores(logits)
+        if not attentions or not all(a.requires_grad for a in attentions):
+            raise MedexplainError("no attention probabilities carry relevance under this composite")
+        result = []
+        for k in range(scores.shape[1]):
+            grads = torch.autograd.grad(scores[:, k].sum(), attentions, retain_graph=k < scores.shape[1] - 1)
+            result.append([a.detach() * g for a, g in zip(attentions, grads, strict=True)])
+    return result
