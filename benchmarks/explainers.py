@@ -256,9 +256,8 @@ def cases(model, x, target, dims):
         yield (name, explainer, 1, f"zennit {composite(None).__class__.__name__}", zennit)
 
 
-def run(model, x, repeats: int, methods: set[str] | None = None) -> list[dict]:
-    dims = x.ndim - 2
-    target = torch.arange(x.shape[0]) % 3
+def cost_floors(model, x, target) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The two cost floors: one forward + input gradient of the explained scores, and one forward (no_grad)."""
 
     def floor():
         leaf = x.detach().requires_grad_(True)
@@ -267,6 +266,14 @@ def run(model, x, repeats: int, methods: set[str] | None = None) -> list[dict]:
     def forward_only():
         with torch.no_grad():
             model(x)
+
+    return floor, forward_only
+
+
+def run(model, x, repeats: int, methods: set[str] | None = None) -> list[dict]:
+    dims = x.ndim - 2
+    target = torch.arange(x.shape[0]) % 3
+    floor, forward_only = cost_floors(model, x, target)
 
     rows = []
     all_cases = [case for case in cases(model, x, target, dims) if methods is None or case[0] in methods]
@@ -340,14 +347,7 @@ VIT_METHODS = {  # method -> cost floor: "gradient" (forward + input gradient) o
 def vit_run(model, x, repeats: int, methods: set[str] | None = None) -> list[dict]:
     """Our ViT explainers over their cost floors, best of ``repeats`` interleaved runs (CPU time)."""
     target = torch.arange(x.shape[0]) % 3
-
-    def floor():
-        leaf = x.detach().requires_grad_(True)
-        torch.autograd.grad(model(leaf).gather(1, target[:, None]).sum(), leaf)
-
-    def forward_only():
-        with torch.no_grad():
-            model(x)
+    floor, forward_only = cost_floors(model, x, target)
 
     chosen = [m for m in VIT_METHODS if methods is None or m in methods]
     best = dict.fromkeys(["gradient", "forward", *chosen], float("inf"))
