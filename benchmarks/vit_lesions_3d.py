@@ -5,7 +5,9 @@ seed on ``medexplain.data.synth.blobs`` (noise volumes; class 1 holds one bright
 random position) and explained on the lesion volumes of a separate test set (target: the lesion class). A map
 "points" at the lesion when its maximum lies inside the ball (``medexplain.metrics.pointing_game``, no tolerance);
 its mask AUROC ranks all voxels. Baselines: a centred Gaussian prior (the map a model that always looks at the
-middle would give) and uniform noise. Intervals: 95 % bootstrap over the pooled test lesions of all seeds.
+middle would give) and uniform noise. For AttnLRP and CP-LRP, "sum / logit" is the input relevance over the
+explained logit: how much the biases, position embeddings, class token (and for AttnLRP the softmax) absorb in a
+trained model. Intervals: 95 % bootstrap over the pooled test lesions of all seeds.
 
     python benchmarks/vit_lesions_3d.py [--seeds 5] [--epochs 15]
 """
@@ -67,12 +69,24 @@ def baseline_maps(kind: str, like: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def scores(model: torch.nn.Module, seed: int, methods=METHODS) -> dict[str, dict[str, np.ndarray]]:
-    """Per method and baseline: pointing game and mask AUROC of every test lesion of ``seed``."""
+    """Per method and baseline: pointing game and mask AUROC of every test lesion of ``seed``; for the LRP methods
+    also the input relevance over the explained logit (1 where relevance is conserved; biases absorb some)."""
     volumes, masks = lesion_volumes(seed)
-    maps = {name: create_explainer(name)(model, volumes, 1).maps[:, 0] for name in methods}
-    maps.update({kind: baseline_maps(kind, masks.float(), seed) for kind in BASELINES})
-    return {name: {"pointing game": pointing_game(m, masks).numpy(), "mask AUROC": mask_auroc(m, masks).numpy()}
-            for name, m in maps.items()}  # fmt: skip
+    result = {}
+    for name in methods:
+        explanation = create_explainer(name)(model, volumes, 1)
+        maps = explanation.maps[:, 0]
+        result[name] = _localisation(maps, masks)
+        if name.endswith("lrp"):
+            result[name]["sum / logit"] = (maps.flatten(1).sum(1) / explanation.logits[:, 1]).numpy()
+    for kind in BASELINES:
+        maps = baseline_maps(kind, masks.float(), seed)
+        result[kind] = _localisation(maps, masks)
+    return result
+
+
+def _localisation(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, np.ndarray]:
+    return {"pointing game": pointing_game(maps, masks).numpy(), "mask AUROC": mask_auroc(maps, masks).numpy()}
 
 
 def main() -> None:
@@ -94,10 +108,14 @@ def main() -> None:
                 pooled.setdefault(name, {}).setdefault(metric, []).extend(v.tolist())
     print(f"{args.seeds} seeds x {TEST // 2} test lesions, {args.epochs} epochs; test accuracy per seed "
           f"{', '.join(f'{a:.3f}' for a in accuracies)}; {time.process_time() - started:.0f} s CPU, 1 thread")
-    print("| map | pointing game | mask AUROC |\n|---|---|---|")
+    columns = ("pointing game", "mask AUROC", "sum / logit")
+    print("| map | " + " | ".join(columns) + " |\n|---|---|---|---|")
     for name, metrics in pooled.items():
         cells = []
-        for metric in ("pointing game", "mask AUROC"):
+        for metric in columns:
+            if metric not in metrics:
+                cells.append("-")
+                continue
             values = [v for v in metrics[metric] if v == v]
             estimate, low, high = bootstrap_interval(values, resamples=1000, seed=0)
             refused = len(metrics[metric]) - len(values)
