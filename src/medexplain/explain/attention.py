@@ -80,8 +80,8 @@ class AttentionGradient:
     13-14, ICCV 2021 eqs. 5-6). ``relevance="lrp"``: ``R_l`` is the LRP relevance of ``A_l`` as in the CVPR paper,
     here under AttnLRP (:func:`~medexplain.explain.lrp.engine.attention_relevance`; the paper used its own
     rules, stabiliser ``epsilon``), which costs a second forward pass and one more backward pass per target;
-    ``"attention"``: ``R_l = A_l``, the ICCV paper's generic form. As in both papers' equations the rows of ``I + Abar_l`` are not
-    re-normalised (the CVPR authors' code does so). Maps ``(B, K, *spatial)``, non-negative.
+    ``"attention"``: ``R_l = A_l``, the ICCV paper's generic form. As in both papers' equations the rows of
+    ``I + Abar_l`` are not re-normalised (the CVPR authors' code does so). Maps ``(B, K, *spatial)``, non-negative.
     """
 
     relevance: str = "lrp"
