@@ -55,8 +55,7 @@ SELECTED = Config("vit-selected", "vit-tiny")
 
 def candidates(size: Size) -> dict[str, Config]:
     """The configurations compared on the validation split."""
-    common = {"epochs": size.epochs, "batch_size": 16, "optimizer": "adamw", "class_weights": "balanced",
-              "progress": False}  # fmt: skip
+    common = {"epochs": size.epochs, "batch_size": 16, "optimizer": "adamw", "class_weights": "balanced"}
     patch = size.side // 8
     return {
         name: Config(name, model, {**common, "lr": lr, "model_args": {"img_size": size.side, "patch_size": p}})
@@ -82,7 +81,7 @@ def rows(size: Size) -> list[Row]:
 
 def select(bench: Benchmark, data: Path) -> tuple[Config, list[tuple[str, dict]]]:
     """Train every candidate (reused when done) and keep the best validation AUROC of its chosen epoch."""
-    scored = [(name, run(config, data, bench.work / "runs", bench.seed, split="val"))
+    scored = [(name, run(config, data, bench.work / "runs", bench.seed, split="val", progress=False))
               for name, config in candidates(bench.size).items()]  # fmt: skip
     best = max(scored, key=lambda item: item[1]["auroc"])[0]
     return candidates(bench.size)[best], scored
