@@ -4,10 +4,11 @@ A small 3D ViT (MONAI's, 16^3 volumes in 4-voxel patches: 64 tokens, 2 blocks of
 seed on ``medexplain.data.synth.blobs`` (noise volumes; class 1 holds one bright ball of radius 2.5 voxels at a
 random position) and explained on the lesion volumes of a separate test set (target: the lesion class). A map
 "points" at the lesion when its maximum lies inside the ball (``medexplain.metrics.pointing_game``, no tolerance);
-its mask AUROC ranks all voxels. Baselines: a centred Gaussian prior (the map a model that always looks at the
-middle would give) and uniform noise. For AttnLRP and CP-LRP, "sum / logit" is the input relevance over the
-explained logit: how much the biases, position embeddings, class token (and for AttnLRP the softmax) absorb in a
-trained model. Intervals: 95 % bootstrap over the pooled test lesions of all seeds.
+its mask AUROC ranks all voxels. Baselines (registered explainers): a centred Gaussian prior (``baseline-centre``,
+the map a model that always looks at the middle would give) and uniform noise (``baseline-random``). For AttnLRP
+and CP-LRP, "sum / logit" is the input relevance over the explained logit: how much the biases, position
+embeddings, class token (and for AttnLRP the softmax) absorb in a trained model. Intervals: 95 % bootstrap over
+the pooled test lesions of all seeds.
 
     python benchmarks/vit_lesions_3d.py [--seeds 5] [--epochs 15]
 """
@@ -29,7 +30,7 @@ from medexplain.models import create_model
 
 SIZE, PATCH, TRAIN, TEST = 16, 4, 320, 64
 METHODS = ("attnlrp", "cp-lrp", "attention-rollout", "attention-gradient", "gradcam", "saliency")
-BASELINES = ("centre prior", "random")
+BASELINES = ("baseline-centre", "baseline-random")
 
 
 def train_on_blobs(seed: int, epochs: int = 15) -> torch.nn.Module:
@@ -59,29 +60,17 @@ def lesion_volumes(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(data.images[lesion]), torch.from_numpy(data.masks[lesion])
 
 
-def baseline_maps(kind: str, like: torch.Tensor, seed: int) -> torch.Tensor:
-    """``(B, *spatial)`` maps that ignore the image: a centred Gaussian (sigma = side / 4) or uniform noise."""
-    if kind == "random":
-        return torch.rand(like.shape, generator=torch.Generator().manual_seed(seed))
-    axes = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in like.shape[1:]], indexing="ij"))
-    centre = torch.tensor([(n - 1) / 2 for n in like.shape[1:]]).view(-1, *[1] * (like.ndim - 1))
-    return torch.exp(-0.5 * ((axes - centre) ** 2).sum(0) / (SIZE / 4) ** 2).expand(like.shape)
-
-
 def scores(model: torch.nn.Module, seed: int, methods=METHODS) -> dict[str, dict[str, np.ndarray]]:
     """Per method and baseline: pointing game and mask AUROC of every test lesion of ``seed``; for the LRP methods
     also the input relevance over the explained logit (1 where relevance is conserved; biases absorb some)."""
     volumes, masks = lesion_volumes(seed)
     result = {}
-    for name in methods:
+    for name in (*methods, *BASELINES):
         explanation = create_explainer(name)(model, volumes, 1)
         maps = explanation.maps[:, 0]
         result[name] = _localisation(maps, masks)
         if name.endswith("lrp"):
             result[name]["sum / logit"] = (maps.flatten(1).sum(1) / explanation.logits[:, 1]).numpy()
-    for kind in BASELINES:
-        maps = baseline_maps(kind, masks.float(), seed)
-        result[kind] = _localisation(maps, masks)
     return result
 
 
