@@ -30,8 +30,13 @@ ALL_MODELS = {**MODELS, **TRANSFORMERS}
 
 
 def _applicable(name: str, model_name: str) -> bool:
-    needs = EXPLAINERS.entry(name).metadata.get("needs")
-    return (needs != "evidence_map" or model_name == "bagnet") and (needs != "attention" or model_name in TRANSFORMERS)
+    metadata = EXPLAINERS.entry(name).metadata
+    needs, transformer = metadata.get("needs"), model_name in TRANSFORMERS
+    return (
+        (needs != "evidence_map" or model_name == "bagnet")
+        and (needs != "attention" or transformer)
+        and (metadata.get("attention") != "refused" or not transformer)
+    )
 
 
 def _transformer(name: str) -> bool:
@@ -80,25 +85,37 @@ class Failing(BagNetLike):
 class FailingViT(nn.Module):
     """A ViT that raises after its whole transformer ran (every hook and attention tap fired)."""
 
-    def __init__(self) -> None:
+    def __init__(self, dims: int = 2) -> None:
         super().__init__()
-        self.inner = tiny_vit(2)
+        self.inner = tiny_vit(dims)
 
     def forward(self, x: Tensor) -> Tensor:
         self.inner.vit(x)
         raise RuntimeError("boom")
 
 
-FAILURES = [(n, t) for n in NAMES for t in (False, True) if _applicable(n, "vit" if t else "bagnet")]
+FAILURES = [(n, m, d) for n in NAMES for m, dims in (("bagnet", (2,)), ("vit", (2, 3))) for d in dims
+            if _applicable(n, m)]  # fmt: skip
 
 
-@pytest.mark.parametrize(("name", "transformer"), FAILURES)
-def test_no_hook_left_after_an_exception(name: str, transformer: bool) -> None:
-    model = (FailingViT() if transformer else Failing(2)).double().eval()
+@pytest.mark.parametrize(("name", "model_name", "dims"), FAILURES)
+def test_no_hook_left_after_an_exception(name: str, model_name: str, dims: int) -> None:
+    model = (FailingViT(dims) if model_name == "vit" else Failing(dims)).double().eval()
     with pytest.raises(RuntimeError, match="boom"):
-        make(name)(model, _input(2), 0)
+        make(name, dims)(model, _input(dims), 0)
     assert hook_count(model) == 0
     assert not model.training
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("name", [n for n in NAMES if EXPLAINERS.entry(n).metadata.get("attention") == "refused"])
+def test_lrp_made_for_cnns_refuses_a_transformer(name: str, dims: int) -> None:
+    """Without rules for attention and LayerNorm, relevance would cross them by gradient: not LRP."""
+    model = TRANSFORMERS["mha-vit"](dims).double().eval()
+    with pytest.raises(MedexplainError, match=f"^{name} has no rule for attention or LayerNorm, and 'blocks.0.attn' "
+                       "is an attention module; explain transformers with attnlrp or cp-lrp$"):  # fmt: skip
+        make(name, dims)(model, _input(dims), 0)
+    assert hook_count(model) == 0
 
 
 class Normed(BagNetLike):
