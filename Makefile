@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Reference libraries whose metadata pins torchvision (no CPU build here): installed without deps.
-REFERENCE_NODEPS := zennit==0.5.1 grad-cam==1.5.7
+# Reference libraries whose metadata pins torchvision (no CPU build here): installed without deps (lxt: its
+# explicit rules need only torch; its metadata also pulls transformers, bitsandbytes and open_clip).
+REFERENCE_NODEPS := zennit==0.5.1 grad-cam==1.5.7 lxt==2.1
 
 # The report's browser test drives Debian's Chromium (headless); installed here when missing.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)

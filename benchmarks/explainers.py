@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/explainers.py [--batch 16] [--size 128] [--batch3d 2] [--size3d 32]
                                               [--threads 1] [--repeats 3] [--methods m1,m2] [--device cpu]
+                                              [--models resnet18,vit]
 
 Model: ResNet-18 of ``medexplain.models`` (1 input channel, 3 classes), random weights and BatchNorm statistics,
 eval mode, float32, on ``--device`` (``cpu`` or ``cuda``). Times are the best of ``--repeats`` interleaved runs:
@@ -17,6 +18,11 @@ LRP composite over the same cost floor (see :func:`lrp_theory`); ``peer`` the re
 ``|diff|`` = largest |ours - peer| over largest |peer| (maps compared as each library defines them;
 pytorch-grad-cam's maps are min-max normalised and resized by OpenCV, so ours are normalised the same way before
 comparing).
+The ViT table (``vit-small`` of ``medexplain.models``: MONAI's ViT, 6 blocks of width 192, 16-pixel patches in 2D
+and 8-voxel patches in 3D, random weights) has no peer (Captum and Zennit have no attention support; lxt's
+efficient AttnLRP patches torchvision and Hugging Face models only): ``/floor`` is our time over one forward +
+input gradient, or over one forward (``no_grad``) for attention rollout, the goals being AttnLRP <= 2x and rollout
+<= 1.2x.
 Zennit gets the same canonisation as ours: its SequentialMergeBatchNorm plus NamedMergeBatchNorm for the stem
 (registered in a different order than it runs) and, for the residual additions, a canonizer written here that
 routes each block's addition through Zennit's Sum module (as its torchvision ResNet canonizer does) and gives
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import types
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -248,9 +255,8 @@ def cases(model, x, target, dims):
         yield (name, explainer, 1, f"zennit {composite(None).__class__.__name__}", zennit)
 
 
-def run(model, x, repeats: int, methods: set[str] | None = None) -> list[dict]:
-    dims = x.ndim - 2
-    target = torch.arange(x.shape[0], device=x.device) % 3
+def cost_floors(model, x, target) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The two cost floors: one forward + input gradient of the explained scores, and one forward (no_grad)."""
 
     def floor():
         leaf = x.detach().requires_grad_(True)
@@ -259,6 +265,14 @@ def run(model, x, repeats: int, methods: set[str] | None = None) -> list[dict]:
     def forward_only():
         with torch.no_grad():
             model(x)
+
+    return floor, forward_only
+
+
+def run(model, x, repeats: int, methods: set[str] | None = None) -> list[dict]:
+    dims = x.ndim - 2
+    target = torch.arange(x.shape[0], device=x.device) % 3
+    floor, forward_only = cost_floors(model, x, target)
 
     rows = []
     all_cases = [case for case in cases(model, x, target, dims) if methods is None or case[0] in methods]
@@ -323,6 +337,45 @@ def evidence_rows(repeats: int, device: torch.device) -> list[dict]:
     return rows
 
 
+VIT_METHODS = {  # method -> cost floor: "gradient" (forward + input gradient) or "forward"
+    "attnlrp": "gradient", "cp-lrp": "gradient", "attention-gradient": "gradient", "gradcam": "gradient",
+    "saliency": "gradient", "attention-rollout": "forward",
+}  # fmt: skip
+
+
+def vit_run(model, x, repeats: int, methods: set[str] | None = None) -> list[dict]:
+    """Our ViT explainers over their cost floors, best of ``repeats`` interleaved runs (``_timing.timed``)."""
+    target = torch.arange(x.shape[0], device=x.device) % 3
+    floor, forward_only = cost_floors(model, x, target)
+
+    chosen = [m for m in VIT_METHODS if methods is None or m in methods]
+    best = dict.fromkeys(["gradient", "forward", *chosen], float("inf"))
+    for _ in range(repeats):
+        best["gradient"] = min(best["gradient"], timed(floor, x.device)[0])
+        best["forward"] = min(best["forward"], timed(forward_only, x.device)[0])
+        for name in chosen:
+            explainer = create_explainer(name)
+            best[name] = min(best[name], timed(lambda explainer=explainer: explainer(model, x, target), x.device)[0])
+    return [{"dims": x.ndim - 2, "method": name, "img/s": x.shape[0] / best[name], "floor": VIT_METHODS[name],
+             "/floor": best[name] / best[VIT_METHODS[name]]} for name in chosen]  # fmt: skip
+
+
+def vit_table(args: argparse.Namespace, methods: set[str] | None, device: torch.device) -> None:
+    rows = []
+    for dims, batch, size, patch in ((2, args.batch, args.size, 16), (3, args.batch3d, args.size3d, 8)):
+        model = create_model("vit-small", in_channels=1, num_classes=3, spatial_dims=dims, img_size=size,
+                             patch_size=patch).eval().to(device)  # fmt: skip
+        rows += vit_run(model, torch.randn(batch, 1, *[size] * dims, device=device), args.repeats, methods)
+    header = ["dims", "method", "img/s", "floor", "/floor"]
+    print(f"ViT-small, 2D batch {args.batch} x 1 x {args.size}^2 (16-px patches), 3D batch {args.batch3d} x 1 x "
+          f"{args.size3d}^3 (8-voxel patches), {args.threads} thread(s), best of {args.repeats}, "
+          f"{'CPU time' if device.type == 'cpu' else 'CUDA event time'}")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(f"{row[h]:.3g}" if isinstance(row[h], float) else str(row[h]) for h in header) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=16)
@@ -333,18 +386,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", help="comma-separated subset of the methods (default: all)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--models", default="resnet18,vit", help="tables to run: resnet18 and/or vit")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available to this torch build")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    methods = set(args.methods.split(",")) if args.methods else None
+    if "vit" in args.models.split(","):
+        vit_table(args, methods, device)
+    if "resnet18" not in args.models.split(","):
+        return
     rows = []
     for dims, batch, size in ((2, args.batch, args.size), (3, args.batch3d, args.size3d)):
         model = randomize(create_model("resnet18", in_channels=1, num_classes=3, spatial_dims=dims)).to(device)
         x = torch.randn(batch, 1, *[size] * dims).to(device)
-        rows += run(model, x, args.repeats, set(args.methods.split(",")) if args.methods else None)
-    if not args.methods or "evidence" in args.methods.split(","):
+        rows += run(model, x, args.repeats, methods)
+    if not methods or "evidence" in methods:
         rows += evidence_rows(args.repeats, device)
     header = ["dims", "method", "img/s", "/floor", "theory", "peer", "peer img/s", "speed-up", "|diff|"]
     clock = "CPU time" if device.type == "cpu" else f"CUDA event time on {torch.cuda.get_device_name(device)}"

@@ -24,3 +24,12 @@ def test_console_script_runs_as_module() -> None:
     )
     assert done.returncode == 0
     assert "synth" in done.stdout
+
+
+def test_list_methods_says_which_models_each_method_needs(capsys) -> None:
+    assert main(["list", "methods"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert lines["attention-rollout"].endswith("needs a transformer (attention modules)")
+    assert lines["lrp-epsilon-plus"].endswith("needs any classifier without attention (transformers: attnlrp, cp-lrp)")
+    assert lines["attnlrp"].endswith("needs any classifier")
+    assert "transformer's last attention input" in lines["gradcam"]

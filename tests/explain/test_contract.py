@@ -1,13 +1,14 @@
-"""Contract of every registered explainer, 2D and 3D, on ResNet-, DenseNet- and BagNet-like models: maps at input
-resolution, no hook left (after success and after an exception), ``model.training`` unchanged, batch results
-equal single-sample results, deterministic; clear errors for bad input."""
+"""Contract of every registered explainer, 2D and 3D, on ResNet-, DenseNet- and BagNet-like models and on vision
+transformers (MONAI's ViT, a user's nn.MultiheadAttention ViT): maps at input resolution, no hook left (after
+success and after an exception), ``model.training`` unchanged, batch results equal single-sample results,
+deterministic; clear errors for bad input."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from tests.explain.models import BATCHNORM, MODELS, BagNetLike
-from torch import Tensor
+from tests.explain.models import BATCHNORM, MODELS, TRANSFORMERS, BagNetLike, tiny_vit
+from torch import Tensor, nn
 
 from medexplain.errors import MedexplainError
 from medexplain.explain import EXPLAINERS, Explanation, available, create_explainer
@@ -25,11 +26,25 @@ def make(name: str, dims: int = 2):
     return create_explainer(name, **LIGHT.get(name, {}))
 
 
+ALL_MODELS = {**MODELS, **TRANSFORMERS}
+
+
 def _applicable(name: str, model_name: str) -> bool:
-    return EXPLAINERS.entry(name).metadata.get("needs") != "evidence_map" or model_name == "bagnet"
+    metadata = EXPLAINERS.entry(name).metadata
+    needs, transformer = metadata.get("needs"), model_name in TRANSFORMERS
+    return (
+        (needs != "evidence_map" or model_name == "bagnet")
+        and (needs != "attention" or transformer)
+        and (metadata.get("attention") != "refused" or not transformer)
+    )
 
 
-CASES = [(n, m, d) for n in NAMES for m in sorted(MODELS) for d in (2, 3) if _applicable(n, m)]
+def _transformer(name: str) -> bool:
+    """Whether the failure tests give ``name`` a ViT (the attention explainers need one)."""
+    return EXPLAINERS.entry(name).metadata.get("needs") == "attention"
+
+
+CASES = [(n, m, d) for n in NAMES for m in sorted(ALL_MODELS) for d in (2, 3) if _applicable(n, m)]
 
 
 def _input(dims: int, batch: int = 3) -> Tensor:
@@ -39,7 +54,7 @@ def _input(dims: int, batch: int = 3) -> Tensor:
 
 @pytest.mark.parametrize(("name", "model_name", "dims"), CASES)
 def test_explainer_contract(name: str, model_name: str, dims: int) -> None:
-    model = MODELS[model_name](dims).double().eval()
+    model = ALL_MODELS[model_name](dims).double().eval()
     x = _input(dims)
     explainer = make(name, dims)
     first = explainer(model, x, [0, 2, 1])
@@ -67,13 +82,40 @@ class Failing(BagNetLike):
         raise RuntimeError("boom")
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_no_hook_left_after_an_exception(name: str) -> None:
-    model = Failing(2).double().eval()
+class FailingViT(nn.Module):
+    """A ViT that raises after its whole transformer ran (every hook and attention tap fired)."""
+
+    def __init__(self, dims: int = 2) -> None:
+        super().__init__()
+        self.inner = tiny_vit(dims)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.inner.vit(x)
+        raise RuntimeError("boom")
+
+
+FAILURES = [(n, m, d) for n in NAMES for m, dims in (("bagnet", (2,)), ("vit", (2, 3))) for d in dims
+            if _applicable(n, m)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "model_name", "dims"), FAILURES)
+def test_no_hook_left_after_an_exception(name: str, model_name: str, dims: int) -> None:
+    model = (FailingViT(dims) if model_name == "vit" else Failing(dims)).double().eval()
     with pytest.raises(RuntimeError, match="boom"):
-        make(name)(model, _input(2), 0)
+        make(name, dims)(model, _input(dims), 0)
     assert hook_count(model) == 0
     assert not model.training
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("name", [n for n in NAMES if EXPLAINERS.entry(n).metadata.get("attention") == "refused"])
+def test_lrp_made_for_cnns_refuses_a_transformer(name: str, dims: int) -> None:
+    """Without rules for attention and LayerNorm, relevance would cross them by gradient: not LRP."""
+    model = TRANSFORMERS["mha-vit"](dims).double().eval()
+    with pytest.raises(MedexplainError, match=f"^{name} has no rule for attention or LayerNorm, and 'blocks.0.attn' "
+                       "is an attention module; explain transformers with attnlrp or cp-lrp$"):  # fmt: skip
+        make(name, dims)(model, _input(dims), 0)
+    assert hook_count(model) == 0
 
 
 class Normed(BagNetLike):
@@ -91,11 +133,25 @@ class Normed(BagNetLike):
         return evidence
 
 
+class NormedViT(nn.Module):
+    """A ViT behind a BatchNorm of its input (running statistics), raising after the transformer when ``fail``."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.norm, self.inner, self.fail = BATCHNORM[2](2), tiny_vit(2), fail
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.inner(self.norm(x))
+        if self.fail:
+            raise RuntimeError("boom")
+        return logits
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("fail", [False, True])
 def test_a_model_in_training_mode_keeps_every_state_tensor(name: str, fail: bool) -> None:
     """BatchNorm in training mode updates its running statistics on each forward pass; explaining must not."""
-    model = Normed(fail).double().train()
+    model = (NormedViT(fail) if _transformer(name) else Normed(fail)).double().train()
     before = {key: value.clone() for key, value in model.state_dict().items()}
     assert any(key.endswith("running_mean") for key in before)
     explain = make(name)
@@ -112,7 +168,7 @@ def test_a_model_in_training_mode_keeps_every_state_tensor(name: str, fail: bool
 
 @pytest.mark.parametrize("name", NAMES)
 def test_target_out_of_range_is_a_clear_error(name: str) -> None:
-    model = BagNetLike(2).double().eval()
+    model = (tiny_vit() if _transformer(name) else BagNetLike(2)).double().eval()
     with pytest.raises(MedexplainError, match="out of range for a model with 3 outputs"):
         make(name)(model, _input(2), 5)
     assert hook_count(model) == 0
@@ -123,9 +179,20 @@ class NotLogits(BagNetLike):
         return self.evidence_map(x)
 
 
+class TokensNotLogits(nn.Module):
+    """A ViT returning its token states ``(B, N, D)`` instead of logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = tiny_vit(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner.vit(x)[1][-1]
+
+
 @pytest.mark.parametrize("name", [n for n in NAMES if n != "evidence"])  # evidence reads the map, not the output
 def test_model_output_not_b_k_is_a_clear_error(name: str) -> None:
-    model = NotLogits(2).double().eval()
+    model = (TokensNotLogits() if _transformer(name) else NotLogits(2)).double().eval()
     with pytest.raises(MedexplainError, match=r"model output must be \(B, K\) logits"):
         make(name)(model, _input(2), 0)
     assert hook_count(model) == 0

@@ -235,3 +235,47 @@ def test_the_report_opens_with_the_verdict_in_a_browser(audited) -> None:
         finally:
             browser.close()
     assert errors == []
+
+
+TRANSFORMER_METHODS = {"attention-rollout", "attention-gradient", "attnlrp", "cp-lrp", "gradcam", "gradcam++",
+                       "hirescam", "layercam", "saliency", "input-x-gradient", "smoothgrad", "integrated-gradients",
+                       "occlusion"}  # fmt: skip
+LRP_FOR_CNNS = {"lrp-epsilon", "lrp-epsilon-plus", "lrp-epsilon-plus-flat", "lrp-alpha2-beta1", "lrp-epsilon-gamma-box"}
+
+
+def test_a_vision_transformer_is_audited_with_the_methods_made_for_it(tmp_path: Path) -> None:
+    """Default methods on a ViT: the attention methods, AttnLRP and CP-LRP, CAMs on the tokens entering the last
+    attention, gradients and occlusion; the LRP composites made for CNNs are recorded as not applicable with their
+    reason. The report renders the audit."""
+    from medexplain.report import build_report
+
+    data = write_lesions(tmp_path / "data", n_train=4, n_test=6)
+    args = {"in_channels": 1, "num_classes": 2, "img_size": 24, "patch_size": 6, "hidden_size": 12, "mlp_dim": 24,
+            "num_layers": 2, "num_heads": 3}  # fmt: skip
+    torch.manual_seed(0)
+    run = save_run(create_model("vit", **args), tmp_path / "run", "vit", args)
+    light = {"integrated-gradients": {"steps": 4}, "smoothgrad": {"samples": 2}, "occlusion": {"window": 6}}
+    settings = AuditSettings(baselines=("baseline-centre", "baseline-random"), randomised_model=False,
+                             metrics=("pointing-game", "mask-auroc"), method_params=light, resamples=50)  # fmt: skip
+    document = audit_run(run, data, tmp_path / "out", settings=settings, batch_size=6, progress=False)
+    assert {row["method"] for row in document["verdict"]} == TRANSFORMER_METHODS
+    assert document["cam_layer"] == "vit.blocks.1.attn:input"
+    assert set(document["not_applicable"]) == LRP_FOR_CNNS | {"evidence"}
+    for name in LRP_FOR_CNNS:
+        assert document["not_applicable"][name].endswith("explain transformers with attnlrp or cp-lrp"), name
+    stored = json.loads((tmp_path / "out" / "explanations" / "index.json").read_text())
+    assert set(stored["methods"]) == TRANSFORMER_METHODS | {"baseline-centre", "baseline-random"}
+    html = build_report(tmp_path / "out").read_text()
+    assert all(f">{name}<" in html for name in ("attention-rollout", "attnlrp", "baseline-centre")), "report rows"
+
+
+def test_a_cnn_audit_leaves_the_transformer_methods_out() -> None:
+    from tests.explain.models import ResNetLike
+
+    from medexplain.workflows.audit import applicable_methods
+
+    methods, skipped = applicable_methods(ResNetLike(2).eval(), torch.randn(1, 2, 16, 16), None, "layer2", {})
+    assert {"attention-rollout", "attention-gradient", "attnlrp", "cp-lrp"} <= set(skipped)
+    assert skipped["attnlrp"] == skipped["cp-lrp"] == "made for transformers; the model has no attention module"
+    assert "has no attention module" in skipped["attention-rollout"]
+    assert LRP_FOR_CNNS | {"gradcam", "saliency", "occlusion"} <= set(methods)

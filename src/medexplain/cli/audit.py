@@ -65,7 +65,8 @@ def audit_command(
     method_params: str | None = typer.Option(None, help='Per method, as JSON: \'{"integrated-gradients": '
                                              '{"steps": 32}}\'.'),
     metric_params: str | None = typer.Option(None, help="Per metric, as JSON (default: the audit's affordable set)."),
-    layer: str | None = typer.Option(None, help="CAM layer (default: the card's, else the last convolutional block)."),
+    layer: str | None = typer.Option(None, help="CAM layer (default: the card's, else the last convolutional block, "
+                                     "or a transformer's last attention input)."),
     max_items: int | None = typer.Option(None, help="Audit only the first N items of the split."),
     alpha: float = typer.Option(0.05, help="Significance level of the verdicts."),
     resamples: int = typer.Option(1000, help="Bootstrap resamples of the 95 % intervals."),

@@ -19,6 +19,7 @@ BENCHMARKS = {
     "idrid": "headline_idrid.py",
     "nih-multilabel": "headline_nih.py",
     "cxr-tb": "headline_cxr_tb.py",
+    "vit-busi": "vit_busi.py",
 }
 
 

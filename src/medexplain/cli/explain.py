@@ -24,7 +24,8 @@ def explain_command(
     max_memory: str | None = typer.Option(None, help=MAX_MEMORY_HELP),
     max_items: int | None = typer.Option(None, help="Explain only the first N items of the split."),
     size: int | None = typer.Option(None, help="Resize images to this size (default: the run's recorded size)."),
-    layer: str | None = typer.Option(None, help="Layer for CAM methods (default: the last convolutional block)."),
+    layer: str | None = typer.Option(None, help="Layer for CAM methods (default: the last convolutional block, or a "
+                                     "transformer's last attention input)."),
     method_params: str | None = typer.Option(None, help='Per method, as JSON: \'{"integrated-gradients": '
                                              '{"steps": 32}}\' (recorded in index.json).'),
     map_format: str = typer.Option("npy", "--format", help="npy or nifti (.nii.gz, 3D maps), float32."),

@@ -38,6 +38,9 @@ def _models() -> list[tuple[str, str]]:
     return rows
 
 
+_NEEDS = {"evidence_map": "an evidence model", "attention": "a transformer (attention modules)"}
+
+
 def _methods() -> list[tuple[str, str]]:
     import dataclasses
 
@@ -46,9 +49,11 @@ def _methods() -> list[tuple[str, str]]:
     rows = []
     for entry in EXPLAINERS:
         fields = {f.name for f in dataclasses.fields(entry.obj) if f.init}
-        needs = ["an evidence model" if entry.metadata.get("needs") == "evidence_map" else "any classifier"]
+        needs = [_NEEDS.get(entry.metadata.get("needs"), "any classifier")]
+        if entry.metadata.get("attention") == "refused":
+            needs[0] += " without attention (transformers: attnlrp, cp-lrp)"
         if "layer" in fields:
-            needs.append("a layer (default: the last convolutional block)")
+            needs.append("a layer (default: the last convolutional block, or a transformer's last attention input)")
         category = entry.metadata.get("category", "")
         rows.append((entry.name, f"[{category}] {_first_sentence(entry.obj.__doc__)}; needs {', '.join(needs)}"))
     return rows

@@ -1,6 +1,6 @@
 """Post-hoc explanations of any PyTorch classifier, 2D and 3D: ``create_explainer(name)(model, x, target)``."""
 
-from medexplain.explain import baselines, cam, evidence, gradients, integrated, lrp, occlusion
+from medexplain.explain import attention, baselines, cam, evidence, gradients, integrated, lrp, occlusion
 from medexplain.explain.base import EXPLAINERS, Explainer, available, create_explainer, register_explainer
 from medexplain.explain.cam import cam_maps
 from medexplain.explain.explanation import Explanation
@@ -11,6 +11,7 @@ __all__ = [
     "Explainer",
     "Explanation",
     "Target",
+    "attention",
     "available",
     "baselines",
     "cam",

@@ -56,6 +56,9 @@ def register_explainer(name: str, **metadata: Any):
     """Class decorator adding an explainer dataclass to the registry under ``name``.
 
     The registered class's call runs inside :func:`unchanged_state`, so no explainer changes a model's state.
+    ``metadata``: ``category``; ``needs`` (``"evidence_map"``, ``"attention"``: the explainer raises on a model
+    without it); ``attention`` (``"made-for"``: built for transformers, ``"refused"``: refuses a model with
+    attention modules).
     """
 
     def add(cls: type) -> type:

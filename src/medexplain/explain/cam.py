@@ -2,7 +2,8 @@
 
 Every variant computes ``relu(sum_c w_c * A_c)`` from a layer's activations ``A (B, C, *s)`` and the gradients
 ``G`` of the explained score with respect to them; only the weights ``w`` differ. The map is upsampled to the
-input resolution with (bi/tri)linear interpolation after the ReLU, never min-max normalised.
+input resolution with (bi/tri)linear interpolation after the ReLU, never min-max normalised. Token layers of
+vision transformers are reshaped to their patch grid first (class token dropped), 2D and 3D.
 """
 
 from __future__ import annotations
@@ -16,9 +17,16 @@ from torch import Tensor, nn
 from medexplain.errors import MedexplainError
 from medexplain.explain.base import explainer_params, register_explainer
 from medexplain.explain.explanation import Explanation
-from medexplain.explain.hooks import capture_output, find_module, last_conv_block
+from medexplain.explain.hooks import INPUT_SUFFIX, capture_output, last_conv_block
 from medexplain.explain.resample import to_input_resolution
 from medexplain.explain.targets import Target, resolve_target
+from medexplain.explain.transformer import (
+    TokenGrid,
+    attention_modules,
+    needs_graph,
+    token_grid,
+    tokens_batch_first,
+)
 
 Weighting = Callable[[Tensor, Tensor], Tensor]
 """``(activations (B, C, *s), gradients (B, C, *s)) -> weights`` broadcastable to the activations."""
@@ -79,7 +87,10 @@ def cam_maps(
         model: classifier returning ``(B, C)`` logits.
         x: ``(B, C_in, *spatial)`` input.
         target: what to explain (see :data:`~medexplain.explain.targets.Target`).
-        layer: dotted module name whose output ``(B, C, *s)`` is used; default the last convolutional block.
+        layer: dotted module name whose output ``(B, C, *s)`` is used (its first input with the suffix ``":input"``),
+            or whose ``(B, N, C)`` token output is reshaped
+            to ``(B, C, *grid)`` (prefix tokens dropped, grid from the patch embedding, see
+            :func:`~medexplain.explain.transformer.token_grid`); default :func:`default_layer`.
         create_graph: keep the autograd graph so the maps (and the returned logits) can enter a training loss,
             e.g. SIBnet's guidance loss; model parameters then receive gradients through the maps.
         weighting: a name in :data:`WEIGHTINGS` or a weighting function.
@@ -91,18 +102,21 @@ def cam_maps(
         ``create_graph``).
     """
     weigh = WEIGHTINGS[weighting] if isinstance(weighting, str) else weighting
-    name = layer if layer is not None else last_conv_block(model)
-    module = find_module(model, name)
-    with torch.enable_grad(), capture_output(model, module) as captured:
-        inputs = x if create_graph else x.detach()
+    name = layer if layer is not None else default_layer(model)
+    with torch.enable_grad(), capture_output(model, name) as captured:
+        inputs = x if create_graph else x.detach().requires_grad_(needs_graph(model))
         logits = model(inputs)
         resolved = resolve_target(logits, target)
         activations = captured.output
-        if not isinstance(activations, Tensor) or activations.ndim != x.ndim:
+        tokens = isinstance(activations, Tensor) and activations.ndim == 3 and x.ndim > 3
+        if not isinstance(activations, Tensor) or (activations.ndim != x.ndim and not tokens):
             shape = tuple(activations.shape) if isinstance(activations, Tensor) else type(activations).__name__
             raise MedexplainError(
-                f"layer {name!r} outputs {shape}; CAM methods need a (B, C, *spatial) feature map like the input"
+                f"layer {name!r} outputs {shape}; CAM methods need a (B, C, *spatial) feature map like the input "
+                "or (B, N, C) tokens"
             )
+        grid = _token_layout(model, x, activations) if tokens else None
+        as_map = grid.as_map if grid is not None else (lambda t: t)
         scores = resolved.scores(logits)
         maps = []
         for k in range(scores.shape[1]):
@@ -110,11 +124,11 @@ def cam_maps(
             (grads,) = torch.autograd.grad(
                 scores[:, k].sum(), activations, retain_graph=retain, create_graph=create_graph
             )
-            acts = activations if create_graph else activations.detach()
-            signed = (weigh(acts, grads) * acts).sum(dim=1)
+            acts = as_map(activations if create_graph else activations.detach())
+            signed = (weigh(acts, as_map(grads)) * acts).sum(dim=1)
             maps.append(signed.clamp(min=0) if rectify else signed)
     maps_low = torch.stack(maps, dim=1)
-    upsampled = to_input_resolution(maps_low, x.shape[2:])
+    upsampled = grid.to_input(maps_low, x.shape[2:]) if grid is not None else to_input_resolution(maps_low, x.shape[2:])
     method = weighting if isinstance(weighting, str) else getattr(weighting, "__name__", "cam")
     return Explanation(
         upsampled,
@@ -123,6 +137,38 @@ def cam_maps(
         {"layer": name},
         logits if create_graph else logits.detach(),
     )
+
+
+def default_layer(model: nn.Module) -> str:
+    """The layer CAM methods use unless told: for a transformer (a model with attention modules) the input of its
+    last attention module (``"<name>:input"``; in a pre-norm block its ``norm1`` output), as pytorch-grad-cam's ViT
+    example uses the last block's ``norm1``: the patch tokens of the last block's output do not reach a class-token
+    head, so their gradients are zero. Otherwise the last convolutional block (:func:`last_conv_block`)."""
+    attention = attention_modules(model)
+    if attention:
+        return attention[-1][0] + INPUT_SUFFIX
+    return last_conv_block(model)
+
+
+@dataclass(frozen=True)
+class _TokenLayout:
+    """A token layer's layout: ``(B, N, C)`` tokens, or ``(N, B, C)`` for sequence-first models, on ``grid``."""
+
+    grid: TokenGrid
+    batch_first: bool
+
+    def as_map(self, t: Tensor) -> Tensor:
+        """Tokens -> ``(B, C, *grid)`` feature maps over the patch tokens (prefix tokens dropped)."""
+        channels_last = t if self.batch_first else t.transpose(0, 1)
+        return self.grid.patch_tokens(channels_last.transpose(1, 2))
+
+    def to_input(self, maps: Tensor, spatial: torch.Size) -> Tensor:
+        return self.grid.to_input(maps, spatial)
+
+
+def _token_layout(model: nn.Module, x: Tensor, tokens: Tensor) -> _TokenLayout:
+    batch_first = tokens_batch_first(model)
+    return _TokenLayout(token_grid(model, x.shape[2:], tokens.shape[1 if batch_first else 0]), batch_first)
 
 
 @dataclass(frozen=True)
@@ -139,7 +185,7 @@ class _Cam:
 @register_explainer("gradcam", category="cam")
 @dataclass(frozen=True)
 class GradCAM(_Cam):
-    """Grad-CAM (Selvaraju et al. 2017) at ``layer`` (default the last convolutional block), upsampled."""
+    """Grad-CAM (Selvaraju et al. 2017) at ``layer`` (default :func:`default_layer`), upsampled."""
 
     name: str = field(default="gradcam", init=False)
 
@@ -147,7 +193,7 @@ class GradCAM(_Cam):
 @register_explainer("gradcam++", category="cam")
 @dataclass(frozen=True)
 class GradCAMPlusPlus(_Cam):
-    """Grad-CAM++ (Chattopadhyay et al. 2018) at ``layer`` (default the last convolutional block), upsampled."""
+    """Grad-CAM++ (Chattopadhyay et al. 2018) at ``layer`` (default :func:`default_layer`), upsampled."""
 
     name: str = field(default="gradcam++", init=False)
 
@@ -155,7 +201,7 @@ class GradCAMPlusPlus(_Cam):
 @register_explainer("hirescam", category="cam")
 @dataclass(frozen=True)
 class HiResCAM(_Cam):
-    """HiResCAM (Draelos & Carin 2020) at ``layer`` (default the last convolutional block), upsampled."""
+    """HiResCAM (Draelos & Carin 2020) at ``layer`` (default :func:`default_layer`), upsampled."""
 
     name: str = field(default="hirescam", init=False)
 
@@ -163,6 +209,6 @@ class HiResCAM(_Cam):
 @register_explainer("layercam", category="cam")
 @dataclass(frozen=True)
 class LayerCAM(_Cam):
-    """LayerCAM (Jiang et al. 2021) at ``layer`` (default the last convolutional block), upsampled."""
+    """LayerCAM (Jiang et al. 2021) at ``layer`` (default :func:`default_layer`), upsampled."""
 
     name: str = field(default="layercam", init=False)

@@ -41,9 +41,10 @@ class Hooks:
         while self._handles:
             self._handles.pop().remove()
 
-    def forward(self, module: nn.Module, fn: Callable[..., object]) -> None:
-        """``fn(module, args, output)``; a non-None return replaces the output."""
-        self._handles.append(module.register_forward_hook(fn))
+    def forward(self, module: nn.Module, fn: Callable[..., object], *, with_kwargs: bool = False) -> None:
+        """``fn(module, args, output)`` (``fn(module, args, kwargs, output)`` with ``with_kwargs``); a non-None
+        return replaces the output."""
+        self._handles.append(module.register_forward_hook(fn, with_kwargs=with_kwargs))
 
     def forward_pre(self, module: nn.Module, fn: Callable[..., object]) -> None:
         """``fn(module, args)``; a non-None return replaces the positional arguments."""
@@ -58,24 +59,39 @@ class Hooks:
         self._handles.append(tensor.register_hook(fn))
 
 
+INPUT_SUFFIX = ":input"
+"""A layer name ending in this names the first positional input of the module instead of its output."""
+
+
 @dataclass
 class Captured:
-    """The output of one layer in the last forward pass, kept in the autograd graph."""
+    """The output (or input) of one layer in the last forward pass, kept in the autograd graph."""
 
     output: Tensor | None = None
 
 
 @contextmanager
 def capture_output(model: nn.Module, layer: str | nn.Module) -> Iterator[Captured]:
-    """Record the output of ``layer`` (a module or its dotted name in ``model``) during forward passes."""
-    module = find_module(model, layer) if isinstance(layer, str) else layer
+    """Record the output of ``layer`` (a module or its dotted name in ``model``) during forward passes; for a name
+    ending in ``":input"`` (:data:`INPUT_SUFFIX`), the module's first positional input."""
+    wants_input = isinstance(layer, str) and layer.endswith(INPUT_SUFFIX)
+    if isinstance(layer, str):
+        module = find_module(model, layer.removesuffix(INPUT_SUFFIX) if wants_input else layer)
+    else:
+        module = layer
     captured = Captured()
 
     def keep(_module: nn.Module, _args: object, output: Tensor) -> None:
         captured.output = output
 
+    def keep_input(_module: nn.Module, args: tuple) -> None:
+        captured.output = args[0] if args else None
+
     with Hooks() as hooks:
-        hooks.forward(module, keep)
+        if wants_input:
+            hooks.forward_pre(module, keep_input)
+        else:
+            hooks.forward(module, keep)
         yield captured
 
 

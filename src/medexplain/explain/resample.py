@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -24,23 +26,30 @@ def to_input_resolution(maps: Tensor, spatial: tuple[int, ...] | torch.Size) -> 
     return F.interpolate(maps, size=spatial, mode=mode, align_corners=False)
 
 
-def patches_to_input(maps: Tensor, spatial: tuple[int, ...] | torch.Size, patch_size: int, stride: int) -> Tensor:
+def patches_to_input(
+    maps: Tensor, spatial: tuple[int, ...] | torch.Size, patch_size: int | Sequence[int], stride: int | Sequence[int]
+) -> Tensor:
     """Place a per-patch map ``(B, K, *s)`` at its patches' centres and interpolate linearly to ``(B, K, *spatial)``.
 
     Position ``i`` of the coarse map describes the input patch ``[stride * i, stride * i + patch_size)`` (a
     bag-of-local-features model, Brendel & Bethge, ICLR 2019), so its value belongs at input coordinate
     ``stride * i + (patch_size - 1) / 2``. Input pixels between two centres interpolate linearly; pixels beyond the
     first or last centre take its value. A plain resize of the grid to the input size instead stretches it over
-    the pixels no patch covers, moving values by up to ``stride`` pixels. Differentiable; one code path for N-d.
+    the pixels no patch covers, moving values by up to ``stride`` pixels. ``patch_size`` and ``stride`` are one int
+    or one per axis. Differentiable; one code path for N-d.
     """
     spatial = tuple(int(n) for n in spatial)
-    if maps.ndim - 2 != len(spatial) or patch_size < 1 or stride < 1:
+    patches = (patch_size,) * len(spatial) if isinstance(patch_size, int) else tuple(patch_size)
+    strides = (stride,) * len(spatial) if isinstance(stride, int) else tuple(stride)
+    if maps.ndim - 2 != len(spatial) or len(patches) != len(spatial) or len(strides) != len(spatial) or min(
+        *patches, *strides
+    ) < 1:
         raise ValueError(f"cannot place {tuple(maps.shape)} ({patch_size}-px patches, stride {stride}) on {spatial}")
     out = maps
     for axis, size in enumerate(spatial):
         cells = out.shape[2 + axis]
         position = torch.arange(size, dtype=maps.dtype, device=maps.device)
-        grid = ((position - (patch_size - 1) / 2) / stride).clamp(0, cells - 1)
+        grid = ((position - (patches[axis] - 1) / 2) / strides[axis]).clamp(0, cells - 1)
         low = grid.floor().long()
         high = (low + 1).clamp(max=cells - 1)
         weight = (grid - low).view(-1, *[1] * (len(spatial) - axis - 1))

@@ -1,5 +1,6 @@
-"""The registered model names: the BagNet family (also ``sparse-``), ResNet-18 and DenseNet-121 baselines, and the
-concept bottleneck on any of them."""
+"""The registered model names: the BagNet family (also ``sparse-``), ResNet-18 and DenseNet-121 baselines, small
+vision transformers (``vit-tiny``, ``vit-small``, and ``vit`` with every size given), and the concept bottleneck on
+any of them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from medexplain.models.bagnet import BagNet
 from medexplain.models.bottleneck import concept_bottleneck
 from medexplain.models.registry import register_model
 from medexplain.models.resnet import ResNet18
+from medexplain.models.vit import PRESETS, ViTClassifier
 
 # Published ResNet-50 layout, and a light layout with ResNet-18's stage outputs (64, 128, 256, 512 channels).
 FULL = {"width": 64, "blocks": (3, 4, 6, 3)}
@@ -83,3 +85,47 @@ def densenet121(*, in_channels: int = 3, num_classes: int = 2, spatial_dims: int
 
 
 register_model("concept-bottleneck", interpretable=False, family="bottleneck")(concept_bottleneck)
+
+# Default geometry: 128-pixel images in 16-pixel patches (2D), 32-voxel volumes in 8-voxel patches (3D): 64 tokens.
+_VIT_IMG_SIZE = {1: 256, 2: 128, 3: 32}
+_VIT_PATCH_SIZE = {1: 16, 2: 16, 3: 8}
+
+
+def _vit_factory(layout: dict[str, int]):
+    def factory(
+        *,
+        in_channels: int = 3,
+        num_classes: int = 2,
+        spatial_dims: int = 2,
+        img_size: int | Sequence[int] | None = None,
+        patch_size: int | Sequence[int] | None = None,
+        hidden_size: int = layout["hidden_size"],
+        mlp_dim: int = layout["mlp_dim"],
+        num_layers: int = layout["num_layers"],
+        num_heads: int = layout["num_heads"],
+        dropout_rate: float = 0.0,
+    ) -> nn.Module:
+        return ViTClassifier(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            spatial_dims=spatial_dims,
+            img_size=_VIT_IMG_SIZE[spatial_dims] if img_size is None else img_size,
+            patch_size=_VIT_PATCH_SIZE[spatial_dims] if patch_size is None else patch_size,
+            hidden_size=hidden_size,
+            mlp_dim=mlp_dim,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            dropout_rate=dropout_rate,
+        )
+
+    return factory
+
+
+for _name, _layout in (("vit", PRESETS["vit-small"]), *PRESETS.items()):
+    _factory = _vit_factory(_layout)
+    _factory.__doc__ = (
+        f"MONAI's ViT (Dosovitskiy et al. 2021) as a classifier, 2D/3D; {_layout['num_layers']} blocks of width "
+        f"{_layout['hidden_size']}, {_layout['num_heads']} heads unless given; img_size 128 (2D) / 32 (3D) and "
+        "patch_size 16 / 8 unless given."
+    )
+    register_model(_name, interpretable=False, family="vit")(_factory)

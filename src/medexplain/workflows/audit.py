@@ -44,7 +44,8 @@ import torch
 
 from medexplain.errors import MedexplainError
 from medexplain.explain.base import EXPLAINERS, Explainer
-from medexplain.explain.hooks import last_conv_block
+from medexplain.explain.cam import default_layer
+from medexplain.explain.transformer import attention_modules
 from medexplain.files import write_text
 from medexplain.metrics.registry import metric_info
 from medexplain.metrics.significance import holm, wilcoxon_signed_rank
@@ -114,12 +115,24 @@ def applicable_methods(
 ) -> tuple[dict[str, Explainer], dict[str, str]]:  # fmt: skip
     """The explainers that run on ``model`` (tried on one image ``x`` (1, C, *spatial)), and why the others do not.
 
-    Without ``requested``, every registered method but the baselines is tried; ``own`` explainers (a user's
+    Without ``requested``, every registered method but the baselines is tried, except the methods made for
+    transformers (AttnLRP, CP-LRP) on a model without attention modules, where they would repeat LRP-epsilon; on a
+    transformer the CNN composites of LRP refuse and the CAMs read its tokens. ``own`` explainers (a user's
     methods, not registered) are tried too; a method that fails is reported with its reason.
     """
-    names = list(requested) if requested else [e.name for e in EXPLAINERS if e.metadata.get("category") != "baseline"]
+    skipped: dict[str, str] = {}
+    if requested:
+        names = list(requested)
+    else:
+        attention = bool(attention_modules(model))
+        names = []
+        for entry in (e for e in EXPLAINERS if e.metadata.get("category") != "baseline"):
+            if entry.metadata.get("attention") == "made-for" and not attention:
+                skipped[entry.name] = "made for transformers; the model has no attention module"
+            else:
+                names.append(entry.name)
     candidates: dict[str, Any] = {name: None for name in names} | dict(own or {})
-    usable, skipped = {}, {}
+    usable = {}
     for name, given in candidates.items():
         try:
             explainer = given or build_explainers([name], layer=layer, params={name: params[name]} if name in params
@@ -133,11 +146,12 @@ def applicable_methods(
 
 
 def _cam_layer(model: torch.nn.Module, config: Mapping[str, Any], layer: str | None) -> str | None:
-    """The CAM layer: asked for, named by the card, or detected as the last convolutional block."""
+    """The CAM layer: asked for, named by the card, or detected (the last convolutional block; in a transformer
+    the input of its last attention module)."""
     if layer or config.get("cam_layer"):
         return layer or config["cam_layer"]
     try:
-        return last_conv_block(model)
+        return default_layer(model)
     except (MedexplainError, RuntimeError):
         return None
 

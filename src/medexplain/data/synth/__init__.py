@@ -6,9 +6,12 @@
 - :func:`deformation` / :func:`write_deformation`: 2D images or 3D volumes of a brain-like phantom where the
   disease class is a local shrinkage (atrophy) of one structure, with its region as a mask and the true
   displacement field and Jacobian determinant.
+- :func:`blobs`: noise images or volumes, class 1 with one bright ball-shaped lesion at a random position (in
+  memory; the simplest localisation task, e.g. for explaining small 3D models in tests).
 """
 
 from medexplain.data.synth.atrophy import DeformationSet, brain_sample, deformation, write_deformation
+from medexplain.data.synth.blobs import BlobSet, blobs
 from medexplain.data.synth.retina import (
     CONCEPTS,
     FUNDUS_LABELS,
@@ -28,8 +31,10 @@ __all__ = [
     "GRADE_NAMES",
     "LESION_TYPES",
     "REFERABLE_NAMES",
+    "BlobSet",
     "DeformationSet",
     "FundusSet",
+    "blobs",
     "brain_sample",
     "deformation",
     "fundus",

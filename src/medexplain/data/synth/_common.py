@@ -13,7 +13,7 @@ from medexplain.progress import progress_bar
 T = TypeVar("T")
 
 SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
-_GENERATOR_KEYS = {"fundus": 0, "deformation": 1}
+_GENERATOR_KEYS = {"fundus": 0, "deformation": 1, "blobs": 2}
 _SAMPLE_STREAM, _SPLIT_STREAM = 0, 1
 
 

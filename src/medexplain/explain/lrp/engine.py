@@ -17,6 +17,10 @@ module). Known differences, by design: relevance is ``t * c`` for every tensor `
 input of an unfolded BatchNorm receives none (Zennit passes the BatchNorm's bias share on to it); and
 element-wise activations written as functions (``F.silu``) propagate their gradient, not the pass rule
 (modules such as ``nn.SiLU`` get the pass rule; ReLU, in any form, is exact either way).
+
+Transformers: a composite may give non-affine modules a :class:`~medexplain.explain.lrp.transformer.ModuleRule`
+(LayerNorm) and say how relevance crosses attention (``Composite.attention``, applied by the attention taps of
+:mod:`medexplain.explain.transformer`); see :mod:`medexplain.explain.lrp.transformer` for AttnLRP.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from medexplain.explain.hooks import Hooks
 from medexplain.explain.lrp.composites import Composite
 from medexplain.explain.lrp.layers import BATCHNORM_TYPES, Affine, foldable
 from medexplain.explain.lrp.rules import Rule, stabilize
+from medexplain.explain.lrp.transformer import ModuleRule
 from medexplain.explain.targets import ResolvedTarget, Target, resolve_target
+from medexplain.explain.transformer import attention_modules, tap_attention
 
 PASS_TYPES: tuple[type[nn.Module], ...] = (
     nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Hardtanh,
@@ -123,6 +129,20 @@ class _Tracker:
         return _PassNode.apply(args[0], [output.detach()])
 
 
+def _install(hooks: Hooks, model: nn.Module, composite: Composite, tracker: _Tracker) -> list[Tensor]:
+    """Register the composite's rules on ``hooks``; returns the list the attention taps fill (empty without)."""
+    for module, rule in composite.rules(model).items():
+        hooks.forward(module, rule.hook if isinstance(rule, ModuleRule) else tracker.rule_hook(rule))
+    for module in model.modules():
+        if isinstance(module, BATCHNORM_TYPES):
+            hooks.forward(module, tracker.batchnorm_hook)
+        elif isinstance(module, PASS_TYPES):
+            hooks.forward(module, tracker.pass_hook)
+    if composite.attention is not None and attention_modules(model):
+        return tap_attention(hooks, model, composite.attention)
+    return []
+
+
 def lrp_relevance(
     model: nn.Module, x: Tensor, target: Target | ResolvedTarget, composite: Composite
 ) -> tuple[Tensor, Tensor, ResolvedTarget]:
@@ -146,17 +166,10 @@ def lrp_relevance(
             "LRP needs the model's layers as Python modules (its rules hook convolution and linear layers); "
             "a TorchScript model hides them: load its architecture and state dict"
         )
-    rules = composite.rules(model)
     inputs = x.detach().requires_grad_(True)
     tracker = _Tracker(inputs)
     with Hooks() as hooks, torch.enable_grad():
-        for module, rule in rules.items():
-            hooks.forward(module, tracker.rule_hook(rule))
-        for module in model.modules():
-            if isinstance(module, BATCHNORM_TYPES):
-                hooks.forward(module, tracker.batchnorm_hook)
-            elif isinstance(module, PASS_TYPES):
-                hooks.forward(module, tracker.pass_hook)
+        _install(hooks, model, composite, tracker)
         logits = model(inputs)
         tracker.produced.clear()
         resolved = resolve_target(logits, target)
@@ -172,3 +185,28 @@ def lrp_relevance(
                 relevance = relevance + first_layer
             relevances.append(relevance)
     return torch.stack(relevances, dim=1), logits.detach(), resolved
+
+
+def attention_relevance(
+    model: nn.Module, x: Tensor, target: Target | ResolvedTarget, composite: Composite
+) -> list[list[Tensor]]:
+    """The relevance ``A * c_A`` of the attention probabilities of every attention call under ``composite``
+    (whose ``attention`` rule must let relevance reach them, e.g. AttnLRP's ``"uniform"``).
+
+    Returns:
+        ``[k][call]``: per explained target, per attention call in call order, ``(B, H, N_q, N_k)``.
+    """
+    inputs = x.detach().requires_grad_(True)
+    tracker = _Tracker(inputs)
+    with Hooks() as hooks, torch.enable_grad():
+        attentions = _install(hooks, model, composite, tracker)
+        logits = model(inputs)
+        tracker.produced.clear()
+        scores = resolve_target(logits, target).scores(logits)
+        if not attentions or not all(a.requires_grad for a in attentions):
+            raise MedexplainError("no attention probabilities carry relevance under this composite")
+        result = []
+        for k in range(scores.shape[1]):
+            grads = torch.autograd.grad(scores[:, k].sum(), attentions, retain_graph=k < scores.shape[1] - 1)
+            result.append([a.detach() * g for a, g in zip(attentions, grads, strict=True)])
+    return result
