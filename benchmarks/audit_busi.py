@@ -48,7 +48,7 @@ from medexplain.files import write_text
 from medexplain.metrics.classification import auroc, balanced_accuracy
 from medexplain.metrics.summary import bootstrap_interval
 from medexplain.models import load
-from medexplain.workflows.audit import BASELINES, LOCALISATION, RANDOM_MODEL, _per_image, applicable_methods
+from medexplain.workflows.audit import BASELINES, LOCALISATION, RANDOM_MODEL, applicable_methods, audit_scores
 from medexplain.workflows.explain import build_explainers
 
 CLASSES = ("normal", "benign", "malignant")
@@ -286,23 +286,13 @@ def phases(out: Path, started: float) -> dict[str, float]:
     return seconds
 
 
-def per_image(folder: Path) -> dict[str, dict[str, dict[str, float]]]:
-    """``{metric: {map: {image id: score}}}`` of an audit folder, the randomised model's maps suffixed (as the
-    audit's verdict reads them)."""
-    table = _per_image(folder / "scores")
-    if (folder / "scores-randomised").is_dir():
-        for metric, per_method in _per_image(folder / "scores-randomised", RANDOM_MODEL).items():
-            table.setdefault(metric, {}).update(per_method)
-    return table
-
-
 def paired_differences(document: Mapping[str, Any], folder: Path, seed: int) -> dict[str, dict[str, Any]]:
     """Per method and localisation metric: the paired bootstrap interval of (method - reference) over images for
     every reference map (baselines and the randomised model's maps but the method's own), and the smallest lower
     bound (oriented so that > 0 means the method is better)."""
     from medexplain.metrics.registry import metric_info
 
-    scores = per_image(folder)
+    scores = audit_scores(folder)
     methods = [row["method"] for row in document["verdict"]]
     result: dict[str, dict[str, Any]] = {}
     for method in methods:

@@ -204,36 +204,20 @@ def test_bad_input_is_one_line_and_leaves_nothing(card, extra, message, tmp_path
 
 
 def test_the_report_opens_with_the_verdict_in_a_browser(audited) -> None:
-    from playwright.sync_api import sync_playwright
-    from tests.report.test_browser import ARTEFACTS, _chromium
+    from tests.report._browser import opened_report
 
     from medexplain.report import build_report
 
     root, document = audited
-    report = build_report(root / "out")
-    errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=_chromium(),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(report.resolve().as_uri(), wait_until="load")
-            first = page.locator("main section").first
-            assert first.get_attribute("id").startswith("audit-")
-            assert first.locator("h2").inner_text().startswith("Verdict")
-            cells = first.locator("table").first.locator("tbody tr td:first-child").all_inner_texts()
-            assert cells == document["ranking"]  # the methods x criteria table, in ranking order
-            oracle = first.locator("table").first.locator("tbody tr").first.inner_text()
-            assert "pass" in oracle
-            widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
-            assert widths and min(widths) >= 256  # thumbnails large enough to see a lesion
-            ARTEFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTEFACTS / "report-audit.png"), full_page=True)
-        finally:
-            browser.close()
+    with opened_report(build_report(root / "out"), "report-audit.png") as (page, errors):
+        first = page.locator("main section").first
+        assert first.get_attribute("id").startswith("audit-")
+        assert first.locator("h2").inner_text().startswith("Verdict")
+        cells = first.locator("table").first.locator("tbody tr td:first-child").all_inner_texts()
+        assert cells == document["ranking"]  # the methods x criteria table, in ranking order
+        assert "pass" in first.locator("table").first.locator("tbody tr").first.inner_text()
+        widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
+        assert widths and min(widths) >= 256  # thumbnails large enough to see a lesion
     assert errors == []
 
 

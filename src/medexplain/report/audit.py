@@ -4,16 +4,13 @@ sections."""
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
-from medexplain.data.writers import png_bytes
 from medexplain.files import read_json
 from medexplain.report.discover import Component
-from medexplain.report.figures import overlay, upscale_nearest
 from medexplain.report.html import Page
-from medexplain.report.sections import anchor, dataset_images, volume_slices
+from medexplain.report.sections import anchor, dataset_images, map_figure
 
 CRITERIA = (("localises", "localises"), ("faithful", "faithful"), ("randomisation", "passes randomisation"))
 SHOWN = 3
@@ -84,13 +81,10 @@ def _shortcuts(section, document: dict) -> None:
 
 def _best_and_worst(section, folder: Path, method: str, metric: str) -> None:
     """The leading method's maps on its best and worst images by the primary metric."""
+    from medexplain.workflows.audit import audit_scores
     from medexplain.workflows.explanations import load_explanations
 
-    scores = {}
-    with (folder / "scores" / "per_sample.csv").open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if row["method"] == method and row["metric"] == metric and row["score"]:
-                scores.setdefault(row["id"], float(row["score"]))
+    scores = audit_scores(folder).get(metric, {}).get(method, {})
     stored = load_explanations(folder / "explanations")
     images = dataset_images(stored)
     items = {item.id: item for item in stored.items}
@@ -102,10 +96,7 @@ def _best_and_worst(section, folder: Path, method: str, metric: str) -> None:
             maps = stored.load(item, method).numpy()
             image, mask = images(item.index) if images else (maps[:1] * 0, None)
             caption = f"{item_id} · {metric} {scores[item_id]:.3f}"
-            if maps.ndim == 3:
-                entries.append((png_bytes(upscale_nearest(overlay(image, maps[0], mask))), caption))
-            else:
-                section.slice_viewer(volume_slices(image, maps[0], mask), f"{method} ({title}) · {caption}")
+            entries += map_figure(section, image, maps[0], mask, caption, f"{method} ({title}) · {caption}")
         if entries:
             section.heading(f"{method}: its {title} images by {metric} (mask outlined)")
             section.figures(entries, gallery=True)

@@ -117,12 +117,20 @@ def explanations_section(page: Page, component: Component) -> None:
             maps = stored.load(item, method).numpy()
             image, mask = images(item.index) if images else (np.zeros((1, *maps.shape[1:])), None)
             caption = f"{item.id} · label {item.label} · target {item.targets[0] if item.targets else '?'}"
-            if maps.ndim == 3:
-                entries.append((png_bytes(upscale_nearest(overlay(image, maps[0], mask))), caption))
-            else:
-                section.slice_viewer(volume_slices(image, maps[0], mask), f"{method} · {caption}")
+            entries += map_figure(section, image, maps[0], mask, caption, f"{method} · {caption}")
         if entries:
             section.figures(entries, gallery=True)
+
+
+def map_figure(
+    section, image: np.ndarray, relevance: np.ndarray, mask: np.ndarray | None, caption: str, viewer_caption: str
+) -> list[tuple[bytes, str]]:
+    """A map over its image (mask outlined): a 2D map ``(H, W)`` becomes a gallery entry (returned), a 3D one
+    ``(D, H, W)`` a slice viewer added to ``section`` (nothing returned)."""
+    if relevance.ndim == 2:
+        return [(png_bytes(upscale_nearest(overlay(image, relevance, mask))), caption)]
+    section.slice_viewer(volume_slices(image, relevance, mask), viewer_caption)
+    return []
 
 
 def evaluation_section(page: Page, component: Component) -> None:
@@ -259,10 +267,7 @@ def _concept_map_gallery(section, path: Path) -> None:
             annotated = entry.get("annotated")
             expert = "not annotated" if annotated is None else ("present" if annotated > 0.5 else "absent")
             caption = f"{concept} · {item.id} · p = {entry['probability']:.2f} · expert: {expert}"
-            if maps.ndim == 3:
-                entries.append((png_bytes(upscale_nearest(overlay(image, maps[0], None))), caption))
-            else:
-                section.slice_viewer(volume_slices(image, maps[0], None), caption)
+            entries += map_figure(section, image, maps[0], None, caption, caption)
         if entries:
             section.figures(entries, gallery=True)
 

@@ -300,13 +300,20 @@ def _per_image(folder: Path, suffix: str = "") -> dict[str, dict[str, dict[str, 
     return table
 
 
-def verdict(out: Path, settings: AuditSettings, methods: Sequence[str], baselines: Sequence[str]) -> dict[str, Any]:
-    """The verdict of an audit folder whose scores are written: per method the three criteria, the comparisons
-    behind them and a ranking (see the module docstring)."""
+def audit_scores(out: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """``{metric: {map: {image id: score}}}`` of the audit folder ``out``, the maps of the randomised model named
+    with :data:`RANDOM_MODEL` appended."""
     scores = _per_image(out / "scores")
     if (out / "scores-randomised").is_dir():
         for metric, per_method in _per_image(out / "scores-randomised", RANDOM_MODEL).items():
             scores.setdefault(metric, {}).update(per_method)
+    return scores
+
+
+def verdict(out: Path, settings: AuditSettings, methods: Sequence[str], baselines: Sequence[str]) -> dict[str, Any]:
+    """The verdict of an audit folder whose scores are written: per method the three criteria, the comparisons
+    behind them and a ranking (see the module docstring)."""
+    scores = audit_scores(out)
     references = [*baselines, *(m + RANDOM_MODEL for m in methods if settings.randomised_model)]
     comparisons = []
     for method in methods:

@@ -109,12 +109,11 @@ def shortcut_check(
     areas: dict[str, list[float]] = {}
     for item in stored.items:
         sample = dataset[item.index]
+        maps = {method: stored.load(item, method)[0] for method in methods}
         for region_name, region in _regions(sample.image, sample.masks, landmarks, field, border).items():
-            area = float(region.double().mean())
-            areas.setdefault(region_name, []).append(area)
-            for method in methods:
-                share = relevance_share(stored.load(item, method)[0], region)
-                shares.setdefault(region_name, {}).setdefault(method, []).append(share)
+            areas.setdefault(region_name, []).append(float(region.double().mean()))
+            for method, relevance in maps.items():
+                shares.setdefault(region_name, {}).setdefault(method, []).append(relevance_share(relevance, region))
     rng = np.random.default_rng(seed)
     result: dict[str, dict[str, dict[str, Any]]] = {}
     for region_name, per_method in shares.items():
