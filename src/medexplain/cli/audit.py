@@ -51,7 +51,8 @@ def audit_command(
     preprocessing: str | None = typer.Option(None, help="Without --model: preprocessing as JSON (size, intensity)."),
     classes: str | None = typer.Option(None, help="Without --model: class names, comma-separated."),
     output: str = typer.Option("softmax", help="Without --model: softmax (classes) or sigmoid (multi-label)."),
-    mask: str | None = typer.Option(None, help="Mask to localise against (default: the dataset's first)."),
+    mask: str | None = typer.Option(None, help="Mask to localise against (default: the dataset's first; a "
+                                    "multi-label model: every label with a mask_<label>, or this label only)."),
     landmarks: str | None = typer.Option(None, help="Masks of regions that should not decide (e.g. disc): is "
                                          "relevance there out of proportion to their area (like border, background)?"),
     field_mask: str | None = typer.Option(None, help="Mask of the field of view (default: the image's background)."),
@@ -107,7 +108,15 @@ def audit_command(
         max_items=max_items, batch_size=batch_size, device=device,
         executor=engine_options(engine, address, workers, device), progress=progress,
     )  # fmt: skip
-    typer.echo(f"{out}: verdict ({document['mask']} masks, {document['split']} split); ranking first")
+    if "labels" in document:
+        for label, part in document["labels"].items():
+            _echo_verdict(out / part["folder"], f"label {label!r}, {document['split']} split", part)
+    else:
+        _echo_verdict(out, f"{document['mask']} masks, {document['split']} split", document)
+
+
+def _echo_verdict(folder: Path, what: str, document: dict) -> None:
+    typer.echo(f"{folder}: verdict ({what}); ranking first")
     for method in document["ranking"]:
         row = next(r for r in document["verdict"] if r["method"] == method)
         cells = [f"{k} {row[k]['verdict']}" for k in ("localises", "faithful", "randomisation")]
@@ -115,7 +124,6 @@ def audit_command(
         typer.echo(f"  {method}: " + ", ".join(cells))
     for name, reason in document["not_applicable"].items():
         typer.echo(f"  {name}: not applicable ({reason})")
-
 
 def register(app: typer.Typer) -> None:
     """Add the ``audit`` command to ``app``."""

@@ -33,7 +33,7 @@ Baseline = float | str | Tensor
 """What replaces removed features: a value, ``"blur"`` (Gaussian, sigma ``blur_sigma``), ``"mean"`` (per image
 and channel) or a tensor shaped like ``x``."""
 
-OUTPUTS = ("probability", "logit")
+OUTPUTS = ("probability", "sigmoid", "logit")
 
 
 def _baseline(x: Tensor, baseline: Baseline, blur_sigma: float) -> Tensor:
@@ -77,7 +77,10 @@ class _Scorer:
         self.clean = self._pick(logits, self.classes)
 
     def _pick(self, logits: Tensor, classes: Tensor) -> Tensor:
-        values = logits.softmax(1) if self.output == "probability" else logits
+        if self.output == "probability":
+            values = logits.softmax(1)
+        else:
+            values = logits.sigmoid() if self.output == "sigmoid" else logits
         return values.gather(1, classes[:, None].to(values.device))[:, 0]
 
     def perturbed(self, count: int, build: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
@@ -155,7 +158,8 @@ def perturbation_curve(
         target: class per sample (see :data:`medexplain.explain.targets.Target`), ``None`` = predicted.
         mode: ``"deletion"`` or ``"insertion"``.
         steps, patch_size, order, baseline, blur_sigma: see the module docstring.
-        output: ``"probability"`` (softmax) or ``"logit"``.
+        output: ``"probability"`` (softmax over classes), ``"sigmoid"`` (a multi-label model's probability of the
+            target label) or ``"logit"``.
     """
     if mode not in ("deletion", "insertion"):
         raise MedexplainError(f"unknown mode {mode!r}; use 'deletion' or 'insertion'")

@@ -26,6 +26,9 @@ Folder (each part resumable; ``verdict.json`` written last, atomically)::
     OUT/scores/, OUT/scores-randomised/   their evaluations (medexplain.workflows.scores)
     OUT/nifti/<method>/      3D maps on the source image's grid, with its affine (NIfTI sources)
     OUT/verdict.json         {"format": "medexplain-audit/1", "verdict": [...], "ranking": [...], ...}
+
+A multi-label model gets one such folder per label, ``OUT/labels/<label>/``, and ``OUT/verdict.json``
+(``"medexplain-audit-labels/1"``) gathers their verdicts.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ import csv
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,7 @@ import torch
 from medexplain.errors import MedexplainError
 from medexplain.explain.base import EXPLAINERS, Explainer
 from medexplain.explain.cam import default_layer
+from medexplain.explain.targets import Target
 from medexplain.explain.transformer import attention_modules
 from medexplain.files import write_text
 from medexplain.metrics.registry import metric_info
@@ -59,6 +64,7 @@ from medexplain.workflows.explanations import load_explanations
 from medexplain.workflows.shortcuts import PROPORTION, shortcut_check
 
 AUDIT_FORMAT = "medexplain-audit/1"
+LABELS_FORMAT = "medexplain-audit-labels/1"
 VERDICT_FILE = "verdict.json"
 LOCALISATION = ("pointing-game", "relevance-mass", "mask-auroc", "dice", "iou")
 FAITHFULNESS = ("deletion-auc", "insertion-auc", "faithfulness-correlation")
@@ -70,6 +76,9 @@ AFFORDABLE = {"max-sensitivity": {"samples": 5}, "model-randomisation": {"layers
               "faithfulness-correlation": {"runs": 50}}  # fmt: skip
 """The audit's metric parameters: 5 noise draws, the top 3 layers re-drawn, 50 random subsets."""
 RANDOM_MODEL = " (random model)"
+_MULTI_LABEL_PARAMS = {"deletion-auc": {"output": "sigmoid"}, "insertion-auc": {"output": "sigmoid"}}
+"""A label's probability is the sigmoid of its logit (the softmax over labels would mix them)."""
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -190,6 +199,11 @@ def audit_run(
     """Audit the model ``model`` (a run folder or a model card) on ``split`` of ``data`` against its ``mask`` masks
     and write ``out`` (see the module docstring); returns the verdict document.
 
+    A multi-label (sigmoid) model is audited once per label that has a mask of its own name (``mask_<label>``), or
+    for the label ``mask`` only: each label's maps explain that label's logit and are scored against its mask in
+    ``out/labels/<label>/`` (a complete audit folder), and ``out/verdict.json`` (format
+    :data:`LABELS_FORMAT`) gathers the verdict of every label.
+
     ``explainers`` adds a user's own methods (explainer objects, not registered) to the audit. A killed audit
     continues where it stopped when run again with the same arguments.
     """
@@ -200,10 +214,6 @@ def audit_run(
     if not len(dataset):
         raise MedexplainError(f"{data}: split {split!r} has no items to audit")
     masks = list(dataset.mask_names)
-    mask = mask or (masks[0] if masks else None)
-    if mask not in masks:
-        raise MedexplainError(f"`mask` {mask!r} is not in {data}; its masks: {', '.join(masks) or 'none'}",
-                              parameter="mask")  # fmt: skip
     regions = [("landmarks", name) for name in settings.landmarks] + [("field_mask", settings.field_mask)] * bool(
         settings.field_mask)  # fmt: skip
     unknown = [(parameter, name) for parameter, name in regions if name not in masks]
@@ -211,6 +221,66 @@ def audit_run(
         parameter, name = unknown[0]
         raise MedexplainError(f"`{parameter}` {name!r} is not in {data}; its masks: {', '.join(masks) or 'none'}",
                               parameter=parameter)  # fmt: skip
+    common = {"model": model, "network": network, "config": config, "dataset": dataset, "data": data,
+              "split": split, "size": size, "layer": layer, "settings": settings, "explainers": explainers,
+              "max_items": max_items, "batch_size": batch_size, "device": device, "executor": executor,
+              "progress": progress}  # fmt: skip
+    if config.get("task") != "bce":
+        mask = mask or (masks[0] if masks else None)
+        if mask not in masks:
+            raise MedexplainError(f"`mask` {mask!r} is not in {data}; its masks: {', '.join(masks) or 'none'}",
+                                  parameter="mask")  # fmt: skip
+        return _audit_target(out=out, mask=mask, target="predicted", **common)
+    labels = _audited_labels(network, config, dataset, data, mask)
+    documents = {}
+    for label, index in labels.items():
+        params = {**_MULTI_LABEL_PARAMS, **{k: dict(v) for k, v in settings.metric_params.items()}}
+        for metric, defaults in _MULTI_LABEL_PARAMS.items():
+            params[metric] = {**defaults, **params[metric]}
+        common["settings"] = replace(settings, metric_params=params)
+        documents[label] = _audit_target(out=out / "labels" / label, mask=label, target=index, **common)
+    document = _plain({
+        "format": LABELS_FORMAT, "model": str(model), "data": str(data), "split": split,
+        "labels": {label: {"index": labels[label], "folder": f"labels/{label}", "verdict": doc["verdict"],
+                           "ranking": doc["ranking"], "not_applicable": doc["not_applicable"]}
+                   for label, doc in documents.items()},
+    })  # fmt: skip
+    write_text(out / VERDICT_FILE, json.dumps(document, indent=1, allow_nan=False) + "\n")
+    return document
+
+
+def _audited_labels(
+    network: torch.nn.Module, config: Mapping[str, Any], dataset: Any, data: str | os.PathLike[str],
+    mask: str | None,
+) -> dict[str, int]:  # fmt: skip
+    """``{label: output index}`` of a multi-label model's labels that have a mask of their name (or ``mask``)."""
+    names = list(config.get("label_names") or config.get("class_names") or dataset.label_names)
+    with torch.no_grad():
+        outputs = int(network(dataset[0].image[None].to(next(network.parameters()).device)).shape[1])
+    if len(names) != outputs:
+        raise MedexplainError(f"{data}: the model has {outputs} outputs but {len(names)} label names "
+                              f"({', '.join(names) or 'none'}); name them in the card's classes")  # fmt: skip
+    masks = list(dataset.mask_names)
+    if mask is not None and mask not in names:
+        raise MedexplainError(f"`mask` {mask!r} is not one of the model's labels ({', '.join(names)}); a multi-label "
+                              "model is audited per label against mask_<label>", parameter="mask")  # fmt: skip
+    labels = {name: index for index, name in enumerate(names) if name in masks and mask in (None, name)}
+    if not labels:
+        raise MedexplainError(f"{data}: no label of the model has a mask of its name (labels: {', '.join(names)}; "
+                              f"masks: {', '.join(masks) or 'none'}); add mask_<label> columns")  # fmt: skip
+    unsafe = [name for name in labels if not _FOLDER_NAME.fullmatch(name)]
+    if unsafe:
+        raise MedexplainError(f"{data}: label {unsafe[0]!r} cannot name a folder (letters, digits, . _ - only)")
+    return labels
+
+
+def _audit_target(
+    *, model: str | os.PathLike[str], network: torch.nn.Module, config: Mapping[str, Any], dataset: Any,
+    data: str | os.PathLike[str], out: Path, mask: str, target: Target, split: str | None, size: int | None,
+    layer: str | None, settings: AuditSettings, explainers: Mapping[str, Explainer] | None, max_items: int | None,
+    batch_size: int, device: str, executor: Executor | None, progress: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """One audit: ``target`` (``"predicted"`` or a label's index) explained, scored against the ``mask`` masks."""
     cam_layer = _cam_layer(network, config, layer)
     probe = dataset[0].image[None].to(device)
     params = method_params_for(config, list(config.get("method_params") or {}), settings.method_params)
@@ -222,10 +292,10 @@ def audit_run(
     common = {"split": split, "size": size, "max_items": max_items, "batch_size": batch_size, "device": device,
               "executor": executor, "progress": progress}  # fmt: skip
     explainers = {**methods, **baselines}
-    explain_run(model, data, list(explainers), out / "explanations", explainers=explainers, **common)
+    explain_run(model, data, list(explainers), out / "explanations", explainers=explainers, target=target, **common)
     if settings.randomised_model:
         explain_run(model, data, list(methods), out / "randomised", explainers=methods, randomised=settings.seed,
-                    **common)  # fmt: skip
+                    target=target, **common)  # fmt: skip
     scoring = {"split": split, "size": size, "mask": mask, "batch_size": batch_size, "device": device,
                "executor": executor, "progress": progress, "resamples": settings.resamples, "seed": settings.seed,
                "metric_params": settings.metric_params, "max_memory": settings.max_memory}  # fmt: skip
@@ -248,7 +318,7 @@ def audit_run(
                                       f"{PROPORTION} (1: relevance in proportion to the region's area)")  # fmt: skip
     document.update({
         "format": AUDIT_FORMAT, "model": str(model), "data": str(data), "split": split, "mask": mask,
-        "size": size, "preprocessing": config.get("preprocessing", {}), "cam_layer": cam_layer,
+        "target": target, "size": size, "preprocessing": config.get("preprocessing", {}), "cam_layer": cam_layer,
         "not_applicable": {**skipped, **skipped_baselines}, "settings": _plain(asdict(settings)),
     })  # fmt: skip
     document = _plain(document)
