@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,15 @@ def test_a_mask_that_is_no_label_is_one_line(tmp_path: Path, capsys) -> None:
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "--mask 'lesion' is not one of the model's labels" in lines[0], lines
     assert not (tmp_path / "out").exists()
+
+
+def test_the_report_shows_one_verdict_per_label(audited_labels) -> None:
+    from medexplain.report import build_report
+
+    root, document = audited_labels
+    html = build_report(root / "out").read_text()
+    for label in ("bright", "dark"):
+        assert f"Verdict: which explanation can be trusted (labels/{label})" in html, label
+        index = document["labels"][label]["index"]
+        said = f"against the {label!r} masks; the maps explain label {label!r} (output {index})"
+        assert escape(said) in html, label

@@ -33,8 +33,8 @@ def audit_section(page: Page, component: Component) -> None:
     section = page.section(f"audit-{anchor(component)}", title)
     section.paragraph(
         f"Model {document['model']} on {document['data']} ({document['split']} split), against the "
-        f"{document['mask']!r} masks. Each method is compared with every baseline on the same images "
-        f"({document['rules']['test']}-corrected, alpha {document['rules']['alpha']}): localises = "
+        f"{document['mask']!r} masks{_explained(document)}. Each method is compared with every baseline on the "
+        f"same images ({document['rules']['test']}-corrected, alpha {document['rules']['alpha']}): localises = "
         f"{document['rules']['localises']}; faithful = {document['rules']['faithful']}; passes randomisation = "
         f"{document['rules']['randomisation']}. Methods in ranking order."
     )
@@ -60,6 +60,12 @@ def audit_section(page: Page, component: Component) -> None:
         section.table(["baseline", *metrics],
                       [[name, *(values.get(m, {}).get("mean", math.nan) for m in metrics)]
                        for name, values in baselines.items()])  # fmt: skip
+
+
+def _explained(document: dict) -> str:
+    """What the maps explain when it is not the predicted class: a multi-label model's label."""
+    target = document.get("target", "predicted")
+    return "" if target == "predicted" else f"; the maps explain label {document['mask']!r} (output {target})"
 
 
 def _shortcuts(section, document: dict) -> None:
