@@ -20,7 +20,7 @@ from medexplain.explain.explanation import Explanation
 from medexplain.explain.lrp.composites import attnlrp
 from medexplain.explain.lrp.engine import attention_relevance
 from medexplain.explain.targets import Target, resolve_target
-from medexplain.explain.transformer import needs_graph, tapped, token_grid
+from medexplain.explain.transformer import TokenGrid, needs_graph, tapped, token_grid
 
 
 def _check_self_attention(attentions: list[Tensor]) -> None:
@@ -33,10 +33,20 @@ def _check_self_attention(attentions: list[Tensor]) -> None:
         )
 
 
-def _token_maps(model: nn.Module, x: Tensor, joint: Tensor) -> Tensor:
-    """The classifier's row of ``joint (B, K, N, N)`` at the patch tokens, on the input grid ``(B, K, *spatial)``."""
-    grid = token_grid(model, x.shape[2:], joint.shape[-1])
-    rows = joint[:, :, 0] if grid.prefix else joint.mean(dim=2)
+def _readout(model: nn.Module, x: Tensor, like: Tensor) -> tuple[TokenGrid, Tensor]:
+    """The token layout, and the row vector ``(B, N)`` that reads the classifier's token out of ``like (B, ..., N,
+    N)``: one-hot at the class token, or uniform (the mean over tokens) without prefix tokens."""
+    grid = token_grid(model, x.shape[2:], like.shape[-1])
+    row = like.new_zeros(like.shape[0], like.shape[-1])
+    if grid.prefix:
+        row[:, 0] = 1.0
+    else:
+        row.fill_(1.0 / like.shape[-1])
+    return grid, row
+
+
+def _to_input(grid: TokenGrid, rows: Tensor, x: Tensor) -> Tensor:
+    """Rows ``(B, K, N)`` of the chained matrices, at the patch tokens, on the input grid ``(B, K, *spatial)``."""
     return grid.to_input(grid.patch_tokens(rows), x.shape[2:])
 
 
@@ -58,14 +68,12 @@ class AttentionRollout:
             logits = model(inputs)
             resolved = resolve_target(logits, target)
             _check_self_attention(attentions)
-            joint = None
-            for a in attentions:
-                mixed = a.detach().mean(dim=1)
-                mixed.diagonal(dim1=-2, dim2=-1).add_(1.0)
-                mixed.mul_(0.5)
-                joint = mixed if joint is None else mixed @ joint
+            # the classifier's row of M_L ... M_1, M_l = (mean_h A_l + I) / 2, from the last layer down: O(L N^2)
+            grid, row = _readout(model, x, attentions[0])
+            for a in reversed(attentions):
+                row = 0.5 * ((row[:, None, None] @ a.detach()).mean(dim=1)[:, 0] + row)
         k = resolved.indices.shape[1]
-        maps = _token_maps(model, x, joint.unsqueeze(1).expand(-1, k, -1, -1))
+        maps = _to_input(grid, row.unsqueeze(1).expand(-1, k, -1), x)
         return Explanation(maps, resolved.indices.cpu(), self.name, explainer_params(self), logits.detach())
 
 
@@ -107,16 +115,14 @@ class AttentionGradient:
             relevances = attention_relevance(model, x, resolved, attnlrp(self.epsilon))
         else:
             relevances = [[a.detach() for a in attentions]] * len(gradients)
-        joints = []
+        # the classifier's row of (I + Abar_L) ... (I + Abar_1), from the last layer down
+        grid, start = _readout(model, x, attentions[0])
+        rows = []
         for grads, weights in zip(gradients, relevances, strict=True):
-            joint = None
-            for g, r in zip(grads, weights, strict=True):
-                weighted = (g * r).clamp(min=0).mean(dim=1)
-                joint = weighted + _identity(weighted) if joint is None else joint + weighted @ joint
-            joints.append(joint)
-        maps = _token_maps(model, x, torch.stack(joints, dim=1))
+            row = start
+            for g, r in zip(reversed(grads), reversed(weights), strict=True):
+                row = row + (row[:, None] @ (g * r).clamp(min=0).mean(dim=1))[:, 0]
+            rows.append(row)
+        maps = _to_input(grid, torch.stack(rows, dim=1), x)
         return Explanation(maps, resolved.indices.cpu(), self.name, explainer_params(self), logits.detach())
 
-
-def _identity(like: Tensor) -> Tensor:
-    return torch.eye(like.shape[-1], dtype=like.dtype, device=like.device)
