@@ -219,3 +219,20 @@ def test_cascading_randomisation_equals_a_deep_copy_reference_and_restores_the_m
     with pytest.raises(RuntimeError, match="explainer failed"):
         cascading_randomisation(original, model=model, x=x, explainer=failing, target=target)
     assert all(torch.equal(t, values) for t, _, values in tensors.values())  # restored after an error too
+
+
+def test_layers_a_forward_pass_never_calls_are_not_randomised() -> None:
+    """MONAI's transformer blocks build a cross-attention norm that a ViT classifier never calls: re-drawing it
+    would change nothing, so the cascade skips it and re-draws what the forward pass uses, top down."""
+    from medexplain.models import create_model
+
+    model = create_model("vit", in_channels=1, num_classes=2, img_size=16, patch_size=8, hidden_size=12,
+                         mlp_dim=12, num_layers=1, num_heads=2).eval()  # fmt: skip
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    registered = parameter_layers(model)
+    called = parameter_layers(model, x)
+    assert "vit.blocks.0.norm_cross_attn" in registered and "vit.blocks.0.norm_cross_attn" not in called
+    assert set(called) == set(registered) - {"vit.blocks.0.norm_cross_attn"}
+    assert called[:3] == ["vit.classification_head", "vit.norm", "vit.blocks.0.mlp.linear2"]
+    names, _ = cascading_randomisation(None, model=model, x=x, explainer=create_explainer("saliency"), layers=3)
+    assert names == called[:3]

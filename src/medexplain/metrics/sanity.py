@@ -71,7 +71,8 @@ def cascading_randomisation(
         explainer: ``(model, x, target) -> maps``; the target stays the class resolved on the trained model.
         similarity: ``"spearman"`` (rank correlation of ``|maps|``, Quantus's ``MPRT`` default) or ``"ssim"``
             (of min-max normalised ``|maps|``).
-        layers: randomise only the first ``layers`` parameter layers from the top (all when ``None``).
+        layers: randomise only the first ``layers`` parameter layers from the top (all when ``None``): the
+            modules with parameters that a forward pass calls (:func:`~medexplain.models.parameter_layers`).
         max_memory: bytes of activations per explainer call, counted as one forward + backward per input
             (:func:`medexplain.explain.budget.inputs_per_call`; ``None``: one forward + backward of ``x``, at
             least 64 MiB).
@@ -82,7 +83,7 @@ def cascading_randomisation(
     if similarity not in SIMILARITIES:
         raise MedexplainError(f"unknown similarity {similarity!r}; use one of {', '.join(SIMILARITIES)}")
     modules = dict(model.named_modules())
-    names = parameter_layers(model)[:layers]
+    names = parameter_layers(model, x[:1])[:layers]
     if not names:
         raise MedexplainError("cascading randomisation: the model has no parameters to randomise")
     scores = []

@@ -10,10 +10,33 @@ import torch
 from torch import nn
 
 
-def parameter_layers(model: nn.Module) -> list[str]:
-    """Names of the modules that own parameters, from the output side to the input side (top down)."""
-    names = [name for name, module in model.named_modules() if any(True for _ in module.parameters(recurse=False))]
-    return names[::-1]
+def parameter_layers(model: nn.Module, x: torch.Tensor | None = None) -> list[str]:
+    """Names of the modules that own parameters, from the output side to the input side (top down).
+
+    With an input ``x`` ``(B, C, *spatial)``: the modules that a forward pass of ``x`` calls, in reverse order of
+    their first call (a module built but never called, e.g. a transformer block's unused cross-attention norm,
+    changes nothing when re-drawn and is left out); the pass runs without gradients and changes no buffer.
+    Without: every such module, in reverse registration order.
+    """
+    owners = {module: name for name, module in model.named_modules()
+              if any(True for _ in module.parameters(recurse=False))}  # fmt: skip
+    if x is None:
+        return list(owners.values())[::-1]
+    called: dict[str, None] = {}
+    handles = [module.register_forward_pre_hook(lambda _m, _a, name=name: called.setdefault(name))
+               for module, name in owners.items()]  # fmt: skip
+    training = any(module.training for module in model.modules())  # only then does a forward change buffers
+    buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()] if training else []
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        with torch.no_grad():
+            for buffer, value in buffers:
+                buffer.copy_(value)
+    return list(called)[::-1]
 
 
 def randomise_layer(module: nn.Module, seed: int) -> None:
