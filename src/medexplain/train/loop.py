@@ -182,6 +182,8 @@ def _train(
             generator.set_state(generators["shuffle"])
             torch.set_rng_state(generators["torch"])
             document["metrics"] = state.get("metrics", {})
+        if ctx.is_main and not state["done"]:  # from the start, the folder says that its run is training
+            write_text(out / CONFIG_FILE, json.dumps(document, indent=2) + "\n")
         if not state["done"]:
             fitting = Fitting(config, net, opt, objective, splits, document, state, generator, out, run_device, bar,
                               ctx, averager)  # fmt: skip
