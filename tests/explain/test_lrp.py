@@ -18,6 +18,9 @@ from medexplain.errors import MedexplainError
 from medexplain.explain import create_explainer
 from medexplain.explain.hooks import hook_count
 from medexplain.explain.lrp import AlphaBeta, Composite, Epsilon, Flat, Gamma, ZBox, ZPlus, lrp_relevance
+from medexplain.explain.lrp import engine
+from medexplain.explain.lrp.engine import _output_chunks as output_chunks
+from medexplain.explain.lrp.layers import _CACHE as layer_cache
 from medexplain.explain.lrp.layers import Affine
 from medexplain.explain.polyphase import conv_transpose_polyphase
 
@@ -316,3 +319,77 @@ def test_a_torchscript_model_is_refused_not_explained_as_gradient_times_input(ex
             create_explainer(name)(exported, x, 0)
     usable, skipped = applicable_methods(exported, x[:1], COMPOSITES, None, {})
     assert not usable and set(skipped) == set(COMPOSITES)
+
+
+@pytest.mark.parametrize("name", COMPOSITES)
+@pytest.mark.parametrize("architecture", ["cnn", "densenet"])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_rules_taken_a_few_output_channels_at_a_time_equal_zennit(name, architecture, dims, monkeypatch) -> None:
+    """With no minimum chunk size, every layer whose output is larger than its input (the stems here, 2 -> 4 or 6
+    channels at full resolution) applies its rule to groups of output channels and adds their input relevances:
+    the maps stay Zennit's, first-layer rules (flat, z^B) and sign-aware rules on mixed-sign inputs included."""
+    chunked = []
+
+    def spy(layer, x, y):
+        chunks = output_chunks(layer, x, y)
+        chunked.extend(chunks if len(chunks) > 1 else [])
+        return chunks
+
+    monkeypatch.setattr(engine, "RULE_CHUNK_BYTES", 0)
+    monkeypatch.setattr(engine, "_output_chunks", spy)
+    torch.manual_seed(dims)
+    model = without_batchnorm_eps(ARCHITECTURES[architecture](dims).double())
+    x = torch.randn(2, 2, *[6] * dims, dtype=torch.float64).clamp(-3, 3)
+    target = torch.tensor([0, 2])
+    ours = _explainer(name, 1e-9)(model, x, target).maps[:, 0]
+    reference = zennit_relevance(model, x, target, zennit_composite(name, 1e-9, 1e-9)).sum(dim=1)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-7 * reference.abs().max().item())
+    assert len(chunked) >= 2  # the stem at least was taken in groups
+
+
+def test_an_explanation_frees_the_activations_it_kept_without_the_garbage_collector() -> None:
+    """The rule and pass nodes keep their layer's output for the backward pass without a reference cycle, and
+    the output of a convolution whose BatchNorm is folded is not kept at all: after the call, with the garbage
+    collector off, nothing of the forward pass is alive (at 3D scale, each is a forward pass's worth)."""
+
+    class Recorded(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm = nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4).eval()
+            self.act, self.head = nn.SiLU(), nn.Linear(4, 3)
+
+        def forward(self, x):
+            raw = self.conv(x)
+            folded = self.norm(raw)
+            activated = self.act(folded)
+            self.outputs = [weakref.ref(t) for t in (raw, folded, activated)]
+            return self.head(activated.mean((2, 3)))
+
+    model = Recorded()
+    gc.disable()
+    try:
+        for name in COMPOSITES:
+            _explainer(name, 1e-6)(model, torch.randn(2, 2, 7, 7), "all")
+            assert [ref() for ref in model.outputs] == [None, None, None], name
+    finally:
+        gc.enable()
+
+
+def test_epsilon_stores_no_copy_of_the_weights_and_z_plus_one() -> None:
+    """The folded weight is never stored (``W_folded^T g = W^T (scale g)``): LRP-epsilon keeps no weight-sized
+    tensor across calls, z+ only ``W+`` per convolution (mixed-sign inputs of the first one: ``W-`` and
+    ``[W+ W-]`` as well)."""
+    model = ResNetLike(2)
+    x = torch.randn(1, 2, 8, 8)
+    convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+    def cached_elements() -> int:  # of weight-shaped tensors (not the per-channel scale and bias)
+        entries = [entry for m in convolutions for entry in layer_cache[m].values()]
+        tensors = [t for entry in entries for t in (entry[1], entry[2], *entry[3].values()) if t is not None]
+        return sum(t.numel() for t in tensors if t.ndim > 1)
+
+    create_explainer("lrp-epsilon")(model, x, "all")
+    assert cached_elements() == 0
+    create_explainer("lrp-epsilon-plus")(model, x, "all")
+    weights = sum(m.weight.numel() for m in convolutions)
+    assert cached_elements() == weights + 3 * convolutions[0].weight.numel()

@@ -58,16 +58,57 @@ class _Step:
     sink: list[Tensor]
 
 
+RULE_CHUNK_BYTES = 16 * 2**20
+"""A layer whose output is larger than its input and than this applies its rule to a few output channels at a
+time (see :func:`_output_chunks`)."""
+
+
+def _output_chunks(layer: Affine, x: Tensor, y: Tensor) -> list[tuple[int, int]]:
+    """``(first channel, channel count)`` of the output channels the rule takes at a time.
+
+    A rule builds a few temporaries shaped like the layer's output; every rule's input relevance is a sum over
+    output channels, so where the output is much larger than the input (a 3D ResNet stem: 64 channels at an
+    eighth of the input's voxels, 8x the input) the rule runs on groups of channels whose outputs are about
+    the size of the input (at least :data:`RULE_CHUNK_BYTES`), and their input relevances are added up.
+    """
+    channels = y.shape[layer.channel_dim(y)]
+    limit = max(x.numel() * x.element_size(), RULE_CHUNK_BYTES)
+    size = y.numel() * y.element_size()
+    if size <= limit or layer.groups != 1:
+        return [(0, channels)]
+    per_chunk = max(1, channels * limit // size)
+    return [(start, min(per_chunk, channels - start)) for start in range(0, channels, per_chunk)]
+
+
 class _RuleNode(torch.autograd.Function):
+    """The layer's output, whose backward applies the rule.
+
+    The node returns a second handle on the output's storage, not ``step.output`` itself: the returned tensor
+    refers to the node (its ``grad_fn``), so keeping it in the node would form a reference cycle that holds the
+    layer's input and output after the call until the garbage collector runs.
+    """
+
     @staticmethod
     def forward(ctx, inputs: Tensor, step: _Step) -> Tensor:  # type: ignore[override]
         ctx.step = step
-        return step.output
+        return step.output.detach()
 
     @staticmethod
     def backward(ctx, c: Tensor) -> tuple[Tensor | None, None]:  # type: ignore[override]
         step: _Step = ctx.step
-        result = step.rule.backward(step.layer, step.inputs.detach(), step.output, c)
+        layer, x, y = step.layer, step.inputs.detach(), step.output
+        chunks = _output_chunks(layer, x, y)
+        if len(chunks) == 1:
+            result = step.rule.backward(layer, x, y, c)
+        else:
+            dim = layer.channel_dim(y)
+            result = None
+            for start, length in chunks:
+                part = step.rule.backward(
+                    layer.output_channels(start, length), x, y.narrow(dim, start, length),
+                    c.narrow(dim, start, length),
+                )
+                result = part if result is None else result.add_(part)
         if step.rule.returns_relevance:
             step.sink.append(result)
             return None, None
@@ -78,12 +119,13 @@ class _PassNode(torch.autograd.Function):
     """Relevance unchanged through an element-wise module: ``c_in = c * y / stab(x)``.
 
     The output travels inside a list rather than as an argument, so that autograd does not treat it as an input
-    returned as-is (a view that a following in-place ReLU could not modify).
+    returned as-is (a view that a following in-place ReLU could not modify); the node keeps another handle on it
+    (see :class:`_RuleNode`).
     """
 
     @staticmethod
     def forward(ctx, inputs: Tensor, holder: list[Tensor]) -> Tensor:  # type: ignore[override]
-        ctx.inputs, ctx.output = inputs.detach(), holder[0]
+        ctx.inputs, ctx.output = inputs.detach(), holder[0].detach()
         return holder[0]
 
     @staticmethod
@@ -122,6 +164,7 @@ class _Tracker:
         unchanged = source is not None and source[0] is args[0] and source[2] == args[0]._version
         if unchanged and foldable(source[1].layer, module):
             step = source[1]
+            del self.produced[id(args[0])]  # the unfolded output is not needed: free it once the BatchNorm is done
             return self.apply_rule(step.rule, step.layer.fold(module), step.inputs, output)
         return _PassNode.apply(args[0], [output.detach()])
 

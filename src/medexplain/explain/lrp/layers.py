@@ -1,9 +1,10 @@
 """Affine layers as LRP sees them: ``y = W x + b`` for Conv1d/2d/3d and Linear, optionally with a following
 eval-mode BatchNorm folded in (canonisation, Montavon et al. 2019 sec. 10.3.1 / Kohlbrenner et al. 2020).
 
-The folded weights are computed from the user's modules; the model is never copied or changed. Folded and
-derived weights (``W+``, ``W + gamma W+``, ...) are cached per module across calls, as long as the module
-lives, and recomputed as soon as any tensor they come from is replaced, moved or changed in place (PyTorch's
+The folding is computed from the user's modules; the model is never copied or changed. The folded weight itself
+is never stored (``W_folded^T g`` is ``W^T (scale g)``), only the BatchNorm's per-channel scale, the folded bias
+and the derived weights a rule needs (``W+``, ``W + gamma W+``, ...), one copy of the weights each at most. They
+are cached per module across calls, as long as the module lives, and recomputed as soon as any tensor they come from is replaced, moved or changed in place (PyTorch's
 version counter: optimiser steps, ``load_state_dict``, ``.to()``, in-place updates under ``no_grad``). Edits
 through ``.data`` bypass that counter: after them, change the parameter in place once (``p.add_(0)``).
 """
@@ -46,10 +47,10 @@ def _signature(tensors: tuple[Tensor | None, ...], extra: tuple[object, ...]) ->
     return (*(None if t is None else (t._version, t.data_ptr(), t.dtype, t.device) for t in tensors), *extra)
 
 
-_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[int | None, tuple[_Stamp, Tensor, Tensor | None, dict]]] = (
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[int | None, tuple[_Stamp, Tensor | None, Tensor | None, dict]]] = (
     weakref.WeakKeyDictionary()
 )
-"""Per affine module, per folded BatchNorm (``id``, or None): ``(stamp, weight, bias, derived weights)``."""
+"""Per affine module, per folded BatchNorm (``id``, or None): ``(stamp, scale, bias, derived weights)``."""
 
 
 def join(parts: list[Tensor], dim: int, groups: int) -> Tensor:
@@ -67,16 +68,20 @@ def split(t: Tensor, n: int, dim: int, groups: int) -> list[Tensor]:
 
 @dataclass(frozen=True)
 class Affine:
-    """The affine map of ``module`` (a convolution or ``nn.Linear``) with parameters ``weight`` and ``bias``.
+    """The affine map ``y = scale * (W x) + bias`` of ``module`` (a convolution or ``nn.Linear``, weight ``W``),
+    ``scale`` per output channel from a folded BatchNorm (None without one); ``weight`` is ``scale * W``.
 
     ``forward(x, w, b)`` applies the module's map with other parameters (e.g. ``W+``); ``transpose(g, x, w)``
-    applies ``w^T`` to a gradient ``g`` shaped like the output, giving a tensor shaped like ``x``. Weights
-    stacked with :meth:`block` map inputs and outputs stacked with :meth:`join_channels` (several affine maps
-    in one convolution).
+    applies ``w^T`` to a gradient ``g`` shaped like the output, giving a tensor shaped like ``x`` (without ``w``,
+    the layer's own ``weight``, applied as ``W^T (scale g)`` with ``g`` scaled in place, so the folded weight is
+    never stored). Weights stacked
+    with :meth:`block` map inputs and outputs stacked with :meth:`join_channels` (several affine maps in one
+    convolution).
     """
 
     module: nn.Module
-    weight: Tensor
+    unscaled: Tensor
+    scale: Tensor | None
     bias: Tensor | None
     _derived: dict[str, Tensor] = field(default_factory=dict, compare=False, repr=False)
 
@@ -93,42 +98,56 @@ class Affine:
         cached = entries.get(key)
         if cached is None or not cached[0].matches(sources, eps):
             with torch.no_grad():
-                weight, bias = module.weight.detach(), None if module.bias is None else module.bias.detach()
+                scale, bias = None, None if module.bias is None else module.bias.detach()
                 if batchnorm is not None:
-                    weight, bias = _fold(weight, bias, batchnorm)
-            cached = (_Stamp.of(sources, eps), weight, bias, {})
+                    scale, bias = _fold(bias, batchnorm)
+            cached = (_Stamp.of(sources, eps), scale, bias, {})
             entries[key] = cached
-        return Affine(module, cached[1], cached[2], cached[3])
+        return Affine(module, module.weight.detach(), cached[1], cached[2], cached[3])
 
-    def derived(self, key: str, make: Callable[[Tensor], Tensor]) -> Tensor:
-        """``make(weight)``, computed once while the weights stay the same (also across calls)."""
+    @property
+    def weight(self) -> Tensor:
+        """``scale * W``, a new tensor on each access (derived weights can be made from it in place, with no
+        temporary copy); what a rule needs repeatedly it derives once, with :meth:`derived`."""
+        if self.scale is None:
+            return self.unscaled.clone()
+        return self.unscaled * self.scale.view(-1, *[1] * (self.unscaled.ndim - 1))
+
+    def output_channels(self, start: int, length: int) -> Affine:
+        """The map to output channels ``start .. start + length - 1`` only (one group; derived weights not cached)."""
+        part = [None if t is None else t.narrow(0, start, length) for t in (self.unscaled, self.scale, self.bias)]
+        return Affine(self.module, *part)
+
+    def channel_dim(self, t: Tensor) -> int:
+        """The channel axis of ``t``, an input or output of this layer."""
+        return t.ndim - 1 if isinstance(self.module, nn.Linear) else 1
+
+    def derived(self, key: str, make: Callable[[], Tensor]) -> Tensor:
+        """``make()``, computed once while the weights stay the same (also across calls)."""
         if key not in self._derived:
             with torch.no_grad():
-                self._derived[key] = make(self.weight)
+                self._derived[key] = make()
         return self._derived[key]
 
     @property
     def weight_pos(self) -> Tensor:
-        return self.derived("+", lambda w: w.clamp(min=0))
+        return self.derived("+", lambda: self.weight.clamp_(min=0))
 
     @property
     def weight_neg(self) -> Tensor:
-        return self.derived("-", lambda w: w.clamp(max=0))
+        return self.derived("-", lambda: self.weight.clamp_(max=0))
 
     @property
     def groups(self) -> int:
         return getattr(self.module, "groups", 1)
 
-    def _channel_dim(self, t: Tensor) -> int:
-        return t.ndim - 1 if isinstance(self.module, nn.Linear) else 1
-
     def join_channels(self, parts: list[Tensor]) -> Tensor:
         """Inputs (or outputs) of this layer side by side in one tensor, each group's channels together."""
-        return join(parts, self._channel_dim(parts[0]), self.groups)
+        return join(parts, self.channel_dim(parts[0]), self.groups)
 
     def split_channels(self, t: Tensor, n: int) -> list[Tensor]:
         """The ``n`` tensors that :meth:`join_channels` put together."""
-        return split(t, n, self._channel_dim(t), self.groups)
+        return split(t, n, self.channel_dim(t), self.groups)
 
     def block(self, rows: list[list[Tensor]]) -> Tensor:
         """One weight for the block matrix ``rows[i][j]`` (output part i, input part j), all shaped like ``W``."""
@@ -136,7 +155,7 @@ class Affine:
 
     def sum_over_groups(self, t: Tensor) -> Tensor:
         """``t`` (shaped like the output) summed over the output channels of each group: one channel per group."""
-        dim = self._channel_dim(t)
+        dim = self.channel_dim(t)
         return t.unflatten(dim, (self.groups, -1)).sum(dim + 1)
 
     def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -144,8 +163,12 @@ class Affine:
             return F.linear(x, weight, bias)
         return self.module._conv_forward(x, weight, bias)
 
-    def transpose(self, grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+    def transpose(self, grad: Tensor, x: Tensor, weight: Tensor | None = None) -> Tensor:
         module = self.module
+        if weight is None:  # W_folded^T grad = W^T (scale grad): grad, a temporary of the rule, scaled in place
+            weight = self.unscaled
+            if self.scale is not None:
+                grad = grad.mul_(self.scale.view(-1, *[1] * (grad.ndim - 1 - self.channel_dim(grad))))
         if isinstance(module, nn.Linear):
             return grad @ weight
         if module.padding_mode == "zeros" and not isinstance(module.padding, str):
@@ -165,15 +188,15 @@ class Affine:
         return Affine.of(self.module, batchnorm)
 
 
-def _fold(weight: Tensor, bias: Tensor | None, batchnorm: nn.Module) -> tuple[Tensor, Tensor]:
+def _fold(bias: Tensor | None, batchnorm: nn.Module) -> tuple[Tensor, Tensor]:
+    """The per-channel scale and the bias of the layer followed by the eval-mode ``batchnorm``."""
     scale = torch.rsqrt(batchnorm.running_var + batchnorm.eps)
     if batchnorm.weight is not None:
         scale = scale * batchnorm.weight
     shift = -batchnorm.running_mean * scale
     if batchnorm.bias is not None:
         shift = shift + batchnorm.bias
-    folded_bias = shift if bias is None else bias * scale + shift
-    return weight * scale.view(-1, *[1] * (weight.ndim - 1)), folded_bias
+    return scale, shift if bias is None else bias * scale + shift
 
 
 def foldable(affine: Affine, batchnorm: nn.Module) -> bool:
@@ -182,5 +205,5 @@ def foldable(affine: Affine, batchnorm: nn.Module) -> bool:
         not batchnorm.training
         and batchnorm.running_mean is not None
         and batchnorm.running_var is not None
-        and batchnorm.num_features == affine.weight.shape[0]
+        and batchnorm.num_features == affine.unscaled.shape[0]
     )

@@ -61,7 +61,8 @@ class Epsilon(Rule):
 
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
         magnitude = y.abs()
-        return layer.transpose(c * magnitude / (magnitude + self.epsilon), x, layer.weight)
+        denominator = magnitude + self.epsilon
+        return layer.transpose(magnitude.mul_(c).div_(denominator), x)
 
 
 def _signed_inputs(layer: Affine, x: Tensor) -> Tensor:
@@ -72,7 +73,7 @@ def _signed_inputs(layer: Affine, x: Tensor) -> Tensor:
 def _signed_block(layer: Affine, key: str, a: Tensor, b: Tensor) -> Tensor:
     """The block weight ``[[a, b], [b, a]]``: applied to ``(x+, x-)`` it gives ``(a x+ + b x-, b x+ + a x-)``;
     transposed, applied to ``(g1, g2)``, the factors of ``x+`` and ``x-``: ``(a^T g1 + b^T g2, b^T g1 + a^T g2)``."""
-    return layer.derived(key, lambda _: layer.block([[a, b], [b, a]]))
+    return layer.derived(key, lambda: layer.block([[a, b], [b, a]]))
 
 
 def _block_bias(layer: Affine, first: Tensor | None, second: Tensor | None) -> Tensor | None:
@@ -93,7 +94,7 @@ class ZPlus(Rule):
             w_pos = layer.weight_pos
             z = layer.forward(x, w_pos, _pos(layer.bias)).add_(self.stabilizer)
             return layer.transpose((c * y).div_(z), x, w_pos)
-        w = layer.derived("[+ -]", lambda _: torch.cat([layer.weight_pos, layer.weight_neg], dim=1))
+        w = layer.derived("[+ -]", lambda: torch.cat([layer.weight_pos, layer.weight_neg], dim=1))
         signed = _signed_inputs(layer, x)
         z = layer.forward(signed, w, _pos(layer.bias))
         c_pos, c_neg = layer.split_channels(layer.transpose(c * y / stabilize(z, self.stabilizer), signed, w), 2)
@@ -124,7 +125,7 @@ class AlphaBeta(Rule):
             negative = torch.sub(y, positive).sub_(self.stabilizer).div_(self.beta)
             gp = relevance / positive.add_(self.stabilizer).div_(self.alpha)
             gn = relevance.div_(negative)
-            return layer.transpose(gp.add_(gn), x, w_pos).sub_(layer.transpose(gn, x, layer.weight))
+            return layer.transpose(gp.add_(gn), x, w_pos).sub_(layer.transpose(gn, x))
         w = _signed_block(layer, "[[+ -] [- +]]", layer.weight_pos, layer.weight_neg)
         signed = _signed_inputs(layer, x)
         bias = _block_bias(layer, _pos(layer.bias), _neg(layer.bias))
@@ -153,7 +154,7 @@ class Gamma(Rule):
 
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
         b, gamma = layer.bias, self.gamma
-        w_up = layer.derived(f"gamma+{gamma}", lambda w: torch.add(w, layer.weight_pos, alpha=gamma))
+        w_up = layer.derived(f"gamma+{gamma}", lambda: layer.weight.add_(layer.weight_pos, alpha=gamma))
         relevance = c * y
         if _nonnegative(x):  # then up > 0 where y > 0, down < 0 where y < 0; W- = W - W+ needs only W+
             raising = layer.forward(x, layer.weight_pos, _pos(b))
@@ -169,8 +170,8 @@ class Gamma(Rule):
             # Wu^T gu + Wd^T gd = W^T (gu + (1 + gamma) gd) + gamma W+^T (gu - gd)
             through_w = torch.add(g_up, g_down, alpha=1 + gamma)
             through_pos = g_up.sub_(g_down).mul_(gamma)
-            return layer.transpose(through_w, x, layer.weight).add_(layer.transpose(through_pos, x, layer.weight_pos))
-        w_down = layer.derived(f"gamma-{gamma}", lambda w: torch.add(w, layer.weight_neg, alpha=gamma))
+            return layer.transpose(through_w, x).add_(layer.transpose(through_pos, x, layer.weight_pos))
+        w_down = layer.derived(f"gamma-{gamma}", lambda: layer.weight.add_(layer.weight_neg, alpha=gamma))
         w = _signed_block(layer, f"[[gamma+ gamma-] [gamma- gamma+]]{gamma}", w_up, w_down)
         b_up = None if b is None else b + gamma * b.clamp(min=0)
         b_down = None if b is None else b + gamma * b.clamp(max=0)
@@ -194,7 +195,7 @@ class Flat(Rule):
     stabilizer: float = 1e-6
 
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
-        ones = layer.derived("ones per group", lambda w: w.new_ones((layer.groups, *w.shape[1:])))
+        ones = layer.derived("ones per group", lambda: layer.unscaled.new_ones((layer.groups, *layer.unscaled.shape[1:])))
         z = layer.forward(torch.ones_like(x[:1]), ones)  # receptive field size per group and position
         return layer.transpose(layer.sum_over_groups(c * y) / stabilize(z, self.stabilizer), x, ones)
 
@@ -216,7 +217,7 @@ class ZBox(Rule):
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
         low = torch.as_tensor(self.low).to(x).expand_as(x)
         high = torch.as_tensor(self.high).to(x).expand_as(x)
-        w = layer.derived("[W -W+ -W-]", lambda w: torch.cat([w, -layer.weight_pos, -layer.weight_neg], dim=1))
+        w = layer.derived("[W -W+ -W-]", lambda: torch.cat([layer.weight, -layer.weight_pos, -layer.weight_neg], dim=1))
         stacked = layer.join_channels([x, low, high])
         g = c * y / stabilize(layer.forward(stacked, w), self.stabilizer)
         through_x, through_low, through_high = layer.split_channels(layer.transpose(g, stacked, w), 3)
