@@ -17,8 +17,7 @@ from zennit import rules as zrules
 from medexplain.errors import MedexplainError
 from medexplain.explain import create_explainer
 from medexplain.explain.hooks import hook_count
-from medexplain.explain.lrp import AlphaBeta, Composite, Epsilon, Flat, Gamma, ZBox, ZPlus, lrp_relevance
-from medexplain.explain.lrp import engine
+from medexplain.explain.lrp import AlphaBeta, Composite, Epsilon, Flat, Gamma, ZBox, ZPlus, engine, lrp_relevance
 from medexplain.explain.lrp.engine import _output_chunks as output_chunks
 from medexplain.explain.lrp.layers import _CACHE as layer_cache
 from medexplain.explain.lrp.layers import Affine
@@ -349,8 +348,9 @@ def test_rules_taken_a_few_output_channels_at_a_time_equal_zennit(name, architec
 
 def test_an_explanation_frees_the_activations_it_kept_without_the_garbage_collector() -> None:
     """The rule and pass nodes keep their layer's output for the backward pass without a reference cycle, and
-    the output of a convolution whose BatchNorm is folded is not kept at all: after the call, with the garbage
-    collector off, nothing of the forward pass is alive (at 3D scale, each is a forward pass's worth)."""
+    the output of a convolution whose BatchNorm is folded is not kept at all (freed during the forward pass):
+    after the call, with the garbage collector off, nothing of the forward pass is alive (at 3D scale, each is a
+    forward pass's worth)."""
 
     class Recorded(nn.Module):
         def __init__(self) -> None:
@@ -363,6 +363,8 @@ def test_an_explanation_frees_the_activations_it_kept_without_the_garbage_collec
             folded = self.norm(raw)
             activated = self.act(folded)
             self.outputs = [weakref.ref(t) for t in (raw, folded, activated)]
+            del raw
+            self.unfolded_freed_in_forward = self.outputs[0]() is None
             return self.head(activated.mean((2, 3)))
 
     model = Recorded()
@@ -370,6 +372,7 @@ def test_an_explanation_frees_the_activations_it_kept_without_the_garbage_collec
     try:
         for name in COMPOSITES:
             _explainer(name, 1e-6)(model, torch.randn(2, 2, 7, 7), "all")
+            assert model.unfolded_freed_in_forward, name
             assert [ref() for ref in model.outputs] == [None, None, None], name
     finally:
         gc.enable()

@@ -3,10 +3,11 @@ eval-mode BatchNorm folded in (canonisation, Montavon et al. 2019 sec. 10.3.1 / 
 
 The folding is computed from the user's modules; the model is never copied or changed. The folded weight itself
 is never stored (``W_folded^T g`` is ``W^T (scale g)``), only the BatchNorm's per-channel scale, the folded bias
-and the derived weights a rule needs (``W+``, ``W + gamma W+``, ...), one copy of the weights each at most. They
-are cached per module across calls, as long as the module lives, and recomputed as soon as any tensor they come from is replaced, moved or changed in place (PyTorch's
-version counter: optimiser steps, ``load_state_dict``, ``.to()``, in-place updates under ``no_grad``). Edits
-through ``.data`` bypass that counter: after them, change the parameter in place once (``p.add_(0)``).
+and the derived weights a rule needs (``W+``, ``W + gamma W+``, ...), each one copy of the weights. They are
+cached per module across calls, as long as the module lives, and recomputed as soon as any tensor they come
+from is replaced, moved or changed in place (PyTorch's version counter: optimiser steps, ``load_state_dict``,
+``.to()``, in-place updates under ``no_grad``). Edits through ``.data`` bypass that counter: after them, change
+the parameter in place once (``p.add_(0)``).
 """
 
 from __future__ import annotations

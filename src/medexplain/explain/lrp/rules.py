@@ -195,7 +195,8 @@ class Flat(Rule):
     stabilizer: float = 1e-6
 
     def backward(self, layer: Affine, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
-        ones = layer.derived("ones per group", lambda: layer.unscaled.new_ones((layer.groups, *layer.unscaled.shape[1:])))
+        unit = layer.unscaled
+        ones = layer.derived("ones per group", lambda: unit.new_ones((layer.groups, *unit.shape[1:])))
         z = layer.forward(torch.ones_like(x[:1]), ones)  # receptive field size per group and position
         return layer.transpose(layer.sum_over_groups(c * y) / stabilize(z, self.stabilizer), x, ones)
 
