@@ -114,6 +114,24 @@ def test_integer_key_sort_is_numpys_stable_argsort(dtype, size) -> None:
     np.testing.assert_array_equal(orders[1].numpy(), np.argsort(rows[1] + 0.0, kind="stable"))
 
 
+def test_short_rows_sorted_together_equal_numpys_stable_argsort() -> None:
+    """float32 rows too short for a radix sort each are sorted in one sort of 64-bit keys (row, value): each
+    row's values and stable order as numpy's, with signs, +-0, ties, inf and tiny values, in the first and the
+    last row; 3 rows (a comparison sort) and 40 rows (a padded radix sort)."""
+    from medexplain.metrics._inputs import sort_rows
+
+    g = torch.Generator().manual_seed(6)
+    special = torch.tensor([0.0, -0.0, 1e-30, -1e-30, math.inf, -math.inf, 1.0, -1.0, 1.0, 0.0])
+    for count in (3, 40):
+        rows = torch.randn(count, 300, generator=g)
+        rows[:, :40] = torch.randint(-2, 3, (count, 40), generator=g) / 2  # ties within a row
+        rows[0, -10:], rows[-1, 100:110] = special, special.flip(0)
+        ordered, order = sort_rows(rows)
+        assert order.dtype == torch.int64
+        np.testing.assert_array_equal(ordered.numpy(), np.sort(rows.numpy() + 0.0, axis=1))
+        np.testing.assert_array_equal(order.numpy(), np.argsort(rows.numpy() + 0.0, axis=1, kind="stable"))
+
+
 def _brute_force_auroc(scores: torch.Tensor, positive: torch.Tensor) -> float:
     pos, neg = scores[positive][:, None], scores[~positive][None, :]
     twice_u = 2 * int((pos > neg).sum()) + int((pos == neg).sum())
