@@ -6,8 +6,9 @@ exact command is printed in the row. Confidence intervals are 95 % percentile-bo
 images (``medexplain.metrics.summary``), seeded with the benchmark's seed.
 
 A full table goes to its own section of ``benchmarks/RESULTS.md`` (between ``<!-- headline:NAME -->`` and
-``<!-- /headline:NAME -->``); ``--smoke`` and ``--row`` runs write ``table.md`` and ``headline.json`` in the work
-folder only, unless ``--results`` names a file.
+``<!-- /headline:NAME -->``); ``--size smoke`` and ``--row`` runs write ``table.md`` and ``headline.json`` in the
+work folder only, unless ``--results`` names a file. ``--device cuda`` trains, predicts, explains and scores on the
+GPU (the explanation seconds then wait for the GPU's kernels: the device is synchronised around the timed call).
 """
 
 from __future__ import annotations
@@ -81,35 +82,42 @@ class Benchmark:
     rows: list[Row]
     work: Path
     results: Path | None
+    device: str = "cpu"
     started: float = field(default_factory=time.perf_counter)
 
     def command(self, row: Row) -> str:
-        size = {"default": "", "smoke": " --smoke", "full": " --full"}[self.size_name]
-        return f"medexplain benchmark {self.name}{size} --seed {self.seed} --row {row.name}"
+        size = "" if self.size_name == "default" else f" --size {self.size_name}"
+        device = "" if self.device == "cpu" else f" --device {self.device}"
+        return f"medexplain benchmark {self.name}{size} --seed {self.seed} --row {row.name}{device}"
 
 
-def parse(name: str, description: str, sizes: Mapping[str, Size], make_rows: Callable[[Size], list[Row]]) -> Benchmark:
-    """The common command line: ``--seed``, ``--full``/``--smoke``, ``--row`` (repeatable), ``--work``,
+SIZE_HELP = {"smoke": "seconds, used by the tests", "default": "a shared CPU", "full": "the issue's size, for a GPU"}
+
+
+def parse(
+    name: str, description: str, sizes: Mapping[str, Size], make_rows: Callable[[Size], list[Row]],
+    argv: Sequence[str] | None = None,
+) -> Benchmark:  # fmt: skip
+    """The common command line: ``--size``, ``--seed``, ``--row`` (repeatable), ``--device``, ``--work``,
     ``--results``; ``make_rows(size)`` gives the table's rows at a size (same names at every size)."""
     rows = make_rows(sizes["default"])
     parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--size", choices=list(sizes), default="default",
+                        help="; ".join(f"{k}: {SIZE_HELP[k]}" for k in sizes))  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of subsets, training, explanations, bootstrap")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--full", action="store_true", help="full size (longer; for a GPU)")
-    group.add_argument("--smoke", action="store_true", help="tiny size (seconds; used by the tests)")
     parser.add_argument("--row", action="append", choices=[r.name for r in rows], help="only this row (repeatable)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     parser.add_argument("--work", type=Path, help="folder for data subsets, run folders and maps (reused)")
     parser.add_argument("--results", type=Path, help=f"markdown file for the table (default {RESULTS.name} for "
-                        "a complete default or --full table)")  # fmt: skip
-    args = parser.parse_args()
-    size_name = "full" if args.full else "smoke" if args.smoke else "default"
-    chosen = [r for r in make_rows(sizes[size_name]) if not args.row or r.name in args.row]
-    work = args.work or ROOT / "runs" / "headline" / f"{name}-{size_name}-seed{args.seed}"
+                        "a complete default or full table)")  # fmt: skip
+    args = parser.parse_args(argv)
+    chosen = [r for r in make_rows(sizes[args.size]) if not args.row or r.name in args.row]
+    work = args.work or ROOT / "runs" / "headline" / f"{name}-{args.size}-seed{args.seed}"
     results = args.results
-    if results is None and not args.row and size_name != "smoke":
+    if results is None and not args.row and args.size != "smoke":
         results = RESULTS
     single_thread()
-    return Benchmark(name, args.seed, size_name, sizes[size_name], chosen, work, results)
+    return Benchmark(name, args.seed, args.size, sizes[args.size], chosen, work, results, args.device)
 
 
 # ---- data ------------------------------------------------------------------------------------------------------
@@ -174,23 +182,24 @@ def _stratified(labels: np.ndarray, count: int | None, rng: np.random.Generator)
 
 def train_run(bench: Benchmark, config: Config, data: Path) -> Path:
     """The run folder of ``config`` trained with the benchmark's seed (reused when finished)."""
-    run(config, data, bench.work / "runs", bench.seed, progress=False)
+    run(config, data, bench.work / "runs", bench.seed, progress=False, device=bench.device)
     return bench.work / "runs" / f"{config.name}-seed{bench.seed}"
 
 
-def test_set(run_dir: Path, data: Path, split: str = "test") -> tuple[torch.nn.Module, Any]:
-    """The run's model and the ``split`` of ``data`` with the run's preprocessing."""
-    model, config = load(run_dir)
+def test_set(run_dir: Path, data: Path, split: str = "test", device: str = "cpu") -> tuple[torch.nn.Module, Any]:
+    """The run's model (on ``device``) and the ``split`` of ``data`` with the run's preprocessing."""
+    model, config = load(run_dir, device)
     return model, load_dataset(data, split=split, transform=preprocessing_transform(config["preprocessing"]))
 
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, dataset: Any, batch: int = 64) -> np.ndarray:
-    """``(N, K)`` class logits of every item of ``dataset``."""
+    """``(N, K)`` class logits of every item of ``dataset`` (on the CPU; the model runs on its own device)."""
+    device = next(model.parameters()).device
     logits = []
     for start in range(0, len(dataset), batch):
         images = torch.stack([dataset[i].image for i in range(start, min(start + batch, len(dataset)))])
-        logits.append(model(images).double())
+        logits.append(model(images.to(device)).double().cpu())
     return torch.cat(logits).numpy()
 
 
@@ -230,12 +239,21 @@ def explain(
     out = bench.work / "explanations" / row.name
     if out.exists():
         shutil.rmtree(out)  # timing needs a fresh run, never the skipped items of an earlier one
-    model, _ = load(run_dir)
+    model, _ = load(run_dir, bench.device)
     header = {"model": str(run_dir), "data": str(data or dataset.source), "split": dataset.split}
     torch.manual_seed(bench.seed)
+    synchronise(bench.device)
     started = time.perf_counter()
-    explain_dataset(model, dataset, build_explainers([row.method]), out, header, target=target, progress=False)
+    explain_dataset(model, dataset, build_explainers([row.method]), out, header, target=target,
+                    device=bench.device, progress=False)  # fmt: skip
+    synchronise(bench.device)
     return load_explanations(out), (time.perf_counter() - started) / len(dataset)
+
+
+def synchronise(device: str) -> None:
+    """Wait for the kernels queued on a CUDA ``device`` (nothing on the CPU), so that wall-clock times cover them."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def score(
@@ -249,8 +267,8 @@ def score(
     Also returns, per metric, how many maps it refused (e.g. relevance mass of an all-zero Grad-CAM map); those
     are scored NaN and left out of the mean, never silently dropped from the count.
     """
-    model = load(run_dir)[0] if run_dir is not None else None
-    rows, refused = metric_rows(stored, dataset, metrics, model, mask)
+    model = load(run_dir, bench.device)[0] if run_dir is not None else None
+    rows, refused = metric_rows(stored, dataset, metrics, model, mask, bench.device)
     result = summarise_rows(bench, rows)
     for name, function in (custom or {}).items():
         values, refused[name] = mask_scores(stored, dataset, function, mask)
@@ -287,12 +305,14 @@ def mask_scores(
 
 
 def metric_rows(
-    stored: StoredExplanations, dataset: Any, metrics: Sequence[str], model: torch.nn.Module | None, mask: str | None
-) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Per-map rows of registered metrics (``medexplain.metrics.evaluate``) and the maps each refused."""
+    stored: StoredExplanations, dataset: Any, metrics: Sequence[str], model: torch.nn.Module | None, mask: str | None,
+    device: str = "cpu",
+) -> tuple[list[dict[str, Any]], dict[str, int]]:  # fmt: skip
+    """Per-map rows of registered metrics (``medexplain.metrics.evaluate``, on ``device``, where ``model`` is) and
+    the maps each refused."""
     rows, refused = [], {}
     for metric in metrics:
-        one, refused[metric] = _score_metric(stored, dataset, metric, model, mask)
+        one, refused[metric] = _score_metric(stored, dataset, metric, model, mask, device)
         rows += one
     return rows, refused
 
@@ -304,18 +324,18 @@ def summarise_rows(bench: Benchmark, rows: list[dict[str, Any]]) -> dict[str, In
 
 
 def _score_metric(
-    stored: StoredExplanations, dataset: Any, metric: str, model: torch.nn.Module | None, mask: str | None
-) -> tuple[list[dict[str, Any]], int]:
+    stored: StoredExplanations, dataset: Any, metric: str, model: torch.nn.Module | None, mask: str | None,
+    device: str,
+) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
     """Per-map rows of one metric; when a batch is refused, item by item with NaN for the refused maps."""
+    options = {"model": model, "mask_name": mask, "device": device, "progress": False}
     try:
-        return evaluate_explanations(stored, dataset, [metric], model=model, mask_name=mask, progress=False).rows, 0
+        return evaluate_explanations(stored, dataset, [metric], **options).rows, 0
     except MedexplainError:
         rows, refused = [], 0
         for item in stored.items:
             try:
-                rows += evaluate_explanations(
-                    replace(stored, items=(item,)), dataset, [metric], model=model, mask_name=mask, progress=False
-                ).rows
+                rows += evaluate_explanations(replace(stored, items=(item,)), dataset, [metric], **options).rows
             except MedexplainError:
                 refused += 1
                 rows += [{"method": m, "metric": metric, "score": math.nan} for m in item.maps]

@@ -8,7 +8,8 @@ validation-AUROC epoch. Maps explain the predicted class of every test image; lo
 lesion mask (normal images have none and are left out of them); Dice / HD95 on Otsu-binarised maps; deletion
 AUC: class probability while the most relevant pixels are set to 0 (lower is better).
 
-    medexplain benchmark busi [--full] [--seed K] [--row ROW]      (or: python benchmarks/headline_busi.py ...)
+    medexplain benchmark busi [--size smoke|default|full] [--seed K] [--row ROW] [--device cpu|cuda]
+    (or: python benchmarks/headline_busi.py ...; full: 224 px, 40 epochs, for a GPU)
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from medexplain.workflows.explanations import load_explanations
 SIZES = {
     "smoke": Size({"train": 24, "val": 12, "test": 12}, 32, 1),
     "default": Size(None, 64, 10),
-    "full": Size(None, 128, 40),
+    "full": Size(None, 224, 40),
 }
 CLASS_NAMES = ("normal", "benign", "malignant")
 COLUMNS = (
@@ -89,7 +90,7 @@ def rows(size: Size) -> list[Row]:
 
 def compute_row(bench: Benchmark, row: Row, data: Path) -> dict:
     run_dir = train_run(bench, row.config, data)
-    model, dataset = test_set(run_dir, data)
+    model, dataset = test_set(run_dir, data, device=bench.device)
     values = classification_values(bench, model, dataset)
     stored, seconds = explain(bench, row, run_dir, dataset, data=data)
     scores, refused = score(bench, stored, dataset, list(METRICS), run_dir=run_dir, mask="lesion", custom=CUSTOM)

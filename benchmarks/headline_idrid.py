@@ -8,7 +8,8 @@ validation split). Reported: tile AUROC of the pooled out-of-fold predictions, a
 method's map of the lesion class on the positive test tiles against the HE + EX mask (pixel AUROC of the map as a
 lesion detector, pointing game).
 
-    medexplain benchmark idrid [--full] [--seed K] [--row ROW]      (or: python benchmarks/headline_idrid.py ...)
+    medexplain benchmark idrid [--size smoke|default|full] [--seed K] [--row ROW] [--device cpu|cuda]
+    (or: python benchmarks/headline_idrid.py ...; full: 128-pixel tiles at native resolution, for a GPU)
 """
 
 from __future__ import annotations
@@ -135,12 +136,12 @@ def compute_row(bench: Benchmark, row: Row, folders: list[Path]) -> dict:
     for k, data in enumerate(folders):
         fold = Config(f"{row.config.name}-fold{k}", row.config.model, row.config.settings)
         run_dir = train_run(bench, fold, data)
-        model, dataset = test_set(run_dir, data)
+        model, dataset = test_set(run_dir, data, device=bench.device)
         labels.append(dataset.labels.numpy())
         scores.append(torch.from_numpy(predict(model, dataset)).softmax(1)[:, 1].numpy())
         fold_row = Row(f"{row.name}-fold{k}", row.label, fold, row.method)
         stored, per_tile = explain(bench, fold_row, run_dir, dataset, target=1, data=data)
-        rows_k, refused_k = metric_rows(stored, dataset, ["mask-auroc"], model, "lesion")
+        rows_k, refused_k = metric_rows(stored, dataset, ["mask-auroc"], model, "lesion", bench.device)
         hits, refused_k["pointing game"] = mask_scores(stored, dataset, strict_pointing_game, "lesion")
         per_map += rows_k
         pointing += hits

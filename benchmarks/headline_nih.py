@@ -8,7 +8,8 @@ of the map of the boxed finding (pointing game, share of |relevance| inside the 
 bootstrap intervals in a second table. The ResNet-18 keeps the input resolution in its stem (``small_input``) so
 that Grad-CAM has an 8 x 8 grid at 64 px; its width is reduced to fit a CPU.
 
-    medexplain benchmark nih-multilabel [--full] [--seed K] [--row ROW]   (or: python benchmarks/headline_nih.py)
+    medexplain benchmark nih-multilabel [--size smoke|default|full] [--seed K] [--row ROW] [--device cpu|cuda]
+    (or: python benchmarks/headline_nih.py ...; full: 64 px, the only size the subset ships, 60 epochs, width 64)
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def label_auroc(targets: np.ndarray, scores: np.ndarray) -> float:
 
 def auroc_rows(bench: Benchmark, row: Row, data: Path) -> list[dict]:
     run_dir = train_run(bench, row.config, data)
-    model, dataset = test_set(run_dir, data)
+    model, dataset = test_set(run_dir, data, device=bench.device)
     targets = torch.stack([dataset[i].labels for i in range(len(dataset))]).numpy()
     scores = torch.from_numpy(predict(model, dataset)).sigmoid().numpy()
     results = []
@@ -130,7 +131,7 @@ def auroc_rows(bench: Benchmark, row: Row, data: Path) -> list[dict]:
 
 def map_row(bench: Benchmark, row: Row, data: Path) -> dict:
     run_dir = train_run(bench, row.config, data)
-    _, dataset = test_set(run_dir, data)
+    _, dataset = test_set(run_dir, data, device=bench.device)
     stored, seconds = explain(bench, row, run_dir, dataset, target="all", data=data)
     granularity: dict[str, list[float]] = {"entropy (nats)": [], "top-1 % mass": [], "blobs": []}
     located: dict[str, list[float]] = {"box: pointing game": [], "box: abs. relevance in box": []}

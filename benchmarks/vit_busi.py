@@ -78,15 +78,15 @@ def rows(size: Size) -> list[Row]:
 
 def select(bench: Benchmark, data: Path) -> tuple[Config, list[tuple[str, dict]]]:
     """Train every candidate (reused when done) and keep the best validation AUROC of its chosen epoch."""
-    scored = [(name, run(config, data, bench.work / "runs", bench.seed, split="val", progress=False))
-              for name, config in candidates(bench.size).items()]  # fmt: skip
+    scored = [(name, run(config, data, bench.work / "runs", bench.seed, split="val", progress=False,
+                         device=bench.device)) for name, config in candidates(bench.size).items()]  # fmt: skip
     best = max(scored, key=lambda item: item[1]["auroc"])[0]
     return candidates(bench.size)[best], scored
 
 
 def compute_row(bench: Benchmark, row: Row, data: Path, chosen: Config) -> dict:
     run_dir = train_run(bench, chosen, data)
-    model, dataset = test_set(run_dir, data)
+    model, dataset = test_set(run_dir, data, device=bench.device)
     values = classification_values(bench, model, dataset)
     stored, seconds = explain(bench, row, run_dir, dataset, data=data)
     scores, refused = score(bench, stored, dataset, list(METRICS), run_dir=run_dir, mask="lesion", custom=CUSTOM)

@@ -9,7 +9,7 @@ metrics, and the verdict per method (one-sided paired Wilcoxon over images, Holm
 images with a lesion (benign and malignant: normal images have no lesion to localise); accuracy is over the whole
 test split. Trained models are reused from the work folder of ``vit_busi.py`` (``--work``), else trained.
 
-    python benchmarks/vit_busi_audit.py [--work DIR] [--seed K] [--max-items N] [--device cpu]
+    python benchmarks/vit_busi_audit.py [--size smoke|default] [--work DIR] [--seed K] [--max-items N] [--device cpu]
 
 (``--max-items N``: the first N of the lesion test images in a seeded random order.)
 """
@@ -21,6 +21,7 @@ import csv
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -92,36 +93,39 @@ def verdict_table(document: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=list(vit_busi.SIZES), default="default", help="vit_busi.py's size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, help="work folder of vit_busi.py (its data and trained runs are reused; "
-                        "default runs/headline/vit-busi-default-seedK)")  # fmt: skip
+                        "default runs/headline/vit-busi-SIZE-seedK)")  # fmt: skip
     parser.add_argument("--max-items", type=int, help="audit N lesion test images (a seeded random sample)")
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    work = args.work or ROOT / "runs" / "headline" / f"vit-busi-default-seed{args.seed}"
+    args = parser.parse_args(argv)
+    work = args.work or ROOT / "runs" / "headline" / f"vit-busi-{args.size}-seed{args.seed}"
     single_thread()
     started = time.perf_counter()
-    size = vit_busi.SIZES["default"]
-    bench = Benchmark("vit-busi", args.seed, "default", size, [], work, None)
+    size = vit_busi.SIZES[args.size]
+    bench = Benchmark("vit-busi", args.seed, args.size, size, [], work, None, args.device)
     data = write_subset(DATA / "busi", work / f"data-{size.side}px", size, args.seed, masks=["lesion"])
     chosen, _ = vit_busi.select(bench, data)
-    resnet = headline_busi.configs(headline_busi.SIZES["default"].epochs)["resnet18"]
+    resnet = headline_busi.configs(headline_busi.SIZES[args.size].epochs)["resnet18"]
     audited = lesion_images(data, work / f"data-{size.side}px-lesions", args.seed)
     settings = AuditSettings(method_params=LIGHT, seed=args.seed)
     sections = []
     for label, config in ((f"ViT ({chosen.name}, chosen on validation)", chosen), ("ResNet-18 (busi table)", resnet)):
         run_dir = train_run(bench, config, data)
-        values = classification_values(bench, *test_set(run_dir, data))
+        model, dataset = test_set(run_dir, data, device=args.device)
+        values = classification_values(bench, model, dataset)
         out = work / "audit" / config.name
         document = audit_run(run_dir, audited, out, mask="lesion", settings=settings, max_items=args.max_items,
                              device=args.device, progress=False)  # fmt: skip
         n = max(row["metrics"].get("mask-auroc", {}).get("n", 0) for row in document["verdict"])
         skipped = ", ".join(f"{name} ({reason})" for name, reason in document["not_applicable"].items())
         sections.append(
-            f"#### {label}\n\nTest split (all 156 images): balanced accuracy {cell(values['balanced accuracy'])}, "
-            f"AUROC {cell(values['AUROC'])}. Audit over {n} lesion test images, CAM layer "
+            f"#### {label}\n\nTest split (all {len(dataset)} images): balanced accuracy "
+            f"{cell(values['balanced accuracy'])}, AUROC {cell(values['AUROC'])}. Audit over {n} lesion test images, "
+            "CAM layer "
             f"`{document['cam_layer']}`; folder `{out}`.\n\n{verdict_table(document)}\n\nNot applicable: {skipped}.\n"
         )
     minutes = (time.perf_counter() - started) / 60

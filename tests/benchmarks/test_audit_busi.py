@@ -1,7 +1,8 @@
 """The BUSI audit benchmark (issues 21, 23) at its smoke size, on real BUSI images: a plain-PyTorch MONAI DenseNet
-audited through the command line. Its printed audit command reproduces its verdict, its tables have the format
-recorded in RESULTS.md, and the TorchScript export explains identically with every method that needs no named
-layer while the layer-bound methods are refused, not silently changed."""
+audited through the command line, run as ``medexplain benchmark busi-audit --size smoke``. Its printed audit
+command reproduces its verdict, its tables have the format recorded in RESULTS.md, and the TorchScript export
+explains identically with every method that needs no named layer while the layer-bound methods are refused, not
+silently changed."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ RANDOMISATION = re.compile(r"^((pass|fail) \(-?\d\.\d\d, upper -?\d\.\d\d\)|n/a)
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[Path, dict]:
     work = tmp_path_factory.mktemp("audit-busi")
-    assert audit_busi.main(["--size", "smoke", "--seeds", "1", "--work", str(work)]) == 0
+    # ``medexplain benchmark busi-audit`` runs benchmarks/audit_busi.py --size smoke --seeds 1
+    assert main(["benchmark", "busi-audit", "--size", "smoke", "--seed", "1", "--work", str(work)]) == 0
     [result] = json.loads((work / "audit_busi.json").read_text())["results"]
     return work, result
 

@@ -1,32 +1,53 @@
 """``medexplain benchmark NAME``: run one of the headline benchmark scripts of the source checkout.
 
 The scripts live in ``benchmarks/`` beside ``src/`` (the package is installed editable from the checkout); they
-are not part of the installed package. Each writes its table to ``benchmarks/RESULTS.md``.
+are not part of the installed package. The headline tables go to ``benchmarks/RESULTS.md``; each script also
+writes its table into its work folder.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
 from medexplain.errors import MedexplainError
 
+
+@dataclass(frozen=True)
+class Script:
+    """A benchmark script and the options it understands besides ``--size``, ``--device`` and ``--work``.
+
+    Attributes:
+        file: the script's name in ``benchmarks/``; seed_option: how it is given its seed;
+        rows: whether it computes single rows (``--row``); results: whether it writes a markdown file (``--results``).
+    """
+
+    file: str
+    seed_option: str = "--seed"
+    rows: bool = True
+    results: bool = True
+
+
 BENCHMARKS = {
-    "busi": "headline_busi.py",
-    "idrid": "headline_idrid.py",
-    "nih-multilabel": "headline_nih.py",
-    "cxr-tb": "headline_cxr_tb.py",
-    "vit-busi": "vit_busi.py",
+    "busi": Script("headline_busi.py"),
+    "idrid": Script("headline_idrid.py"),
+    "nih-multilabel": Script("headline_nih.py"),
+    "cxr-tb": Script("headline_cxr_tb.py"),
+    "vit-busi": Script("vit_busi.py"),
+    "busi-audit": Script("audit_busi.py", seed_option="--seeds", rows=False),
+    "vit-busi-audit": Script("vit_busi_audit.py", rows=False, results=False),
 }
+SIZES = ("smoke", "default", "full")
 
 
 def benchmarks_folder(module: Path = Path(__file__)) -> Path:
     """The checkout's ``benchmarks/`` folder (``src/medexplain/cli/benchmark.py`` -> ``benchmarks/``)."""
     folder = module.resolve().parents[3] / "benchmarks"
-    if not (folder / BENCHMARKS["busi"]).is_file():
+    if not (folder / BENCHMARKS["busi"].file).is_file():
         raise MedexplainError(
             f"{folder}: no benchmark scripts here; benchmarks live in the source checkout "
             "(install medexplain editable from a clone: pip install -e .)"
@@ -35,14 +56,17 @@ def benchmarks_folder(module: Path = Path(__file__)) -> Path:
 
 
 def script_arguments(
-    full: bool, smoke: bool, seed: int, rows: list[str] | None, work: Path | None, results: Path | None
+    name: str, size: str, seed: int, device: str, rows: list[str] | None, work: Path | None, results: Path | None
 ) -> list[str]:
-    """The command-line arguments every headline script understands."""
-    if full and smoke:
-        raise MedexplainError("--full and --smoke exclude each other")
-    arguments = ["--seed", str(seed)]
-    arguments += ["--full"] if full else []
-    arguments += ["--smoke"] if smoke else []
+    """The command-line arguments of benchmark ``name``'s script."""
+    script = BENCHMARKS[name]
+    if size not in SIZES:
+        raise MedexplainError(f"--size {size!r}: choose one of {', '.join(SIZES)}")
+    if rows and not script.rows:
+        raise MedexplainError(f"{name} has no rows to choose (--row); it computes its tables whole")
+    if results is not None and not script.results:
+        raise MedexplainError(f"{name} writes its table into its work folder only (--results is not taken)")
+    arguments = ["--size", size, script.seed_option, str(seed), "--device", device]
     for row in rows or []:
         arguments += ["--row", row]
     arguments += ["--work", str(work)] if work is not None else []
@@ -52,19 +76,19 @@ def script_arguments(
 
 def benchmark_command(
     name: str = typer.Argument(..., help="Benchmark: " + ", ".join(BENCHMARKS) + "."),
-    full: bool = typer.Option(False, "--full", help="Full size (longer training, all images; for a GPU)."),
-    smoke: bool = typer.Option(False, "--smoke", help="Tiny size, seconds (used by the tests)."),
+    size: str = typer.Option("default", "--size", help="smoke (the tests), default (a CPU), full (for a GPU)."),
     seed: int = typer.Option(0, "--seed", help="Seed of data subsets, training, explanations and bootstrap."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
     row: list[str] | None = typer.Option(None, "--row", help="Compute only this row (repeatable)."),
     work: Path | None = typer.Option(None, "--work", help="Folder for run folders and maps (reused if present)."),
     results: Path | None = typer.Option(None, "--results", help="Markdown file to write the table into."),
 ) -> None:
-    """Run a headline benchmark (busi, idrid, nih-multilabel, cxr-tb) and write its table to RESULTS.md."""
+    """Run a benchmark of the source checkout (busi, idrid, nih-multilabel, cxr-tb, vit-busi, busi-audit,
+    vit-busi-audit) and write its table."""
     if name not in BENCHMARKS:
         raise MedexplainError(f"unknown benchmark {name!r}; available: {', '.join(BENCHMARKS)}")
-    script = benchmarks_folder() / BENCHMARKS[name]
-    arguments = script_arguments(full, smoke, seed, row, work, results)
-    code = subprocess.call([sys.executable, str(script), *arguments])
+    arguments = script_arguments(name, size, seed, device, row, work, results)
+    code = subprocess.call([sys.executable, str(benchmarks_folder() / BENCHMARKS[name].file), *arguments])
     if code:
         raise typer.Exit(code)
 
