@@ -447,6 +447,46 @@ def markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SUMMARISED = ("mask-auroc", "pointing-game")
+
+
+def seeds_summary(results: Sequence[Mapping[str, Any]]) -> str:
+    """The seeds side by side: per method and baseline map, the mean over seeds of each ``SUMMARISED`` metric's
+    estimate with the per-seed estimates, and the verdict of every seed; methods by mean mask AUROC."""
+    seeds = [r["seed"] for r in results]
+    tables = [{row["map"]: row for row in r["verdict_table"] if not row["map"].endswith(RANDOM_MODEL)}
+              for r in results]  # fmt: skip
+    maps = [m for m in tables[0] if all(m in t for t in tables)]
+    estimates = {m: {metric: [_estimate(t[m]["metrics"].get(metric)) for t in tables] for metric in SUMMARISED}
+                 for m in maps}  # fmt: skip
+    methods = sorted((m for m in maps if not m.startswith("baseline-")),
+                     key=lambda m: -_mean(estimates[m][SUMMARISED[0]]))  # fmt: skip
+    per_seed = "seed " + " / ".join(str(s) for s in seeds)
+    lines = [f"#### {len(seeds)} seeds ({', '.join(map(str, seeds))}): mean over seeds ({per_seed})", "",
+             "Accuracy on the whole test split, " + per_seed + ": balanced accuracy "
+             + " / ".join(f"{r['accuracy']['balanced accuracy'][0]:.3f}" for r in results) + ", macro AUROC "
+             + " / ".join(f"{r['accuracy']['AUROC'][0]:.3f}" for r in results) + ". Methods whose paired interval "
+             "is above zero against every reference map on some localisation metric, " + per_seed + ": "
+             + " / ".join(", ".join(r["beats_every_baseline"]) or "none" for r in results) + ".", "",
+             "| map | " + " | ".join(f"{m} mean ({per_seed})" for m in SUMMARISED)
+             + f" | localises ({per_seed}) | faithful ({per_seed}) | randomisation ({per_seed}) |",
+             "|---" * (4 + len(SUMMARISED)) + "|"]  # fmt: skip
+    for m in [*methods, *(m for m in maps if m.startswith("baseline-"))]:
+        cells = [f"{_mean(v):.2f} ({' / '.join(f'{x:.2f}' for x in v)})" for v in estimates[m].values()]
+        verdicts = [" / ".join(t[m][criterion] for t in tables) for criterion in ("localises", "faithful")]
+        verdicts.append(" / ".join(t[m]["randomisation"].split(" (")[0] for t in tables))
+        lines.append(f"| {m} | " + " | ".join([*cells, *(["-"] * 3 if m.startswith("baseline-") else verdicts)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _estimate(interval: Sequence[float] | None) -> float:
+    return math.nan if interval is None else float(interval[0])
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values))
+
+
 def shell(arguments: Sequence[str]) -> str:
     return "medexplain " + " ".join(shlex.quote(a) for a in arguments)
 
@@ -517,7 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"thread(s), {cpu_minutes():.1f} min CPU time (this run and its audit commands; work reused from the "
               f"folder not counted); baselines {', '.join(BASELINES)} and every method's maps on the randomised "
               "model.\n\n")  # fmt: skip
-    text = header + "\n".join(markdown(r) for r in results)
+    summary = seeds_summary(results) + "\n" if len(results) > 1 else ""
+    text = header + summary + "\n".join(markdown(r) for r in results)
     write_text(work / "audit_busi.json", json.dumps({"size": args.size, "seeds": seeds, "results": results},
                                                     indent=1) + "\n")  # fmt: skip
     write_text(work / "table.md", text)

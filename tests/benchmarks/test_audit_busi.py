@@ -79,3 +79,33 @@ def test_torchscript_maps_equal_the_state_dict_maps_and_layer_methods_are_refuse
     assert "TorchScript model hides them" in compared["not_applicable"]["lrp-epsilon-plus-flat"]
     for method, difference in compared["max_abs_difference"].items():
         assert difference <= 1e-5 * compared["max_abs_map"][method], method
+
+
+def _seed_result(seed: int, saliency: tuple[float, float], gradcam: tuple[float, float], verdict: str) -> dict:
+    def row(name: str, values: tuple[float, float], criterion: str) -> dict:
+        metrics = {"mask-auroc": [values[0], 0.0, 1.0], "pointing-game": [values[1], 0.0, 1.0]}
+        randomisation = "fail (0.62, upper 0.70)" if criterion != "baseline" else "baseline"
+        return {"map": name, "localises": criterion, "faithful": criterion, "randomisation": randomisation,
+                "metrics": metrics}  # fmt: skip
+
+    return {"seed": seed, "accuracy": {"balanced accuracy": (0.5 + seed / 10, 0, 1), "AUROC": (0.8, 0, 1)},
+            "beats_every_baseline": {"saliency": ["pointing-game"]} if seed else {},
+            "verdict_table": [row("gradcam", gradcam, verdict), row("saliency", saliency, verdict),
+                              row("baseline-prior", (0.9, 0.3), "baseline"),
+                              row("saliency (random model)", (0.1, 0.1), "baseline")]}  # fmt: skip
+
+
+def test_the_seeds_summary_averages_each_map_over_seeds_and_keeps_every_seeds_verdict() -> None:
+    summary = audit_busi.seeds_summary([_seed_result(0, (0.8, 0.5), (0.7, 0.25), "fail (0/5)"),
+                                        _seed_result(2, (0.6, 0.75), (0.9, 0.0), "pass (1/5)")])  # fmt: skip
+    lines = summary.splitlines()
+    assert lines[0] == "#### 2 seeds (0, 2): mean over seeds (seed 0 / 2)"
+    assert "balanced accuracy 0.500 / 0.700" in summary and "seed 0 / 2: none / saliency." in summary
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| map |")]
+    assert rows == [  # gradcam first: mean mask AUROC 0.80 > saliency's 0.70; random-model maps left out
+        "| gradcam | 0.80 (0.70 / 0.90) | 0.12 (0.25 / 0.00) | fail (0/5) / pass (1/5) | fail (0/5) / pass (1/5) "
+        "| fail / fail |",
+        "| saliency | 0.70 (0.80 / 0.60) | 0.62 (0.50 / 0.75) | fail (0/5) / pass (1/5) | fail (0/5) / pass (1/5) "
+        "| fail / fail |",
+        "| baseline-prior | 0.90 (0.90 / 0.90) | 0.30 (0.30 / 0.30) | - | - | - |",
+    ]
