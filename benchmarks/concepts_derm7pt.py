@@ -17,6 +17,10 @@ Fieller, Hartley and Pearson's (1957) standard error ``sqrt(1.06 / (n - 3))`` on
 
     nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python benchmarks/concepts_derm7pt.py --work /tmp/concepts/derm7pt
 
+``--size``: ``default`` (192 px, ResNet-18 width 8, 10 epochs: a CPU), ``full`` (384 px, the images' own size,
+width 64 as published, 30 epochs: a GPU) or ``smoke`` (32 px, width 4, 1 epoch: checks that it runs);
+``--side``, ``--width``, ``--epochs`` override the preset. ``--device cuda`` trains and analyses on the GPU.
+
 Every stage is kept in WORK and reused by a later invocation (delete a folder to redo it).
 """
 
@@ -58,6 +62,8 @@ CHECKLIST = {  # Argenziano et al. 1998: major criteria 2 points, minor 1; the b
     "regular_streaks": 0,
     "regular_dots_globules": 0,
 }
+PRESETS = {"smoke": {"side": 32, "width": 4, "epochs": 1}, "default": {"side": 192, "width": 8, "epochs": 10},
+           "full": {"side": 384, "width": 64, "epochs": 30}}  # fmt: skip
 LAYERS = ("layer2", "layer3", "layer4")
 MODES = ("sequential", "independent", "joint")
 # Published on Derm7pt (Kawahara et al., IEEE JBHI 23(2), 2019, DOI 10.1109/JBHI.2018.2824327): see RESULTS.md.
@@ -76,7 +82,7 @@ def classifier(work: Path, seed: int, args: argparse.Namespace) -> Path:
     run = work / f"classifier_s{seed}"
     if not (run / "predictions.csv").is_file():
         config = TrainConfig(
-            "resnet18", model_args={"width": args.width}, size=args.size, epochs=args.epochs, batch_size=32,
+            "resnet18", model_args={"width": args.width}, size=args.side, epochs=args.epochs, batch_size=32,
             seed=seed, monitor="auroc",
         )  # fmt: skip
         train(config, DERM, run, progress=False, device=args.device)
@@ -104,7 +110,7 @@ def bottlenecks(work: Path, seed: int, args: argparse.Namespace) -> dict[str, Pa
         out = work / f"bottleneck_{mode}_s{seed}"
         if not (out / "bottleneck.json").is_file():
             settings = BottleneckSettings(
-                mode=mode, backbone="resnet18", backbone_args={"width": args.width}, size=args.size,
+                mode=mode, backbone="resnet18", backbone_args={"width": args.width}, size=args.side,
                 epochs=args.epochs, concept_weight=args.concept_weight, seed=seed,
             )  # fmt: skip
             reuse = work / f"bottleneck_sequential_s{seed}" if mode == "independent" else None
@@ -144,12 +150,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for runs and outputs (reused)")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--size", type=int, default=192, help="image side in pixels")
-    parser.add_argument("--width", type=int, default=8, help="ResNet-18 width (64 as published)")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--size", choices=list(PRESETS), default="default", help="smoke, default (a CPU), full "
+                        "(384 px, width 64: a GPU)")  # fmt: skip
+    parser.add_argument("--side", type=int, help="image side in pixels (default: the preset's)")
+    parser.add_argument("--width", type=int, help="ResNet-18 width (default: the preset's; 64 as published)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
     parser.add_argument("--concept-weight", type=float, default=1.0, help="joint bottleneck lambda")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    for name, value in PRESETS[args.size].items():
+        setattr(args, name, value if getattr(args, name) is None else getattr(args, name))
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
     args.first_seed = seeds[0]
