@@ -186,12 +186,12 @@ def train(data: Path, out: Path, epochs: int, seed: int, device: str) -> dict[st
     return summary
 
 
-def accuracy(data: Path, model_dir: Path, seed: int) -> dict[str, tuple[float, float, float]]:
-    """Balanced accuracy and macro one-vs-rest AUROC of the saved model on the whole test split, with intervals;
-    the images go through the card's preprocessing as the audit reads it (checked against the training's)."""
+def accuracy(data: Path, model_dir: Path, seed: int, device: str) -> dict[str, tuple[float, float, float]]:
+    """Balanced accuracy and macro one-vs-rest AUROC of the saved model (on ``device``) on the whole test split, with
+    intervals; the images go through the card's preprocessing as the audit reads it (checked against the training's)."""
     from medexplain.models import run_dataset
 
-    network, config = load(model_dir / "model.card.json")
+    network, config = load(model_dir / "model.card.json", device)
     dataset = run_dataset(config, data, "test")
     images, labels, _ = read_split(data, "test")
     training = json.loads((model_dir / "training.json").read_text())
@@ -199,7 +199,7 @@ def accuracy(data: Path, model_dir: Path, seed: int) -> dict[str, tuple[float, f
     theirs = torch.stack([dataset[i].image for i in range(len(dataset))])
     if not torch.allclose(mine, theirs, atol=1e-5):
         raise SystemExit(f"the card's preprocessing differs from training: {float((mine - theirs).abs().max())}")
-    p = probabilities(network, mine, "cpu")
+    p = probabilities(network, mine, device)
     return {"balanced accuracy": bootstrap_statistic(lambda t, q: balanced_accuracy(t, q.argmax(1)), labels, p,
                                                      seed=seed),
             "AUROC": bootstrap_statistic(auroc, labels, p, seed=seed)}  # fmt: skip
@@ -318,7 +318,8 @@ def paired_differences(document: Mapping[str, Any], folder: Path, seed: int) -> 
 
 def torchscript_differences(model_dir: Path, data: Path, methods: Sequence[str], preset: Preset) -> dict[str, Any]:
     """Max |map(state-dict card) - map(TorchScript card)| per method that runs on the TorchScript model, on the
-    first ``preset.compared_images`` audited images; the others with the reason they do not run."""
+    first ``preset.compared_images`` audited images (on the CPU, whatever ``--device``: a few images, and the same
+    kernels for both); the others with the reason they do not run."""
     from medexplain.models import run_dataset
 
     eager, config = load(model_dir / "model.card.json")
@@ -516,7 +517,7 @@ def run_seed(size_name: str, preset: Preset, seed: int, device: str, work: Path)
     test_images = len(read_split(data, "test")[1])
     return {
         "seed": seed, "size": size_name, "preset": asdict(preset), "training": training,
-        "accuracy": accuracy(data, model_dir, seed), "test_images": test_images, "images": counts,
+        "accuracy": accuracy(data, model_dir, seed, device), "test_images": test_images, "images": counts,
         "verdict_table": verdict_table(documents["localisation"], documents["full"]),
         "differences": differences, "beats_every_baseline": {m: v for m, v in winners.items() if v},
         "torchscript": torchscript_differences(model_dir, folders["full"], methods, preset),
