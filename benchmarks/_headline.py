@@ -389,7 +389,7 @@ def finish(
         f"Size `{bench.size_name}` ({sides}, {bench.size.epochs} epochs, images per split: "
         f"{dict(bench.size.per_split) if bench.size.per_split else 'all'}), seed {bench.seed}, "
         f"{minutes:.1f} min wall-clock, {time.process_time() / 60:.1f} min CPU time on {torch.get_num_threads()} "
-        f"torch thread(s) "
+        f"torch thread(s){device_name(bench.device)} "
         f"(this run; models reused from the work folder are not retrained). "
         f"Intervals: 95 % bootstrap over test images ({RESAMPLES} resamples, seed {bench.seed})."
     )
@@ -409,6 +409,14 @@ def finish(
         write_section(bench.results, f"headline:{bench.name}", text)
     print(text)
     return text
+
+
+def device_name(device: str) -> str:
+    """``""`` on the CPU, else ``", device cuda (NVIDIA H100 ...)"``: the card beside the numbers it gave."""
+    if torch.device(device).type == "cpu":
+        return ""
+    card = f" ({torch.cuda.get_device_name(device)})" if torch.device(device).type == "cuda" else ""
+    return f", device {device}{card}"
 
 
 def _jsonable(value: object) -> object:

@@ -42,7 +42,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from _headline import DATA, RESAMPLES, ROOT, Size, bootstrap_statistic, cell, single_thread, write_section, write_subset
+from _headline import (
+    DATA,
+    RESAMPLES,
+    ROOT,
+    Size,
+    bootstrap_statistic,
+    cell,
+    device_name,
+    single_thread,
+    write_section,
+    write_subset,
+)
 from medexplain.data.writers import write_manifest
 from medexplain.files import write_text
 from medexplain.metrics.classification import auroc, balanced_accuracy
@@ -554,10 +565,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_seed(args.size, preset, seed, args.device, work)
         results.append(result)
         print(markdown(result), flush=True)
-    header = (f"Preset `{args.size}`, seeds {args.seeds}, device {args.device}, {torch.get_num_threads()} torch "
-              f"thread(s), {cpu_minutes():.1f} min CPU time (this run and its audit commands; work reused from the "
-              f"folder not counted); baselines {', '.join(BASELINES)} and every method's maps on the randomised "
-              "model.\n\n")  # fmt: skip
+    header = (f"Preset `{args.size}`, seeds {args.seeds}{device_name(args.device) or ', device cpu'}, "
+              f"{torch.get_num_threads()} torch thread(s), {cpu_minutes():.1f} min CPU time (this run and its audit "
+              f"commands; work reused from the folder not counted); baselines {', '.join(BASELINES)} and every "
+              "method's maps on the randomised model.\n\n")  # fmt: skip
     summary = seeds_summary(results) + "\n" if len(results) > 1 else ""
     text = header + summary + "\n".join(markdown(r) for r in results)
     write_text(work / "audit_busi.json", json.dumps({"size": args.size, "seeds": seeds, "results": results},
