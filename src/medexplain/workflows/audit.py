@@ -188,6 +188,7 @@ def audit_run(
     split: str | None = "test",
     size: int | None = None,
     layer: str | None = None,
+    target: Target = "predicted",
     settings: AuditSettings | None = None,
     explainers: Mapping[str, Explainer] | None = None,
     max_items: int | None = None,
@@ -203,6 +204,9 @@ def audit_run(
     for the label ``mask`` only: each label's maps explain that label's logit and are scored against its mask in
     ``out/labels/<label>/`` (a complete audit folder), and ``out/verdict.json`` (format
     :data:`LABELS_FORMAT`) gathers the verdict of every label.
+
+    ``target`` is the class a single-label model's maps explain: ``"predicted"`` (each image's predicted class) or
+    a class index (e.g. the lesion class, so that a missed lesion is still explained as a lesion).
 
     ``explainers`` adds a user's own methods (explainer objects, not registered) to the audit. A killed audit
     continues where it stopped when run again with the same arguments.
@@ -230,7 +234,10 @@ def audit_run(
         if mask not in masks:
             raise MedexplainError(f"`mask` {mask!r} is not in {data}; its masks: {', '.join(masks) or 'none'}",
                                   parameter="mask")  # fmt: skip
-        return _audit_target(out=out, mask=mask, target="predicted", **common)
+        return _audit_target(out=out, mask=mask, target=target, **common)
+    if target != "predicted":
+        raise MedexplainError(f"{model}: a multi-label model is audited per label; `target` {target!r} applies to "
+                              "single-label models only", parameter="target")  # fmt: skip
     labels = _audited_labels(network, config, dataset, data, mask)
     documents = {}
     for label, index in labels.items():
