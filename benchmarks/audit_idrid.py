@@ -43,6 +43,7 @@ from _headline import RESAMPLES, audit_benchmark_main, bootstrap_statistic, cell
 from audit_busi import audit_data
 from headline_idrid import cut_tiles, tile_row
 from medexplain.data.writers import write_manifest
+from medexplain.files import write_text
 from medexplain.metrics.classification import binary_auroc
 from medexplain.metrics.summary import bootstrap_interval
 from medexplain.workflows.audit import BASELINES, LOCALISATION, AuditSettings, audit_run, audit_scores
@@ -161,14 +162,18 @@ def tile_auroc(run_dir: Path, data: Path, seed: int) -> dict[str, Any]:
 
 def audit(run_dir: Path, data: Path, out: Path, methods: Sequence[str], preset: Preset, seed: int,
           device: str) -> tuple[dict[str, Any], float]:  # fmt: skip
-    """The audit's verdict document of the model in ``run_dir`` on ``data``'s test split, and seconds per tile."""
+    """The audit's verdict document of the model in ``run_dir`` on ``data``'s test split, and seconds per tile
+    (recorded in ``OUT.seconds.json`` when it ran, so that a rerun reusing the finished audit reports them)."""
     settings = AuditSettings(methods=tuple(methods), metrics=SHOWN, seed=seed, resamples=RESAMPLES,
                              method_params={"integrated-gradients": {"steps": preset.ig_steps}})  # fmt: skip
+    timing = out.with_name(out.name + ".seconds.json")
     started = time.perf_counter()
     document = audit_run(run_dir, data, out, mask="lesion", target=LESION_CLASS, settings=settings,
                          max_items=preset.audited_tiles, batch_size=BATCH, device=device, progress=False)  # fmt: skip
-    tiles = len(next(iter(audit_scores(out)["mask-auroc"].values())))
-    return document, (time.perf_counter() - started) / tiles
+    if not timing.is_file():
+        tiles = len(next(iter(audit_scores(out)["mask-auroc"].values())))
+        write_text(timing, json.dumps({"seconds_per_tile": (time.perf_counter() - started) / tiles}) + "\n")
+    return document, json.loads(timing.read_text())["seconds_per_tile"]
 
 
 def paired(scores: Mapping[str, Mapping[str, Mapping[str, float]]], ours: str, theirs: str, metric: str,
