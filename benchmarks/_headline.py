@@ -453,3 +453,57 @@ def compute_rows(bench: Benchmark, compute: Callable[[Row], Any]) -> list[Any]:
             results.append(compute(row))
             bar.advance(task)
     return results
+
+
+# ---- the audit benchmarks' command line ----------------------------------------------------------------------------
+
+
+def cpu_minutes() -> float:
+    """CPU minutes of this process and of the commands it ran."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (time.process_time() + children.ru_utime + children.ru_stime) / 60
+
+
+def audit_benchmark_main(
+    argv: Sequence[str] | None,
+    name: str,
+    description: str,
+    presets: Mapping[str, Any],
+    run_seed: Callable[[str, Any, int, str, Path], dict[str, Any]],
+    markdown: Callable[[Mapping[str, Any]], str],
+    header: Callable[[argparse.Namespace, float], str],
+    summary: Callable[[list[dict[str, Any]]], str] | None = None,
+) -> int:
+    """The command line of ``benchmarks/audit_NAME.py``: ``--size`` (a key of ``presets``), ``--seeds``, ``--device``,
+    ``--work`` (default ``runs/audit-NAME/SIZE``), ``--results``. Runs ``run_seed(size, preset, seed, device, work)``
+    per seed and prints ``markdown(result)``; writes ``WORK/audit_NAME.json``, ``WORK/table.md`` (``header(args,
+    wall-clock minutes)``, ``summary(results)`` of several seeds, then every seed's tables) and, with ``--results``,
+    that file's ``audit:NAME`` section."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--size", choices=list(presets), default="default", help="smoke (tests), default (CPU), "
+                        "full (a GPU)")  # fmt: skip
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (training, subsets, audit, bootstrap)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    parser.add_argument("--work", type=Path, help="folder for the data copy, models and audits (reused)")
+    parser.add_argument("--results", type=Path, help=f"markdown file whose 'audit:{name}' section gets the tables")
+    args = parser.parse_args(argv)
+    single_thread()
+    work = args.work or ROOT / "runs" / f"audit-{name}" / args.size
+    seeds = [int(s) for s in args.seeds.split(",")]
+    started = time.perf_counter()
+    results = []
+    for seed in seeds:
+        result = run_seed(args.size, presets[args.size], seed, args.device, work)
+        results.append(result)
+        print(markdown(result), flush=True)
+    across = summary(results) + "\n" if summary is not None and len(results) > 1 else ""
+    text = header(args, (time.perf_counter() - started) / 60) + across + "\n".join(markdown(r) for r in results)
+    write_text(work / f"audit_{name}.json", json.dumps({"size": args.size, "seeds": seeds, "results": results},
+                                                       indent=1) + "\n")  # fmt: skip
+    write_text(work / "table.md", text)
+    if args.results is not None:
+        write_section(args.results, f"audit:{name}", text)
+    return 0
+

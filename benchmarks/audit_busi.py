@@ -45,13 +45,12 @@ import torch
 from _headline import (
     DATA,
     RESAMPLES,
-    ROOT,
     Size,
+    audit_benchmark_main,
     bootstrap_statistic,
     cell,
+    cpu_minutes,
     device_name,
-    single_thread,
-    write_section,
     write_subset,
 )
 from medexplain.data.writers import write_manifest
@@ -63,7 +62,6 @@ from medexplain.workflows.audit import BASELINES, LOCALISATION, RANDOM_MODEL, ap
 from medexplain.workflows.explain import build_explainers
 
 CLASSES = ("normal", "benign", "malignant")
-SECTION = "audit:busi"
 DIFFERENCE_METRICS = ("mask-auroc", "pointing-game", "relevance-mass", "dice", "iou")
 SHOWN = ("mask-auroc", "pointing-game", "relevance-mass", "dice", "deletion-auc", "insertion-auc", "gini")
 
@@ -539,44 +537,16 @@ def run_seed(size_name: str, preset: Preset, seed: int, device: str, work: Path)
     }  # fmt: skip
 
 
-def cpu_minutes() -> float:
-    """CPU minutes of this process and of the commands it ran."""
-    import resource
-
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (time.process_time() + children.ru_utime + children.ru_stime) / 60
+def header(args: argparse.Namespace, minutes: float) -> str:
+    return (f"Preset `{args.size}`, seeds {args.seeds}{device_name(args.device) or ', device cpu'}, "
+            f"{torch.get_num_threads()} torch thread(s), {cpu_minutes():.1f} min CPU time (this run and its audit "
+            f"commands; work reused from the folder not counted); baselines {', '.join(BASELINES)} and every "
+            "method's maps on the randomised model.\n\n")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=list(PRESETS), default="default", help="smoke (tests), default (CPU), "
-                        "full (224 px, a GPU)")  # fmt: skip
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds (training, subsets, audit, bootstrap)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    parser.add_argument("--work", type=Path, help="folder for the data copy, models and audits (reused)")
-    parser.add_argument("--results", type=Path, help="markdown file whose 'audit:busi' section gets the tables")
-    args = parser.parse_args(argv)
-    single_thread()
-    preset = PRESETS[args.size]
-    work = args.work or ROOT / "runs" / "audit-busi" / args.size
-    seeds = [int(s) for s in args.seeds.split(",")]
-    results = []
-    for seed in seeds:
-        result = run_seed(args.size, preset, seed, args.device, work)
-        results.append(result)
-        print(markdown(result), flush=True)
-    header = (f"Preset `{args.size}`, seeds {args.seeds}{device_name(args.device) or ', device cpu'}, "
-              f"{torch.get_num_threads()} torch thread(s), {cpu_minutes():.1f} min CPU time (this run and its audit "
-              f"commands; work reused from the folder not counted); baselines {', '.join(BASELINES)} and every "
-              "method's maps on the randomised model.\n\n")  # fmt: skip
-    summary = seeds_summary(results) + "\n" if len(results) > 1 else ""
-    text = header + summary + "\n".join(markdown(r) for r in results)
-    write_text(work / "audit_busi.json", json.dumps({"size": args.size, "seeds": seeds, "results": results},
-                                                    indent=1) + "\n")  # fmt: skip
-    write_text(work / "table.md", text)
-    if args.results is not None:
-        write_section(args.results, SECTION, text)
-    return 0
+    return audit_benchmark_main(argv, "busi", __doc__.splitlines()[0], PRESETS, run_seed, markdown, header,
+                                seeds_summary)
 
 
 if __name__ == "__main__":

@@ -79,13 +79,18 @@ def rows(size: Size) -> list[Row]:
 
 
 def tiles(bench: Benchmark) -> list[dict[str, Any]]:
-    """Every tile as ``{"image": (3, s, s) uint8 array, "mask": (s, s) bool, "group": image id, "id"}``."""
+    """Every tile of the benchmark's size (see :func:`cut_tiles`)."""
     setup = setup_of(bench.size)
+    return cut_tiles(setup["images"], setup["tile"], bench.size.side)
+
+
+def cut_tiles(images: int | None, side: int, out_side: int) -> list[dict[str, Any]]:
+    """Every ``side`` x ``side`` tile of the first ``images`` images (None: all) resized to ``out_side`` (equal:
+    native resolution), as ``{"image": (3, s, s) uint8 array, "mask": (s, s) bool, "group": image id, "id"}``."""
     dataset = load_dataset(SOURCE)
-    resize = Resize(bench.size.side, mode="area", mask_mode="any")
-    side = setup["tile"]
+    resize = Resize(out_side, mode="area", mask_mode="any")
     result = []
-    for index in range(min(setup["images"], len(dataset))):
+    for index in range(len(dataset) if images is None else min(images, len(dataset))):
         sample = dataset[index]
         lesion = torch.clamp(sum(sample.masks[name] for name in LESIONS), max=1)
         height, width = sample.image.shape[1:]
@@ -100,6 +105,18 @@ def tiles(bench: Benchmark) -> list[dict[str, Any]]:
                     "id": f"{sample.meta['id']}_y{top}_x{left}",
                 })  # fmt: skip
     return result
+
+
+def tile_row(out: Path, tile: dict[str, Any], split: str) -> dict[str, Any]:
+    """Write ``tile``'s image and lesion mask as PNGs under ``out``; its manifest row in ``split``."""
+    return {
+        "image": write_file(out, f"images/{tile['id']}.png", png_bytes(np.moveaxis(tile["image"], 0, -1))),
+        "split": split,
+        "label": int(tile["mask"].any()),
+        "mask_lesion": write_file(out, f"masks/{tile['id']}.png", png_bytes(tile["mask"])),
+        "group": tile["group"],
+        "id": tile["id"],
+    }
 
 
 def write_folds(bench: Benchmark, all_tiles: list[dict[str, Any]]) -> list[Path]:
@@ -119,13 +136,7 @@ def write_folds(bench: Benchmark, all_tiles: list[dict[str, Any]]) -> list[Path]
         rows = []
         for t in all_tiles:
             split = "test" if t["group"] in set(test_groups) else "val" if t["group"] in val_groups else "train"
-            rows.append({
-                "image": write_file(out, f"images/{t['id']}.png", png_bytes(np.moveaxis(t["image"], 0, -1))),
-                "split": split,
-                "label": int(t["mask"].any()),
-                "mask_lesion": write_file(out, f"masks/{t['id']}.png", png_bytes(t["mask"])),
-                "group": t["group"],
-            })  # fmt: skip
+            rows.append(tile_row(out, t, split))
         write_manifest(out, rows)
     return folders
 

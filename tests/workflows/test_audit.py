@@ -18,8 +18,9 @@ from medexplain.cli import main
 from medexplain.data.writers import png_bytes, write_file, write_manifest
 from medexplain.explain import Explanation, create_explainer
 from medexplain.explain.targets import resolve_target
-from medexplain.models import create_model, save_run
+from medexplain.models import create_model, load, run_dataset, save_run
 from medexplain.workflows.audit import LOCALISATION, AuditSettings, audit_run
+from medexplain.workflows.explanations import load_explanations
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,29 @@ def test_relevance_on_the_image_frame_is_flagged_and_maps_in_proportion_are_not(
     assert border["baseline-constant"]["area_share"] == pytest.approx(1 - (18 / 24) ** 2)  # 3-pixel band of 24
     assert not border["baseline-constant"]["flagged"] and not border["oracle"]["flagged"]
     assert "border" not in _row(document, "oracle")["shortcuts"]
+
+
+def test_a_class_index_target_explains_that_class_of_every_image(audited, tmp_path: Path) -> None:
+    root, _ = audited
+    network, config = load(root / "run")
+    dataset = run_dataset(config, root / "data", "test")
+    x = torch.stack([dataset[i].image for i in range(len(dataset))])
+    with torch.no_grad():
+        predicted = network(x).argmax(1).tolist()
+    stored = json.loads((root / "out" / "explanations" / "index.json").read_text())  # the default: predicted
+    assert [np.ravel(item["targets"]).tolist() for item in stored["items"]] == [[p] for p in predicted]
+    settings = AuditSettings(methods=("saliency",), baselines=("baseline-constant",), randomised_model=False,
+                             metrics=("mask-auroc",), resamples=50)  # fmt: skip
+    saliency = create_explainer("saliency")
+    for target in (0, 1):
+        out = tmp_path / f"class{target}"
+        document = audit_run(root / "run", root / "data", out, target=target, settings=settings, progress=False)
+        assert document["target"] == target and document["explains"] == f"class {target}"  # a run without names
+        explained = load_explanations(out / "explanations")
+        assert all(item.targets == (target,) for item in explained.items)
+        for item in explained.items[:3]:
+            expected = saliency(network, x[item.index : item.index + 1], target).maps[0]
+            assert torch.allclose(explained.load(item, "saliency")[0], expected, atol=1e-6)
 
 
 def _affine() -> np.ndarray:

@@ -96,6 +96,7 @@ def test_each_label_is_explained_and_scored_against_its_own_mask(audited_labels)
     for label, index in (("bright", 0), ("dark", 1)):
         part = json.loads((root / "out" / "labels" / label / "verdict.json").read_text())
         assert part["mask"] == label and part["target"] == index
+        assert part["explains"] == f"label {label!r} (output {index})"
         assert _row(part, "finding-oracle")["localises"]["verdict"] == "pass", label
         assert document["labels"][label]["index"] == index
         assert document["labels"][label]["verdict"] == part["verdict"]

@@ -63,9 +63,9 @@ def audit_section(page: Page, component: Component) -> None:
 
 
 def _explained(document: dict) -> str:
-    """What the maps explain when it is not the predicted class: a multi-label model's label."""
-    target = document.get("target", "predicted")
-    return "" if target == "predicted" else f"; the maps explain label {document['mask']!r} (output {target})"
+    """What the maps explain when it is not the predicted class: a class, or a multi-label model's label."""
+    explains = document.get("explains", "the predicted class")
+    return "" if explains == "the predicted class" else f"; the maps explain {explains}"
 
 
 def _shortcuts(section, document: dict) -> None:

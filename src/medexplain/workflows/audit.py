@@ -188,6 +188,7 @@ def audit_run(
     split: str | None = "test",
     size: int | None = None,
     layer: str | None = None,
+    target: Target = "predicted",
     settings: AuditSettings | None = None,
     explainers: Mapping[str, Explainer] | None = None,
     max_items: int | None = None,
@@ -203,6 +204,9 @@ def audit_run(
     for the label ``mask`` only: each label's maps explain that label's logit and are scored against its mask in
     ``out/labels/<label>/`` (a complete audit folder), and ``out/verdict.json`` (format
     :data:`LABELS_FORMAT`) gathers the verdict of every label.
+
+    ``target`` is the class a single-label model's maps explain: ``"predicted"`` (each image's predicted class) or
+    a class index (e.g. the lesion class, so that a missed lesion is still explained as a lesion).
 
     ``explainers`` adds a user's own methods (explainer objects, not registered) to the audit. A killed audit
     continues where it stopped when run again with the same arguments.
@@ -230,7 +234,14 @@ def audit_run(
         if mask not in masks:
             raise MedexplainError(f"`mask` {mask!r} is not in {data}; its masks: {', '.join(masks) or 'none'}",
                                   parameter="mask")  # fmt: skip
-        return _audit_target(out=out, mask=mask, target="predicted", **common)
+        names = list(config.get("class_names") or [])
+        explains = "the predicted class" if target == "predicted" else \
+            f"class {names[target]!r} (output {target})" if isinstance(target, int) and target < len(names) else \
+            f"class {target}"  # fmt: skip
+        return _audit_target(out=out, mask=mask, target=target, explains=explains, **common)
+    if target != "predicted":
+        raise MedexplainError(f"{model}: a multi-label model is audited per label; `target` {target!r} applies to "
+                              "single-label models only", parameter="target")  # fmt: skip
     labels = _audited_labels(network, config, dataset, data, mask)
     documents = {}
     for label, index in labels.items():
@@ -238,7 +249,8 @@ def audit_run(
         for metric, defaults in _MULTI_LABEL_PARAMS.items():
             params[metric] = {**defaults, **params[metric]}
         common["settings"] = replace(settings, metric_params=params)
-        documents[label] = _audit_target(out=out / "labels" / label, mask=label, target=index, **common)
+        documents[label] = _audit_target(out=out / "labels" / label, mask=label, target=index,
+                                         explains=f"label {label!r} (output {index})", **common)  # fmt: skip
     document = _plain({
         "format": LABELS_FORMAT, "model": str(model), "data": str(data), "split": split,
         "labels": {label: {"index": labels[label], "folder": f"labels/{label}", "verdict": doc["verdict"],
@@ -276,11 +288,13 @@ def _audited_labels(
 
 def _audit_target(
     *, model: str | os.PathLike[str], network: torch.nn.Module, config: Mapping[str, Any], dataset: Any,
-    data: str | os.PathLike[str], out: Path, mask: str, target: Target, split: str | None, size: int | None,
+    data: str | os.PathLike[str], out: Path, mask: str, target: Target, explains: str, split: str | None,
+    size: int | None,
     layer: str | None, settings: AuditSettings, explainers: Mapping[str, Explainer] | None, max_items: int | None,
     batch_size: int, device: str, executor: Executor | None, progress: bool,
 ) -> dict[str, Any]:  # fmt: skip
-    """One audit: ``target`` (``"predicted"`` or a label's index) explained, scored against the ``mask`` masks."""
+    """One audit: ``target`` (``"predicted"``, a class or a label's index; ``explains`` says which in words)
+    explained, scored against the ``mask`` masks."""
     cam_layer = _cam_layer(network, config, layer)
     probe = dataset[0].image[None].to(device)
     params = method_params_for(config, list(config.get("method_params") or {}), settings.method_params)
@@ -318,7 +332,8 @@ def _audit_target(
                                       f"{PROPORTION} (1: relevance in proportion to the region's area)")  # fmt: skip
     document.update({
         "format": AUDIT_FORMAT, "model": str(model), "data": str(data), "split": split, "mask": mask,
-        "target": target, "size": size, "preprocessing": config.get("preprocessing", {}), "cam_layer": cam_layer,
+        "target": target, "explains": explains, "size": size, "preprocessing": config.get("preprocessing", {}),
+        "cam_layer": cam_layer,
         "not_applicable": {**skipped, **skipped_baselines}, "settings": _plain(asdict(settings)),
     })  # fmt: skip
     document = _plain(document)
