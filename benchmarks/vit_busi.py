@@ -9,7 +9,8 @@ and share of |relevance| in the lesion, mask AUROC, deletion AUC) beside the reg
 nothing of the model: a centred Gaussian prior (sigma a quarter of the side), uniform noise (seeded per image) and
 the image's edge magnitude.
 
-    python benchmarks/vit_busi.py [--smoke] [--seed K] [--row ROW]      (or: medexplain benchmark vit-busi ...)
+    python benchmarks/vit_busi.py [--size smoke|default] [--seed K] [--row ROW] [--device cpu|cuda]
+    (or: medexplain benchmark vit-busi ...)
 """
 
 from __future__ import annotations
