@@ -217,9 +217,11 @@ def accuracy(data: Path, model_dir: Path, seed: int, device: str) -> dict[str, t
 # ---- the audits: the command line ------------------------------------------------------------------------------
 
 
-def audit_data(data: Path, out: Path, count: int | None, seed: int) -> tuple[Path, int]:
+def audit_data(data: Path, out: Path, count: int | None, seed: int,
+               masks: Sequence[str] = ("mask_lesion",)) -> tuple[Path, int]:  # fmt: skip
     """A copy of ``data``'s training split (for the mean-mask prior) and of ``count`` benign or malignant test
-    images (a seeded permutation, class proportions kept; all when None); returns it and its test images."""
+    images (a seeded permutation, class proportions kept; all when None), with their ``masks`` columns; returns it
+    and its test images."""
     with (data / "manifest.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     lesions = [r for r in rows if r["split"] == "test" and int(r["label"]) > 0]
@@ -236,7 +238,7 @@ def audit_data(data: Path, out: Path, count: int | None, seed: int) -> tuple[Pat
     if not (out / "manifest.csv").is_file():
         chosen = [r for r in rows if r["split"] == "train"] + order
         for row in chosen:
-            for column in ("image", "mask_lesion"):
+            for column in ("image", *masks):
                 (out / row[column]).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(data / row[column], out / row[column])
         write_manifest(out, chosen)

@@ -160,15 +160,18 @@ def tile_auroc(run_dir: Path, data: Path, seed: int) -> dict[str, Any]:
 # ---- audits ------------------------------------------------------------------------------------------------------
 
 
-def audit(run_dir: Path, data: Path, out: Path, methods: Sequence[str], preset: Preset, seed: int,
-          device: str) -> tuple[dict[str, Any], float]:  # fmt: skip
-    """The audit's verdict document of the model in ``run_dir`` on ``data``'s test split, and seconds per tile
-    (recorded in ``OUT.seconds.json`` when it ran, so that a rerun reusing the finished audit reports them)."""
+def audit(run_dir: Path, data: Path, out: Path, methods: Sequence[str], preset: Preset, seed: int, device: str,
+          mask: str = "lesion", field_mask: str | None = None) -> tuple[dict[str, Any], float]:  # fmt: skip
+    """The audit's verdict document of the model in ``run_dir`` on ``data``'s test split (maps of the lesion class
+    scored against the ``mask`` masks; ``field_mask``: the shortcut check's field of view), and seconds per tile
+    (recorded in ``OUT.seconds.json`` when it ran, so that a rerun reusing the finished audit reports them).
+    ``preset``: any object with ``ig_steps`` and ``audited_tiles``."""
     settings = AuditSettings(methods=tuple(methods), metrics=SHOWN, seed=seed, resamples=RESAMPLES,
-                             method_params={"integrated-gradients": {"steps": preset.ig_steps}})  # fmt: skip
+                             method_params={"integrated-gradients": {"steps": preset.ig_steps}},
+                             field_mask=field_mask)  # fmt: skip
     timing = out.with_name(out.name + ".seconds.json")
     started = time.perf_counter()
-    document = audit_run(run_dir, data, out, mask="lesion", target=LESION_CLASS, settings=settings,
+    document = audit_run(run_dir, data, out, mask=mask, target=LESION_CLASS, settings=settings,
                          max_items=preset.audited_tiles, batch_size=BATCH, device=device, progress=False)  # fmt: skip
     if not timing.is_file():
         tiles = len(next(iter(audit_scores(out)["mask-auroc"].values())))

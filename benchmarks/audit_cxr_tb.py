@@ -1,0 +1,173 @@
+"""CXR-TB through the audit (issue 23): does a ResNet-18's relevance for tuberculosis lie inside the lungs, better
+than the baselines, and is there relevance outside the lungs out of proportion to their area (a shortcut)?
+
+1. ``cxr_lung_tb`` (Shenzhen + Montgomery chest X-rays, label 1 = TB) resized to the preset's side, splits as
+   shipped; its ``lung`` masks are an organ, not a lesion: "localises" here means "inside the lungs";
+2. a ResNet-18 (registered ``resnet18``, small width) trained with ``medexplain.train``; the epoch is chosen on
+   validation AUROC;
+3. test accuracy and AUROC (95 % bootstrap over test images);
+4. ``medexplain.workflows.audit.audit_run`` on the TB-positive test images, maps of the TB class (1) whatever the
+   prediction: Grad-CAM, LRP (epsilon-plus-flat), integrated gradients and saliency; localisation metrics against
+   the lung mask and Gini, the audit's baselines (constant, random, centre, prior = mean training lung mask,
+   edges) and every method on the randomised model; the verdict (localises: better than the best reference map on
+   most localisation metrics, paired Wilcoxon, Holm);
+5. the audit's shortcut check with the lungs as the field of view: the share of each map's positive relevance
+   outside the lungs against the area outside them (density ratio, flagged when its 95 % interval lies above 2),
+   and the image border.
+
+    python benchmarks/audit_cxr_tb.py [--size smoke|default|full] [--seeds 0] [--device cpu|cuda] [--work DIR]
+        [--results FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from _bagnet_runs import Config, run
+from _headline import (
+    DATA,
+    RESAMPLES,
+    Size,
+    audit_benchmark_main,
+    bootstrap_statistic,
+    cell,
+    cpu_minutes,
+    predict,
+    test_set,
+    write_subset,
+)
+from audit_busi import _shortcuts, audit_data
+from audit_idrid import BATCH, SHOWN, audit, rows_of, run_folder
+from medexplain.metrics.classification import binary_auroc
+
+TB_CLASS = 1
+METHODS = ("gradcam", "lrp-epsilon-plus-flat", "integrated-gradients", "saliency")
+FIELD = "lung"
+OUTSIDE = f"outside {FIELD}"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One size of the benchmark.
+
+    Attributes:
+        per_split: images per split (stratified, seeded 0; None: all 704).
+        side: image side in pixels.
+        epochs: training epochs (the best validation epoch is kept).
+        width: the ResNet-18's width (64: the published one).
+        audited_tiles: TB-positive test images audited (None: all).
+        ig_steps: integrated gradients' steps.
+    """
+
+    per_split: Mapping[str, int] | None
+    side: int
+    epochs: int
+    width: int
+    audited_tiles: int | None
+    ig_steps: int
+
+
+PRESETS = {
+    "smoke": Preset({"train": 24, "val": 12, "test": 12}, 32, 1, 8, None, 4),
+    "default": Preset(None, 128, 16, 16, None, 16),
+    "full": Preset(None, 224, 30, 64, None, 32),
+}
+"""``default`` fits one seed in about 15 min on one core of a shared 2-core CPU; ``full`` is meant for a GPU;
+``smoke`` (the tests) runs in seconds."""
+
+
+def config(preset: Preset) -> Config:
+    settings = {"epochs": preset.epochs, "batch_size": BATCH, "optimizer": "adamw", "lr": 1e-3,
+                "class_weights": "balanced", "monitor": "auroc", "model_args": {"width": preset.width}}  # fmt: skip
+    return Config(f"resnet18-w{preset.width}", "resnet18", settings)
+
+
+def test_accuracy(run_dir: Path, data: Path, seed: int) -> dict[str, Any]:
+    """Test accuracy and AUROC (TB against normal) with their bootstrap intervals over images."""
+    model, dataset = test_set(run_dir, data)
+    labels = dataset.labels.numpy()
+    probability = torch.from_numpy(predict(model, dataset)).softmax(1)[:, TB_CLASS].numpy()
+    return {
+        "accuracy": bootstrap_statistic(lambda y, p: float(np.mean((p > 0.5) == (y == TB_CLASS))), labels,
+                                        probability, seed=seed),
+        "auroc": bootstrap_statistic(lambda y, p: binary_auroc(y == TB_CLASS, p), labels, probability, seed=seed),
+        "images": len(labels), "positive": int((labels == TB_CLASS).sum()),
+    }  # fmt: skip
+
+
+def outside_lungs(document: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per map the shortcut check's entry for the region outside the lungs, and the regions it flags."""
+    checked = document["shortcuts"][OUTSIDE]
+    return {name: {**entry, "flags": _shortcuts(document, name)} for name, entry in checked.items()}
+
+
+def run_seed(size_name: str, preset: Preset, seed: int, device: str, work: Path) -> dict[str, Any]:
+    data = write_subset(DATA / "cxr_lung_tb", work / f"data-{preset.side}px", Size(preset.per_split, preset.side,
+                        preset.epochs), 0, masks=[FIELD], extra_columns=["source"])  # fmt: skip
+    chosen = config(preset)
+    validation = run(chosen, data, work / "runs", seed, split="val", progress=False, device=device)
+    run_dir = run_folder(work, chosen, seed)
+    best_epoch = json.loads((run_dir / "config.json").read_text())["metrics"]["best_epoch"]
+    audited, count = audit_data(data, work / f"audit-data-seed{seed}", None, seed, masks=(f"mask_{FIELD}",))
+    document, seconds = audit(run_dir, audited, work / f"audit-{chosen.name}-seed{seed}", METHODS, preset, seed,
+                              device, mask=FIELD, field_mask=FIELD)  # fmt: skip
+    return {
+        "seed": seed, "size": size_name, "preset": asdict(preset), "model": chosen.name,
+        "validation": {"auroc": validation["auroc"], "best_epoch": best_epoch, "epochs": preset.epochs},
+        "accuracy": test_accuracy(run_dir, data, seed), "audited_images": count,
+        "rows": rows_of(chosen.name, document, seconds), "outside_lungs": outside_lungs(document),
+        "command": f"python benchmarks/audit_cxr_tb.py --size {size_name} --seeds {seed} --device {device}",
+    }  # fmt: skip
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    """One seed's tables: accuracy, the audit with the share of relevance outside the lungs, the command."""
+    validation, accuracy, outside = result["validation"], result["accuracy"], result["outside_lungs"]
+    lines = [f"#### seed {result['seed']}", "",
+             f"Chosen on the validation split: epoch {validation['best_epoch']} of {validation['epochs']} (validation "
+             f"AUROC {validation['auroc']:.3f}).", "",
+             "| model | test images (TB) | test accuracy | test AUROC |", "|---|---|---|---|",
+             f"| {result['model']} | {accuracy['images']} ({accuracy['positive']}) | "
+             f"{cell(tuple(accuracy['accuracy']))} | {cell(tuple(accuracy['auroc']))} |", "",
+             f"Audit on {result['audited_images']} TB-positive test images (maps of the TB class) against the lung "
+             "mask; localises = significantly better than the best reference map (baselines and the methods' maps "
+             "on the randomised model) on k of n localisation metrics, pass when k > n/2; outside lungs: mean "
+             "share of the map's positive relevance outside the lungs / mean area outside them, density ratio "
+             "[95 % bootstrap]; flagged: the regions the shortcut check flags (ratio interval above 2):", "",
+             "| map | localises | " + " | ".join(SHOWN) + " | relevance outside lungs / area | density ratio | "
+             "flagged | s / image |", "|---" * (6 + len(SHOWN)) + "|"]  # fmt: skip
+    for row in result["rows"]:
+        cells = [cell(tuple(v) if v else None, 2) for v in row["metrics"].values()]
+        entry = outside.get(row["map"])
+        share = f"{entry['relevance_share']:.2f} / {entry['area_share']:.2f}" if entry else "n/a"
+        ratio = cell((entry["ratio"], *entry["ratio_ci"]), 2) if entry else "n/a"
+        lines.append(f"| {row['map']} | {row['localises']} | " + " | ".join(cells) + f" | {share} | {ratio} | "
+                     f"{entry['flags'] if entry else 'n/a'} | {cell(row['s / tile'], 2)} |")  # fmt: skip
+    lines += ["", "s / image: wall-clock seconds of the whole audit (methods, baselines, randomised model, scores, "
+              "shortcut check) per audited image.", "", "Command:", "", f"    {result['command']}"]
+    return "\n".join(lines) + "\n"
+
+
+def header(args: argparse.Namespace, minutes: float) -> str:
+    preset = PRESETS[args.size]
+    return (f"Preset `{args.size}` ({json.dumps(asdict(preset))}), seeds {args.seeds}, device {args.device}, "
+            f"{torch.get_num_threads()} torch thread(s), {minutes:.1f} min wall-clock, {cpu_minutes():.1f} min CPU "
+            f"time (work reused from the folder not counted). Intervals: 95 % bootstrap over test images "
+            f"({RESAMPLES} resamples).\n\n")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    return audit_benchmark_main(argv, "cxr-tb", __doc__.splitlines()[0], PRESETS, run_seed, markdown, header)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

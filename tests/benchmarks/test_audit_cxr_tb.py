@@ -1,0 +1,91 @@
+"""The CXR-TB audit benchmark (issue 23) at its smoke size, on the real chest X-rays: the audit explains the TB
+class of the TB-positive test images only, against the lung masks of the resized copy; the share of relevance
+outside the lungs is the one recomputed from the stored maps; and the tables have the format recorded in
+RESULTS.md."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import audit_cxr_tb  # noqa: E402
+from medexplain.workflows.audit import BASELINES  # noqa: E402
+from medexplain.workflows.explanations import load_explanations  # noqa: E402
+
+VERDICT = re.compile(r"^(pass|fail) \(\d/5\)$")
+SHARE = re.compile(r"^\d\.\d\d / \d\.\d\d$")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[Path, dict]:
+    work = tmp_path_factory.mktemp("audit-cxr-tb")
+    assert audit_cxr_tb.main(["--size", "smoke", "--work", str(work)]) == 0
+    [result] = json.loads((work / "audit_cxr-tb.json").read_text())["results"]
+    return work, result
+
+
+def _manifest(folder: Path) -> list[dict[str, str]]:
+    with (folder / "manifest.csv").open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_the_audit_explains_the_tb_class_of_tb_positive_test_images(smoke) -> None:
+    work, result = smoke
+    tests = [row for row in _manifest(work / "data-32px") if row["split"] == "test"]
+    positive = sorted(row["id"] for row in tests if row["label"] == "1")
+    assert 0 < len(positive) < len(tests) == 12
+    index = json.loads((work / f"audit-{result['model']}-seed0" / "explanations" / "index.json").read_text())
+    assert sorted(item["id"] for item in index["items"]) == positive and result["audited_images"] == len(positive)
+    for item in index["items"]:
+        assert np.ravel(item["targets"]).tolist() == [audit_cxr_tb.TB_CLASS] and item["label"] == 1
+
+
+def test_the_share_outside_the_lungs_is_that_of_the_stored_maps(smoke) -> None:
+    work, result = smoke
+    audited = work / "audit-data-seed0"
+    lungs = {row["id"]: np.asarray(Image.open(audited / row["mask_lung"])) > 0 for row in _manifest(audited)}
+    stored = load_explanations(work / f"audit-{result['model']}-seed0" / "explanations")
+    for method in audit_cxr_tb.METHODS:
+        shares, areas = [], []
+        for item in stored.items:
+            relevance = np.clip(stored.load(item, method)[0].double().numpy(), 0, None)
+            outside = ~lungs[item.id]
+            if relevance.sum() > 0:  # a map without positive relevance has no share and is left out
+                shares.append(relevance[outside].sum() / relevance.sum())
+                areas.append(outside.mean())
+        entry = result["outside_lungs"][method]
+        assert entry["area_share"] == pytest.approx(np.mean(areas))
+        assert entry["relevance_share"] == pytest.approx(np.mean(shares))
+        assert 0 < entry["area_share"] < 1
+
+
+def test_the_tables_have_the_recorded_format(smoke) -> None:
+    work, result = smoke
+    table = (work / "table.md").read_text()
+    recorded = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    section = recorded[recorded.index("<!-- audit:cxr-tb -->") : recorded.index("<!-- /audit:cxr-tb -->")]
+    headers = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line
+               and line.split("|")[1].strip() in ("model", "map")]  # fmt: skip
+    assert len(headers) == 2 and all(header in section for header in headers)
+    rows = {row["map"]: row for row in result["rows"]}
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines() if line.startswith("| ")]
+    lines = {row[0]: row[1:] for row in cells if row[0] in rows}
+    for method in audit_cxr_tb.METHODS:
+        assert VERDICT.match(rows[method]["localises"]), rows[method]
+        assert rows[f"{method} (random model)"]["localises"] == "baseline"
+        assert SHARE.match(lines[method][-4]) and lines[f"{method} (random model)"][-4] == "n/a"
+    assert all(rows[baseline]["localises"] == "baseline" for baseline in BASELINES)
+    for interval in (result["accuracy"]["accuracy"], result["accuracy"]["auroc"]):
+        estimate, low, high = interval
+        assert 0 <= low <= estimate <= high <= 1
+    assert "    python benchmarks/audit_cxr_tb.py --size smoke --seeds 0 --device cpu" in table
