@@ -23,7 +23,7 @@ from medexplain.workflows.audit import BASELINES  # noqa: E402
 from medexplain.workflows.explanations import load_explanations  # noqa: E402
 
 VERDICT = re.compile(r"^(pass|fail) \(\d/5\)$")
-SHARE = re.compile(r"^\d\.\d\d / \d\.\d\d$")
+SHARE = re.compile(r"^\d\.\d\d \[\d\.\d\d, \d\.\d\d\] / \d\.\d\d$")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,8 @@ def test_the_share_outside_the_lungs_is_that_of_the_stored_maps(smoke) -> None:
                 areas.append(outside.mean())
         entry = result["outside_lungs"][method]
         assert entry["area_share"] == pytest.approx(np.mean(areas))
-        assert entry["relevance_share"] == pytest.approx(np.mean(shares))
+        assert entry["relevance_share"] == pytest.approx(np.mean(shares)) == pytest.approx(entry["share_ci"][0])
+        assert entry["share_ci"][1] <= entry["relevance_share"] <= entry["share_ci"][2]
         assert 0 < entry["area_share"] < 1
 
 
