@@ -5,7 +5,6 @@ RESULTS.md."""
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import sys
@@ -19,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import audit_cxr_tb  # noqa: E402
+from medexplain.data.manifest import read_manifest  # noqa: E402
 from medexplain.workflows.audit import BASELINES  # noqa: E402
 from medexplain.workflows.explanations import load_explanations  # noqa: E402
 
@@ -34,15 +34,10 @@ def smoke(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[
     return work, result
 
 
-def _manifest(folder: Path) -> list[dict[str, str]]:
-    with (folder / "manifest.csv").open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
 def test_the_audit_explains_the_tb_class_of_tb_positive_test_images(smoke) -> None:
     work, result = smoke
-    tests = [row for row in _manifest(work / "data-32px") if row["split"] == "test"]
-    positive = sorted(row["id"] for row in tests if row["label"] == "1")
+    tests = [row for row in read_manifest(work / "data-32px").rows if row.split == "test"]
+    positive = sorted(row.meta["id"] for row in tests if row.label == 1)
     assert 0 < len(positive) < len(tests) == 12
     index = json.loads((work / f"audit-{result['model']}-seed0" / "explanations" / "index.json").read_text())
     assert sorted(item["id"] for item in index["items"]) == positive and result["audited_images"] == len(positive)
@@ -52,8 +47,8 @@ def test_the_audit_explains_the_tb_class_of_tb_positive_test_images(smoke) -> No
 
 def test_the_share_outside_the_lungs_is_that_of_the_stored_maps(smoke) -> None:
     work, result = smoke
-    audited = work / "audit-data-seed0"
-    lungs = {row["id"]: np.asarray(Image.open(audited / row["mask_lung"])) > 0 for row in _manifest(audited)}
+    rows = read_manifest(work / "audit-data-seed0").rows
+    lungs = {row.meta["id"]: np.asarray(Image.open(row.masks["lung"])) > 0 for row in rows}
     stored = load_explanations(work / f"audit-{result['model']}-seed0" / "explanations")
     for method in audit_cxr_tb.METHODS:
         shares, areas = [], []
