@@ -94,7 +94,7 @@ def config(preset: Preset) -> Config:
     return Config(f"resnet18-w{preset.width}", "resnet18", settings)
 
 
-def test_accuracy(run_dir: Path, data: Path, seed: int) -> dict[str, Any]:
+def accuracy_on_test(run_dir: Path, data: Path, seed: int) -> dict[str, Any]:
     """Test accuracy and AUROC (TB against normal) with their bootstrap intervals over images."""
     model, dataset = test_set(run_dir, data)
     labels = dataset.labels.numpy()
@@ -137,7 +137,7 @@ def run_seed(size_name: str, preset: Preset, seed: int, device: str, work: Path)
     return {
         "seed": seed, "size": size_name, "preset": asdict(preset), "model": chosen.name,
         "validation": {"auroc": validation["auroc"], "best_epoch": best_epoch, "epochs": preset.epochs},
-        "accuracy": test_accuracy(run_dir, data, seed), "audited_images": count,
+        "accuracy": accuracy_on_test(run_dir, data, seed), "audited_images": count,
         "rows": rows_of(chosen.name, document, seconds),
         "outside_lungs": outside_lungs(document, folder, run_dir, audited, seed),
         "command": f"python benchmarks/audit_cxr_tb.py --size {size_name} --seeds {seed} --device {device}",
