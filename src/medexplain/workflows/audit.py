@@ -242,13 +242,13 @@ def audit_run(
     if target != "predicted":
         raise MedexplainError(f"{model}: a multi-label model is audited per label; `target` {target!r} applies to "
                               "single-label models only", parameter="target")  # fmt: skip
-    labels = _audited_labels(network, config, dataset, data, mask)
+    labels = _audited_labels(network, config, dataset, data, mask, device)
+    params = {metric: dict(values) for metric, values in settings.metric_params.items()}
+    for metric, defaults in _MULTI_LABEL_PARAMS.items():
+        params[metric] = {**defaults, **params.get(metric, {})}
+    common["settings"] = replace(settings, metric_params=params)
     documents = {}
     for label, index in labels.items():
-        params = {**_MULTI_LABEL_PARAMS, **{k: dict(v) for k, v in settings.metric_params.items()}}
-        for metric, defaults in _MULTI_LABEL_PARAMS.items():
-            params[metric] = {**defaults, **params[metric]}
-        common["settings"] = replace(settings, metric_params=params)
         documents[label] = _audit_target(out=out / "labels" / label, mask=label, target=index,
                                          explains=f"label {label!r} (output {index})", **common)  # fmt: skip
     document = _plain({
@@ -263,12 +263,12 @@ def audit_run(
 
 def _audited_labels(
     network: torch.nn.Module, config: Mapping[str, Any], dataset: Any, data: str | os.PathLike[str],
-    mask: str | None,
+    mask: str | None, device: str,
 ) -> dict[str, int]:  # fmt: skip
     """``{label: output index}`` of a multi-label model's labels that have a mask of their name (or ``mask``)."""
     names = list(config.get("label_names") or config.get("class_names") or dataset.label_names)
     with torch.no_grad():
-        outputs = int(network(dataset[0].image[None].to(next(network.parameters()).device)).shape[1])
+        outputs = int(network(dataset[0].image[None].to(device)).shape[1])
     if len(names) != outputs:
         raise MedexplainError(f"{data}: the model has {outputs} outputs but {len(names)} label names "
                               f"({', '.join(names) or 'none'}); name them in the card's classes")  # fmt: skip
