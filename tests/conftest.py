@@ -1,4 +1,5 @@
-"""Shared test set-up: the torchvision stub for reference libraries, the shared datasets, seeding."""
+"""Shared test set-up: the torchvision stub for reference libraries, the benchmark scripts on the import path, the
+shared datasets, seeding."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 # Zennit, Quantus and pytorch-grad-cam import torchvision at import time; they are test references only.
 if importlib.util.find_spec("torchvision") is None:
     sys.path.insert(0, str(ROOT / "tests" / "stubs"))
+
+# The benchmark scripts (benchmarks/*.py) are imported by the tests that rerun their smoke sizes.
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 torch.set_num_threads(1)
 

@@ -9,17 +9,14 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
 
+import audit_busi
 from medexplain.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import audit_busi  # noqa: E402
 
 LAYERLESS = {"saliency", "integrated-gradients"}  # the smoke preset's methods that need no named layer
 CAM_AND_LRP = {"gradcam", "lrp-epsilon-plus-flat"}

@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import audit_cxr_tb
+from medexplain.data.manifest import read_manifest
+from medexplain.workflows.audit import BASELINES
+from medexplain.workflows.explanations import load_explanations
 
-import audit_cxr_tb  # noqa: E402
-from medexplain.data.manifest import read_manifest  # noqa: E402
-from medexplain.workflows.audit import BASELINES  # noqa: E402
-from medexplain.workflows.explanations import load_explanations  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 VERDICT = re.compile(r"^(pass|fail) \(\d/5\)$")
 SHARE = re.compile(r"^\d\.\d\d \[\d\.\d\d, \d\.\d\d\] / \d\.\d\d$")

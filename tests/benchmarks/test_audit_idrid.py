@@ -8,18 +8,16 @@ from __future__ import annotations
 import csv
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import audit_idrid
+from medexplain.workflows.audit import BASELINES, audit_scores
 
-import audit_idrid  # noqa: E402
-from medexplain.workflows.audit import BASELINES, audit_scores  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 INTERVAL = re.compile(r"^-?\d\.\d\d\d \[-?\d\.\d\d\d, -?\d\.\d\d\d\]$")
 VERDICT = re.compile(r"^(pass|fail) \(\d/5\)$")

@@ -14,19 +14,16 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
 
+from _headline import Benchmark, Row, Size, parse, write_section
 from medexplain.cli import main
 from medexplain.cli.benchmark import BENCHMARKS, benchmarks_folder, script_arguments
 from medexplain.errors import MedexplainError
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from _headline import Benchmark, Row, Size, parse, write_section  # noqa: E402
 
 TIMINGS = ("s / image", "s / tile")
 ROWS = ("resnet18-lrp", "bagnet-sparse")

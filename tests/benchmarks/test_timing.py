@@ -3,14 +3,10 @@ with a fake device API, since the tests never need a GPU)."""
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from _timing import timed
 

@@ -5,14 +5,9 @@ trajectory passes; a model that learnt nothing would fail."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from medexplain.data.synth import blobs
 from vit_lesions_3d import SIZE, TEST, scores, train_on_blobs

@@ -4,6 +4,7 @@ labels; a map that marks the other label's finding fails for both."""
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass, field
 from html import escape
@@ -110,9 +111,8 @@ def test_each_label_is_explained_and_scored_against_its_own_mask(audited_labels)
 def test_a_label_without_its_finding_is_left_out_of_localisation(audited_labels) -> None:
     root, _ = audited_labels
     part = json.loads((root / "out" / "labels" / "dark" / "verdict.json").read_text())
-    manifest = (root / "data" / "manifest.csv").read_text().splitlines()
-    header = manifest[0].split(",")
-    rows = [dict(zip(header, line.split(","), strict=True)) for line in manifest[1:]]
+    with (root / "data" / "manifest.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
     with_dark = sum(row["split"] == "test" and row["label_dark"] == "1" for row in rows)
     pointing = _row(part, "finding-oracle")["metrics"]["pointing-game"]
     assert pointing["n"] == with_dark and pointing["excluded"] == 20 - with_dark
