@@ -4,6 +4,7 @@ baseline audited as a method does not beat itself, a map that ignores the model 
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,54 @@ def test_a_class_index_target_explains_that_class_of_every_image(audited, tmp_pa
         for item in explained.items[:3]:
             expected = saliency(network, x[item.index : item.index + 1], target).maps[0]
             assert torch.allclose(explained.load(item, "saliency")[0], expected, atol=1e-6)
+
+
+def _without_masks(folder: Path) -> Path:
+    """The lesion test data with the mask column dropped from its manifest (a user's data without annotations)."""
+    data = write_lesions(folder)
+    with (data / "manifest.csv").open(newline="", encoding="utf-8") as handle:
+        rows = [{k: v for k, v in row.items() if k != "mask_lesion"} for row in csv.DictReader(handle)]
+    write_manifest(data, rows)
+    return data
+
+
+def test_a_dataset_without_masks_is_audited_on_everything_but_localisation(audited, tmp_path: Path, capsys) -> None:
+    """Without masks: the same faithfulness and randomisation scores as the audit with masks, the shortcut check,
+    no localisation (n/a, recorded why), the ranking by deletion AUC; CLI and report say so."""
+    from medexplain.report import build_report
+    from medexplain.workflows.audit import audit_scores
+
+    root, masked = audited
+    data = _without_masks(tmp_path / "data")
+    own = {"oracle": LesionOracle(), "frame": FrameShortcut(), "centre-as-method": create_explainer("baseline-centre"),
+           "edges-as-method": create_explainer("baseline-edges")}  # fmt: skip
+    settings = AuditSettings(methods=("saliency",), metrics=(*LOCALISATION, "deletion-auc", "model-randomisation"),
+                             metric_params={"model-randomisation": {"layers": 2}}, resamples=200)  # fmt: skip
+    out = tmp_path / "out"
+    document = audit_run(root / "run", data, out, settings=settings, explainers=own, batch_size=8, progress=False)
+    assert document["mask"] is None and document["rules"]["primary"] == "deletion-auc"
+    assert set(document["not_applicable"]) >= {*LOCALISATION, "baseline-prior"}
+    assert not any(c["metric"] in LOCALISATION for c in document["comparisons"])
+    assert all(row["localises"]["verdict"] == "n/a" for row in document["verdict"])
+    ours, theirs = audit_scores(out), audit_scores(root / "out")
+    assert set(ours) == {"deletion-auc", "model-randomisation"}
+    for metric in ours:
+        for method, per_image in ours[metric].items():
+            assert per_image == pytest.approx(theirs[metric][method], nan_ok=True), (metric, method)
+    unadjusted = {(c["method"], c["metric"]): c["p"] for c in masked["comparisons"]}
+    assert all(c["p"] == pytest.approx(unadjusted[c["method"], c["metric"]]) for c in document["comparisons"])
+    assert _row(document, "frame")["shortcuts"] == ["border"] and _row(document, "oracle")["shortcuts"] == []
+    assert _row(document, "edges-as-method")["randomisation"]["verdict"] == "fail"
+    passes = {row["method"]: sum(row[k]["verdict"] == "pass" for k in ("faithful", "randomisation"))
+              for row in document["verdict"]}  # fmt: skip
+    deletion = {row["method"]: row["metrics"]["deletion-auc"]["mean"] for row in document["verdict"]}
+    assert document["ranking"] == sorted(deletion, key=lambda m: (-passes[m], deletion[m]))
+    assert "without masks" in build_report(out).read_text(encoding="utf-8")
+    code = main(["audit", "--model", str(root / "run"), "--data", str(data), "--out", str(tmp_path / "cli"),
+                 "--methods", "saliency", "--metrics", "deletion-auc,gini", "--resamples", "50", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "no masks: localisation not assessed" in printed
+    assert "baseline-prior: not applicable" in printed
 
 
 def _affine() -> np.ndarray:

@@ -21,7 +21,7 @@ from medexplain.explain import Explanation
 from medexplain.explain.targets import resolve_target
 from medexplain.metrics.faithfulness import perturbation_curve
 from medexplain.models import create_model
-from medexplain.workflows.audit import LABELS_FORMAT, LOCALISATION, AuditSettings, audit_run
+from medexplain.workflows.audit import LABELS_FORMAT, LOCALISATION, AuditSettings, audit_run, audit_scores
 
 BRIGHT, DARK = 3.0, -3.0
 
@@ -127,6 +127,28 @@ def test_deletion_of_a_label_follows_its_sigmoid() -> None:
               for output in ("logit", "sigmoid", "probability")}  # fmt: skip
     torch.testing.assert_close(curves["sigmoid"], curves["logit"].sigmoid())
     assert not torch.allclose(curves["sigmoid"], curves["probability"])  # the softmax would mix the labels
+
+
+def test_labels_without_masks_are_each_audited_on_their_own_sigmoid(audited_labels, tmp_path: Path) -> None:
+    """No masks: every label is audited (no localisation), its deletion scores the same as with masks."""
+    root, _ = audited_labels
+    data = write_findings(tmp_path / "data")
+    with (data / "manifest.csv").open(newline="") as handle:
+        rows = [{k: v for k, v in row.items() if not k.startswith("mask_")} for row in csv.DictReader(handle)]
+    write_manifest(data, rows)
+    settings = AuditSettings(methods=("saliency",), metrics=(*LOCALISATION, "deletion-auc"), resamples=200)
+    document = audit_run(root / "card.json", data, tmp_path / "out", settings=settings,
+                         explainers={"finding-oracle": FindingOracle()}, batch_size=8, progress=False)  # fmt: skip
+    assert set(document["labels"]) == {"bright", "dark"}
+    for label in ("bright", "dark"):
+        part = json.loads((tmp_path / "out" / "labels" / label / "verdict.json").read_text())
+        assert part["mask"] is None and set(part["not_applicable"]) >= set(LOCALISATION)
+        assert all(row["localises"]["verdict"] == "n/a" for row in part["verdict"])
+        ours, theirs = (audit_scores(folder / "labels" / label)["deletion-auc"] for folder in (tmp_path / "out",
+                                                                                              root / "out"))
+        assert set(ours) == set(theirs) - {"baseline-prior", "swapped-oracle", "swapped-oracle (random model)"}
+        for method in ours:
+            assert ours[method] == pytest.approx(theirs[method]), (label, method)
 
 
 def test_a_mask_that_is_no_label_is_one_line(tmp_path: Path, capsys) -> None:

@@ -1,4 +1,4 @@
-"""``medexplain audit``: a model and a dataset with masks in, every explanation ranked against baselines, a verdict.
+"""``medexplain audit``: a model and a dataset (masks optional) in, every explanation ranked against baselines.
 
 The model is a run folder, a model card (JSON), or described by flags (``--architecture`` and ``--weights``, or
 ``--torchscript``), which are written as ``OUT.card.json`` beside the output and used as a card.
@@ -14,7 +14,8 @@ import typer
 from medexplain.cli.common import MAX_MEMORY_HELP, engine_options, json_object, parse_bytes
 from medexplain.errors import MedexplainError
 
-_DATA = typer.Option(..., "--data", help="Dataset folder with manifest.csv and mask_<name> columns.")
+_DATA = typer.Option(..., "--data", help="Dataset folder with manifest.csv (and mask_<name> columns to localise "
+                     "against).")
 _OUT = typer.Option(..., "--out", help="Output folder (an interrupted audit is continued).")
 
 
@@ -112,7 +113,8 @@ def audit_command(
         for label, part in document["labels"].items():
             _echo_verdict(out / part["folder"], f"label {label!r}, {document['split']} split", part)
     else:
-        _echo_verdict(out, f"{document['mask']} masks, {document['split']} split", document)
+        masks = f"{document['mask']} masks" if document["mask"] else "no masks: localisation not assessed"
+        _echo_verdict(out, f"{masks}, {document['split']} split", document)
 
 
 def _echo_verdict(folder: Path, what: str, document: dict) -> None:

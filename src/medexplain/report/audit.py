@@ -32,8 +32,8 @@ def audit_section(page: Page, component: Component) -> None:
     title = f"Verdict: which explanation can be trusted ({component.name})"
     section = page.section(f"audit-{anchor(component)}", title)
     section.paragraph(
-        f"Model {document['model']} on {document['data']} ({document['split']} split), against the "
-        f"{document['mask']!r} masks{_explained(document)}. Each method is compared with every baseline on the "
+        f"Model {document['model']} on {document['data']} ({document['split']} split), {_against(document)}"
+        f"{_explained(document)}. Each method is compared with every baseline on the "
         f"same images ({document['rules']['test']}-corrected, alpha {document['rules']['alpha']}): localises = "
         f"{document['rules']['localises']}; faithful = {document['rules']['faithful']}; passes randomisation = "
         f"{document['rules']['randomisation']}. Methods in ranking order."
@@ -60,6 +60,12 @@ def audit_section(page: Page, component: Component) -> None:
         section.table(["baseline", *metrics],
                       [[name, *(values.get(m, {}).get("mean", math.nan) for m in metrics)]
                        for name, values in baselines.items()])  # fmt: skip
+
+
+def _against(document: dict) -> str:
+    if document["mask"] is None:
+        return "without masks (nothing to localise against: faithfulness, randomisation and shortcuts only)"
+    return f"against the {document['mask']!r} masks"
 
 
 def _explained(document: dict) -> str:

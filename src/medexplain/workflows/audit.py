@@ -1,5 +1,5 @@
-"""The audit: a model and a dataset with masks in, every applicable explanation scored against baselines, one
-verdict out.
+"""The audit: a model and a dataset (with masks, or without: then no localisation) in, every applicable
+explanation scored against baselines, one verdict out.
 
 A score means nothing alone: a Gaussian blob at the image centre may point at lesions more often than Grad-CAM.
 The audit explains the model with every method its layers allow, and computes reference maps that know nothing of
@@ -72,6 +72,7 @@ OTHERS = ("max-sensitivity", "gini", "model-randomisation")
 BASELINES = ("baseline-constant", "baseline-random", "baseline-centre", "baseline-prior", "baseline-edges")
 RANDOMISATION_LIMIT = 0.5
 PRIMARY = "mask-auroc"
+FALLBACK = "deletion-auc"
 AFFORDABLE = {"max-sensitivity": {"samples": 5}, "model-randomisation": {"layers": 3},
               "faithfulness-correlation": {"runs": 50}}  # fmt: skip
 """The audit's metric parameters: 5 noise draws, the top 3 layers re-drawn, 50 random subsets."""
@@ -200,6 +201,9 @@ def audit_run(
     """Audit the model ``model`` (a run folder or a model card) on ``split`` of ``data`` against its ``mask`` masks
     and write ``out`` (see the module docstring); returns the verdict document.
 
+    A dataset without masks is audited without localisation: the metrics and baselines that need masks are listed
+    as not applicable, ``localises`` is ``"n/a"``, and the ranking falls back to faithfulness (deletion AUC).
+
     A multi-label (sigmoid) model is audited once per label that has a mask of its own name (``mask_<label>``), or
     for the label ``mask`` only: each label's maps explain that label's logit and are scored against its mask in
     ``out/labels/<label>/`` (a complete audit folder), and ``out/verdict.json`` (format
@@ -231,7 +235,7 @@ def audit_run(
               "progress": progress}  # fmt: skip
     if config.get("task") != "bce":
         mask = mask or (masks[0] if masks else None)
-        if mask not in masks:
+        if mask is not None and mask not in masks:
             raise MedexplainError(f"`mask` {mask!r} is not in {data}; its masks: {', '.join(masks) or 'none'}",
                                   parameter="mask")  # fmt: skip
         names = list(config.get("class_names") or [])
@@ -249,7 +253,8 @@ def audit_run(
     common["settings"] = replace(settings, metric_params=params)
     documents = {}
     for label, index in labels.items():
-        documents[label] = _audit_target(out=out / "labels" / label, mask=label, target=index,
+        documents[label] = _audit_target(out=out / "labels" / label, mask=label if dataset.mask_names else None,
+                                         target=index,
                                          explains=f"label {label!r} (output {index})", **common)  # fmt: skip
     document = _plain({
         "format": LABELS_FORMAT, "model": str(model), "data": str(data), "split": split,
@@ -276,7 +281,7 @@ def _audited_labels(
     if mask is not None and mask not in names:
         raise MedexplainError(f"`mask` {mask!r} is not one of the model's labels ({', '.join(names)}); a multi-label "
                               "model is audited per label against mask_<label>", parameter="mask")  # fmt: skip
-    labels = {name: index for index, name in enumerate(names) if name in masks and mask in (None, name)}
+    labels = {name: index for index, name in enumerate(names) if (name in masks or not masks) and mask in (None, name)}
     if not labels:
         raise MedexplainError(f"{data}: no label of the model has a mask of its name (labels: {', '.join(names)}; "
                               f"masks: {', '.join(masks) or 'none'}); add mask_<label> columns")  # fmt: skip
@@ -288,13 +293,18 @@ def _audited_labels(
 
 def _audit_target(
     *, model: str | os.PathLike[str], network: torch.nn.Module, config: Mapping[str, Any], dataset: Any,
-    data: str | os.PathLike[str], out: Path, mask: str, target: Target, explains: str, split: str | None,
+    data: str | os.PathLike[str], out: Path, mask: str | None, target: Target, explains: str, split: str | None,
     size: int | None,
     layer: str | None, settings: AuditSettings, explainers: Mapping[str, Explainer] | None, max_items: int | None,
     batch_size: int, device: str, executor: Executor | None, progress: bool,
 ) -> dict[str, Any]:  # fmt: skip
     """One audit: ``target`` (``"predicted"``, a class or a label's index; ``explains`` says which in words)
-    explained, scored against the ``mask`` masks."""
+    explained, scored against the ``mask`` masks (None: a dataset without masks, audited without localisation)."""
+    if mask is None:
+        unmasked = {m: f"{data} has no masks" for m in settings.metrics if metric_info(m).needs_mask}
+        settings = replace(settings, metrics=tuple(m for m in settings.metrics if m not in unmasked))
+    else:
+        unmasked = {}
     cam_layer = _cam_layer(network, config, layer)
     probe = dataset[0].image[None].to(device)
     params = method_params_for(config, list(config.get("method_params") or {}), settings.method_params)
@@ -334,7 +344,7 @@ def _audit_target(
         "format": AUDIT_FORMAT, "model": str(model), "data": str(data), "split": split, "mask": mask,
         "target": target, "explains": explains, "size": size, "preprocessing": config.get("preprocessing", {}),
         "cam_layer": cam_layer,
-        "not_applicable": {**skipped, **skipped_baselines}, "settings": _plain(asdict(settings)),
+        "not_applicable": {**skipped, **skipped_baselines, **unmasked}, "settings": _plain(asdict(settings)),
     })  # fmt: skip
     document = _plain(document)
     write_text(out / VERDICT_FILE, json.dumps(document, indent=1, allow_nan=False) + "\n")
@@ -342,14 +352,17 @@ def _audit_target(
 
 
 def baseline_explainers(
-    settings: AuditSettings, config: Mapping[str, Any], data: str | os.PathLike[str], mask: str, size: int | None,
+    settings: AuditSettings, config: Mapping[str, Any], data: str | os.PathLike[str], mask: str | None,
+    size: int | None,
     spatial: tuple[int, ...],
 ) -> tuple[dict[str, Explainer], dict[str, str]]:  # fmt: skip
     """The baselines of ``settings`` as explainers (``baseline-prior``: the mean training mask of ``mask`` at the
     test images' ``spatial`` size), and the reasons of those that cannot be built."""
     baselines, skipped = {}, {}
     for name in settings.baselines:
-        if name == "baseline-prior":
+        if name == "baseline-prior" and mask is None:
+            skipped[name] = f"{data} has no masks to average"
+        elif name == "baseline-prior":
             try:
                 prior = mean_training_mask(config, data, mask, size)
             except MedexplainError as error:
@@ -426,7 +439,9 @@ def verdict(out: Path, settings: AuditSettings, methods: Sequence[str], baseline
         })  # fmt: skip
     passes = {row["method"]: sum(row[k]["verdict"] == "pass" for k in ("localises", "faithful", "randomisation"))
               for row in table}  # fmt: skip
-    primary = {row["method"]: row["metrics"].get(PRIMARY, {}).get("mean", -math.inf) for row in table}
+    primary_metric = PRIMARY if PRIMARY in scores else FALLBACK
+    sign = 1 if metric_info(primary_metric).higher_is_better else -1
+    primary = {row["method"]: sign * row["metrics"].get(primary_metric, {}).get("mean", math.nan) for row in table}
     ranking = sorted(methods, key=lambda m: (-passes[m], -_finite(primary[m])))
     reference_rows = {b: {m: _interval(scores[m][b], settings) for m in scores if b in scores[m]} for b in references}
     return {"verdict": table, "ranking": ranking, "comparisons": comparisons, "baselines": reference_rows,
@@ -434,7 +449,7 @@ def verdict(out: Path, settings: AuditSettings, methods: Sequence[str], baseline
                       "localises": "better than the best baseline on more than half of the localisation metrics",
                       "faithful": "better than the random map on more than half of the faithfulness metrics",
                       "randomisation": f"95 % interval of the mean rank similarity below {RANDOMISATION_LIMIT}",
-                      "primary": PRIMARY}}  # fmt: skip
+                      "primary": primary_metric}}  # fmt: skip
 
 
 def _compare(
