@@ -172,6 +172,24 @@ def test_cone_evaluation_equals_the_full_forward_pass(dims: int) -> None:
         torch.testing.assert_close(aligned, model(copies[:4]), rtol=1e-12, atol=1e-13)
 
 
+def test_cone_evaluation_counts_the_output_positions_it_computed() -> None:
+    """A 3x3 convolution (padding 1) on 10 x 10: a change in the 2 x 2 corner reaches the 3 x 3 corner of the output
+    (9 of 100 positions); a change everywhere runs the layer in full (100), also when ``full_share`` lets it crop."""
+    conv = nn.Conv2d(1, 2, 3, padding=1)
+    model = nn.Sequential(conv, nn.Flatten(), nn.Linear(200, 1)).double().eval()
+    clean = torch.randn(1, 1, 10, 10, dtype=torch.float64)
+    corner = clean.clone()
+    corner[..., :2, :2] = 0
+    for share in (0.5, 1.0):
+        with torch.no_grad(), cone_evaluation(model, clean, full_share=share) as (_, evaluate):
+            evaluate(torch.cat([corner, corner]), torch.tensor([0, 0]))
+            assert evaluate.positions[conv] == [2 * 9, 2 * 100]
+            output = evaluate(torch.cat([corner, clean + 1]), torch.tensor([0, 0]))
+            assert evaluate.positions[conv] == [2 * 9 + 2 * 100, 4 * 100]
+            torch.testing.assert_close(output, model(torch.cat([corner, clean + 1])), rtol=1e-12, atol=1e-13)
+        assert list(evaluate.positions) == [conv]
+
+
 def test_cone_evaluation_is_off_in_training_mode() -> None:
     model = randomize_batchnorm(ResNetLike(2)).double().train()
     clean = torch.randn(2, 2, 8, 8, dtype=torch.float64)

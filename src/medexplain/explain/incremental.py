@@ -72,11 +72,16 @@ class ConeEvaluation:
     Built by :func:`cone_evaluation`, which also returns the clean output. Copies ordered copy-major over the
     whole batch (``samples`` = 0..B-1, 0..B-1, ...) are compared with the clean batch by broadcasting; any other
     order by gathering. The model runs in eval mode only (batch statistics would tie the copies to each other);
-    in training mode every layer runs as usual.
+    in training mode every layer runs as usual. A layer whose cone covers more than ``full_share`` of its output
+    runs on the whole input.
+
+    ``positions[layer]`` counts, over every evaluation, the output positions (copies x spatial) the layer computed
+    and those a full pass would have computed: what the cones saved.
     """
 
-    def __init__(self, model: nn.Module, hooks: Hooks, clean: Tensor) -> None:
-        self.model, self.dims, self.batch = model, clean.ndim - 2, len(clean)
+    def __init__(self, model: nn.Module, hooks: Hooks, clean: Tensor, full_share: float = FULL_SHARE) -> None:
+        self.model, self.dims, self.batch, self.full_share = model, clean.ndim - 2, len(clean), full_share
+        self.positions: dict[nn.Module, list[int]] = {}
         self.records: dict[tuple[int, int], _Record] = {}
         self.calls: dict[int, int] = {}
         self.samples, self.aligned, self.recording = None, False, True
@@ -133,9 +138,18 @@ class ConeEvaluation:
                 parts[1].append(output.clone())
             return None
         if self.plan is None:
+            self._count(module, output, None)
             return None
         plan, self.plan = self.plan, None
-        return self._compute(module, *plan, self.records[key])
+        output = self._compute(module, *plan, self.records[key])
+        self._count(module, output, plan[2])
+        return output
+
+    def _count(self, module: nn.Module, output: Tensor, lengths: list[int] | None) -> None:
+        full = len(output) * math.prod(output.shape[2:])
+        counts = self.positions.setdefault(module, [0, 0])
+        counts[0] += full if lengths is None else len(output) * math.prod(lengths)
+        counts[1] += full
 
     def _per_copy(self, clean: Tensor) -> Tensor:
         """``clean[samples]`` (N, ...) from a clean batch (B, ...)."""
@@ -175,7 +189,7 @@ class ConeEvaluation:
             length = int((high - low).clamp(min=1).max())
             starts.append(torch.minimum(low, torch.tensor(out_sizes[axis] - length)))
             lengths.append(length)
-        if math.prod(lengths) > FULL_SHARE * math.prod(out_sizes):
+        if math.prod(lengths) > self.full_share * math.prod(out_sizes):
             return None
         return inputs, torch.stack(starts, 1).tolist(), lengths
 
@@ -215,11 +229,11 @@ class ConeEvaluation:
 
 @contextmanager
 def cone_evaluation(
-    model: nn.Module, clean: Tensor, per_call: int | None = None
+    model: nn.Module, clean: Tensor, per_call: int | None = None, full_share: float = FULL_SHARE
 ) -> Iterator[tuple[Tensor, ConeEvaluation]]:
     """``(model(clean), evaluate)``: the clean output (``per_call`` inputs per model call), recorded layer by layer,
     and a :class:`ConeEvaluation` for perturbed copies of ``clean`` (B, C, *spatial). Hooks live only inside the
     block; run under no_grad."""
     with Hooks() as hooks:
-        evaluate = ConeEvaluation(model, hooks, clean)
+        evaluate = ConeEvaluation(model, hooks, clean, full_share)
         yield evaluate.record(clean, per_call or len(clean)), evaluate
