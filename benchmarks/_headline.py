@@ -37,7 +37,7 @@ from medexplain.data.writers import png_bytes, write_file, write_manifest
 from medexplain.errors import MedexplainError
 from medexplain.files import write_text
 from medexplain.metrics import EmptyMaskWarning, pointing_game
-from medexplain.metrics.classification import auroc, balanced_accuracy
+from medexplain.metrics.classification import auroc, balanced_accuracy, binary_auroc
 from medexplain.metrics.summary import bootstrap_interval
 from medexplain.models import load
 from medexplain.workflows.evaluate import evaluate_explanations
@@ -229,6 +229,24 @@ def bootstrap_statistic(statistic: Callable[..., float], *arrays: np.ndarray, se
     return float(statistic(*arrays)), float(low), float(high)
 
 
+def binary_test_accuracy(run_dir: Path, data: Path, seed: int, positive: int = 1) -> dict[str, Any]:
+    """Test accuracy, balanced accuracy and AUROC (class ``positive`` against the rest) of a two-class run, with
+    their bootstrap intervals over images; and the number of test images and of positive ones."""
+    model, dataset = test_set(run_dir, data)
+    labels = dataset.labels.numpy() == positive
+    probability = torch.from_numpy(predict(model, dataset)).softmax(1)[:, positive].numpy()
+
+    def balanced(y: np.ndarray, p: np.ndarray) -> float:
+        return balanced_accuracy(y.astype(int), (p > 0.5).astype(int))
+
+    return {
+        "accuracy": bootstrap_statistic(lambda y, p: float(np.mean((p > 0.5) == y)), labels, probability, seed=seed),
+        "balanced_accuracy": bootstrap_statistic(balanced, labels, probability, seed=seed),
+        "auroc": bootstrap_statistic(binary_auroc, labels, probability, seed=seed),
+        "images": len(labels), "positive": int(labels.sum()),
+    }  # fmt: skip
+
+
 # ---- explanations ----------------------------------------------------------------------------------------------
 
 
@@ -362,6 +380,14 @@ def cell(value: Interval | float | str | None, digits: int = 3) -> str:
             return "n/a"
         return f"{estimate:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
     return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def over_seeds(values: Sequence[float | None], digits: int = 2) -> str:
+    """``0.55 (0.50 / 0.60)``: the mean over seeds of per-seed estimates and the estimates, seed by seed (``n/a``
+    where a seed has none; the mean of the others)."""
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    mean = f"{float(np.mean(present)):.{digits}f}" if present else "n/a"
+    return f"{mean} (" + " / ".join(cell(v, digits) if v is not None else "n/a" for v in values) + ")"
 
 
 def markdown_table(bench: Benchmark, columns: Sequence[str], results: Sequence[Mapping[str, Any]]) -> str:

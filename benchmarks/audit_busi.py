@@ -350,8 +350,10 @@ def torchscript_differences(model_dir: Path, data: Path, methods: Sequence[str],
 # ---- tables ----------------------------------------------------------------------------------------------------
 
 
-def verdict_table(localisation: Mapping[str, Any], full: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per method (the localisation audit's ranking), criteria and metrics; then one per reference map."""
+def verdict_table(localisation: Mapping[str, Any], full: Mapping[str, Any],
+                  shown: Sequence[str] = SHOWN) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per method (the localisation audit's ranking), criteria and the ``shown`` metrics; then one per
+    reference map."""
     rows_loc = {r["method"]: r for r in localisation["verdict"]}
     rows_full = {r["method"]: r for r in full["verdict"]}
     rows = []
@@ -361,12 +363,12 @@ def verdict_table(localisation: Mapping[str, Any], full: Mapping[str, Any]) -> l
                      "faithful": _criterion(rows_full.get(method, {}).get("faithful")),
                      "randomisation": _randomisation(rows_full.get(method, {}).get("randomisation")),
                      "shortcuts": _shortcuts(localisation, method),
-                     "metrics": {m: _interval(metrics.get(m)) for m in SHOWN}})  # fmt: skip
+                     "metrics": {m: _interval(metrics.get(m)) for m in shown}})  # fmt: skip
     for reference, metrics_loc in localisation["baselines"].items():
         metrics = {**full["baselines"].get(reference, {}), **metrics_loc}
         rows.append({"map": reference, "localises": "baseline", "faithful": "baseline", "randomisation": "baseline",
                      "shortcuts": _shortcuts(localisation, reference),
-                     "metrics": {m: _interval(metrics.get(m)) for m in SHOWN}})  # fmt: skip
+                     "metrics": {m: _interval(metrics.get(m)) for m in shown}})  # fmt: skip
     return rows
 
 

@@ -24,12 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from _bagnet_runs import Config, run
@@ -38,17 +37,16 @@ from _headline import (
     RESAMPLES,
     Size,
     audit_benchmark_main,
-    bootstrap_statistic,
+    binary_test_accuracy,
     cell,
     cpu_minutes,
     mean_interval,
-    predict,
+    over_seeds,
     test_set,
     write_subset,
 )
 from audit_busi import _shortcuts, audit_data
 from audit_idrid import BATCH, SHOWN, audit, rows_of, run_folder
-from medexplain.metrics.classification import binary_auroc
 from medexplain.workflows.explanations import load_explanations
 from medexplain.workflows.shortcuts import relevance_share
 
@@ -94,19 +92,6 @@ def config(preset: Preset) -> Config:
     return Config(f"resnet18-w{preset.width}", "resnet18", settings)
 
 
-def accuracy_on_test(run_dir: Path, data: Path, seed: int) -> dict[str, Any]:
-    """Test accuracy and AUROC (TB against normal) with their bootstrap intervals over images."""
-    model, dataset = test_set(run_dir, data)
-    labels = dataset.labels.numpy()
-    probability = torch.from_numpy(predict(model, dataset)).softmax(1)[:, TB_CLASS].numpy()
-    return {
-        "accuracy": bootstrap_statistic(lambda y, p: float(np.mean((p > 0.5) == (y == TB_CLASS))), labels,
-                                        probability, seed=seed),
-        "auroc": bootstrap_statistic(lambda y, p: binary_auroc(y == TB_CLASS, p), labels, probability, seed=seed),
-        "images": len(labels), "positive": int((labels == TB_CLASS).sum()),
-    }  # fmt: skip
-
-
 def outside_lungs(document: Mapping[str, Any], folder: Path, run_dir: Path, data: Path,
                   seed: int) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Per map the shortcut check's entry for the region outside the lungs, the regions it flags, and the mean
@@ -137,7 +122,7 @@ def run_seed(size_name: str, preset: Preset, seed: int, device: str, work: Path)
     return {
         "seed": seed, "size": size_name, "preset": asdict(preset), "model": chosen.name,
         "validation": {"auroc": validation["auroc"], "best_epoch": best_epoch, "epochs": preset.epochs},
-        "accuracy": accuracy_on_test(run_dir, data, seed), "audited_images": count,
+        "accuracy": binary_test_accuracy(run_dir, data, seed, TB_CLASS), "audited_images": count,
         "rows": rows_of(chosen.name, document, seconds),
         "outside_lungs": outside_lungs(document, folder, run_dir, audited, seed),
         "command": f"python benchmarks/audit_cxr_tb.py --size {size_name} --seeds {seed} --device {device}",
@@ -173,6 +158,38 @@ def markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SUMMARISED = ("mask-auroc", "relevance-mass", "pointing-game")
+
+
+def seeds_summary(results: Sequence[Mapping[str, Any]]) -> str:
+    """The seeds side by side: per map the mean over seeds of each ``SUMMARISED`` metric's estimate and of the
+    share of relevance outside the lungs and its density ratio, with the per-seed values, and every seed's verdict
+    and flags; methods, then the baselines, then the randomised model's maps (no shortcut check)."""
+    seeds = [r["seed"] for r in results]
+    per_seed = "seed " + " / ".join(str(s) for s in seeds)
+    tables = [{row["map"]: row for row in r["rows"]} for r in results]
+    maps = [m for m in tables[0] if all(m in t for t in tables)]
+    lines = [f"#### {len(seeds)} seeds ({', '.join(map(str, seeds))}): mean over seeds ({per_seed})", "",
+             "Test accuracy " + " / ".join(f"{r['accuracy']['accuracy'][0]:.3f}" for r in results) + ", AUROC "
+             + " / ".join(f"{r['accuracy']['auroc'][0]:.3f}" for r in results) + f" ({per_seed}).", "",
+             "| map | " + " | ".join(f"{m} mean ({per_seed})" for m in SUMMARISED)
+             + f" | relevance outside lungs mean ({per_seed}) | density ratio mean ({per_seed}) | localises "
+             f"({per_seed}) | flagged ({per_seed}) |", "|---" * (5 + len(SUMMARISED)) + "|"]  # fmt: skip
+    for m in maps:
+        cells = [over_seeds([_estimate(t[m]["metrics"].get(metric)) for t in tables]) for metric in SUMMARISED]
+        outside = [r["outside_lungs"].get(m) for r in results]
+        cells += [over_seeds([o["relevance_share"] if o else None for o in outside]),
+                  over_seeds([o["ratio"] if o else None for o in outside]),
+                  " / ".join(t[m]["localises"] for t in tables),
+                  " / ".join(o["flags"] if o else "n/a" for o in outside)]  # fmt: skip
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _estimate(interval: Sequence[float] | None) -> float | None:
+    return None if interval is None else float(interval[0])
+
+
 def header(args: argparse.Namespace, minutes: float) -> str:
     preset = PRESETS[args.size]
     return (f"Preset `{args.size}` ({json.dumps(asdict(preset))}), seeds {args.seeds}, device {args.device}, "
@@ -182,7 +199,8 @@ def header(args: argparse.Namespace, minutes: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return audit_benchmark_main(argv, "cxr-tb", __doc__.splitlines()[0], PRESETS, run_seed, markdown, header)
+    return audit_benchmark_main(argv, "cxr-tb", __doc__.splitlines()[0], PRESETS, run_seed, markdown, header,
+                                seeds_summary)
 
 
 if __name__ == "__main__":
