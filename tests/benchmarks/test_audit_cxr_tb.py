@@ -1,10 +1,11 @@
 """The CXR-TB audit benchmark (issue 23) at its smoke size, on the real chest X-rays: the audit explains the TB
 class of the TB-positive test images only, against the lung masks of the resized copy; the share of relevance
-outside the lungs is the one recomputed from the stored maps; and the tables have the format recorded in
-RESULTS.md."""
+outside the lungs is the one recomputed from the stored maps; the seeds summary averages over seeds; and the
+tables have the format recorded in RESULTS.md."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 VERDICT = re.compile(r"^(pass|fail) \(\d/5\)$")
 SHARE = re.compile(r"^\d\.\d\d \[\d\.\d\d, \d\.\d\d\] / \d\.\d\d$")
+OVER_SEEDS = re.compile(r"^(-?\d\.\d\d|n/a) \((-?\d\.\d\d|n/a) / (-?\d\.\d\d|n/a) / (-?\d\.\d\d|n/a)\)$")
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +85,33 @@ def test_the_tables_have_the_recorded_format(smoke) -> None:
         estimate, low, high = interval
         assert 0 <= low <= estimate <= high <= 1
     assert "    python benchmarks/audit_cxr_tb.py --size smoke --seeds 0 --device cpu" in table
+
+
+def test_the_seeds_summary_averages_over_seeds_and_has_the_recorded_format(smoke) -> None:
+    _, result = smoke
+    seeds = []
+    for seed, share in enumerate((0.6, 0.3, 0.0)):
+        one = copy.deepcopy(result)
+        one["seed"] = seed
+        for method in audit_cxr_tb.METHODS:
+            one["outside_lungs"][method]["relevance_share"] = share
+            [row] = [row for row in one["rows"] if row["map"] == method]
+            row["metrics"]["mask-auroc"] = [0.5 + seed / 10, 0.0, 1.0]
+        seeds.append(one)
+    summary = audit_cxr_tb.seeds_summary(seeds)
+    lines = summary.splitlines()
+    assert lines[0] == "#### 3 seeds (0, 1, 2): mean over seeds (seed 0 / 1 / 2)"
+    recorded = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    section = recorded[recorded.index("<!-- audit:cxr-tb -->") : recorded.index("<!-- /audit:cxr-tb -->")]
+    header = next(line for line in lines if line.startswith("| map |"))
+    assert f"\n{lines[0]}\n" in section and f"\n{header}\n" in section
+    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in lines
+                                              if line.startswith("| ") and line != header)}  # fmt: skip
+    assert set(rows) == {row["map"] for row in result["rows"]}
+    for method in audit_cxr_tb.METHODS:
+        auroc, _, _, outside, _, localises, _ = rows[method]
+        assert auroc == "0.60 (0.50 / 0.60 / 0.70)" and outside == "0.30 (0.60 / 0.30 / 0.00)"
+        assert localises == " / ".join([next(r for r in result["rows"] if r["map"] == method)["localises"]] * 3)
+    for name, cells in rows.items():
+        assert all(OVER_SEEDS.match(c) for c in cells[:5]), (name, cells)
+        assert (cells[3] == "n/a (n/a / n/a / n/a)") == name.endswith(" (random model)")
