@@ -218,21 +218,21 @@ def accuracy(data: Path, model_dir: Path, seed: int, device: str) -> dict[str, t
 
 
 def audit_data(data: Path, out: Path, count: int | None, seed: int,
-               masks: Sequence[str] = ("mask_lesion",)) -> tuple[Path, int]:  # fmt: skip
-    """A copy of ``data``'s training split (for the mean-mask prior) and of ``count`` benign or malignant test
-    images (a seeded permutation, class proportions kept; all when None), with their ``masks`` columns; returns it
-    and its test images."""
+               masks: Sequence[str] = ("mask_lesion",), column: str = "label") -> tuple[Path, int]:  # fmt: skip
+    """A copy of ``data``'s training split (for the mean-mask prior) and of ``count`` test images whose ``column``
+    is positive (benign or malignant; a seeded permutation, class proportions kept; all when None), with their
+    ``masks`` columns; returns it and its test images."""
     with (data / "manifest.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    lesions = [r for r in rows if r["split"] == "test" and int(r["label"]) > 0]
+    lesions = [r for r in rows if r["split"] == "test" and int(r[column]) > 0]
     order = [lesions[i] for i in np.random.default_rng(seed).permutation(len(lesions))]
     if count is not None:
-        share = {k: round(count * sum(int(r["label"]) == k for r in lesions) / len(lesions)) for k in (1, 2)}
+        share = {k: round(count * sum(int(r[column]) == k for r in lesions) / len(lesions)) for k in (1, 2)}
         taken = dict.fromkeys(share, 0)
         picked = []
         for row in order:
-            if taken[int(row["label"])] < share[int(row["label"])]:
-                taken[int(row["label"])] += 1
+            if taken[int(row[column])] < share[int(row[column])]:
+                taken[int(row[column])] += 1
                 picked.append(row)
         order = picked[:count]
     if not (out / "manifest.csv").is_file():

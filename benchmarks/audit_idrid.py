@@ -43,10 +43,20 @@ from _headline import RESAMPLES, audit_benchmark_main, bootstrap_statistic, cell
 from audit_busi import audit_data
 from headline_idrid import cut_tiles, tile_row
 from medexplain.data.writers import write_manifest
+from medexplain.explain.targets import Target
 from medexplain.files import write_text
 from medexplain.metrics.classification import binary_auroc
 from medexplain.metrics.summary import bootstrap_interval
-from medexplain.workflows.audit import AFFORDABLE, BASELINES, LOCALISATION, AuditSettings, audit_run, audit_scores
+from medexplain.workflows.audit import (
+    AFFORDABLE,
+    BASELINES,
+    LABELS_FORMAT,
+    LOCALISATION,
+    VERDICT_FILE,
+    AuditSettings,
+    audit_run,
+    audit_scores,
+)
 
 TILE = 128
 LESION_CLASS = 1
@@ -162,11 +172,13 @@ def tile_auroc(run_dir: Path, data: Path, seed: int) -> dict[str, Any]:
 
 def audit(run_dir: Path, data: Path, out: Path, methods: Sequence[str], preset: Preset, seed: int, device: str,
           mask: str | None = "lesion", field_mask: str | None = None, metrics: Sequence[str] = SHOWN,
-          metric_params: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[dict[str, Any], float]:  # fmt: skip
-    """The audit's verdict document of the model in ``run_dir`` on ``data``'s test split (maps of the lesion class
-    scored with ``metrics``, against the ``mask`` masks (None: a dataset without masks); ``field_mask``: the
-    shortcut check's field of view; ``metric_params`` over the audit's own), and seconds per tile (recorded in
-    ``OUT.seconds.json`` when it ran, so that a rerun reusing the finished audit reports them).
+          metric_params: Mapping[str, Mapping[str, Any]] | None = None,
+          target: Target = LESION_CLASS) -> tuple[dict[str, Any], float]:  # fmt: skip
+    """The audit's verdict document of the model in ``run_dir`` on ``data``'s test split (maps of ``target``, the
+    lesion class, scored with ``metrics``, against the ``mask`` masks (None: a dataset without masks);
+    ``field_mask``: the shortcut check's field of view; ``metric_params`` over the audit's own), and seconds per
+    tile (recorded in ``OUT.seconds.json`` when it ran, so that a rerun reusing the finished audit reports them).
+    A multi-label model (``target="predicted"``) is audited for the label ``mask``: the document is that label's.
     ``preset``: any object with ``ig_steps`` and ``audited_tiles``."""
     params = {"metric_params": {**AFFORDABLE, **metric_params}} if metric_params else {}
     settings = AuditSettings(methods=tuple(methods), metrics=tuple(metrics), seed=seed, resamples=RESAMPLES,
@@ -174,8 +186,11 @@ def audit(run_dir: Path, data: Path, out: Path, methods: Sequence[str], preset: 
                              field_mask=field_mask, **params)  # fmt: skip
     timing = out.with_name(out.name + ".seconds.json")
     started = time.perf_counter()
-    document = audit_run(run_dir, data, out, mask=mask, target=LESION_CLASS, settings=settings,
+    document = audit_run(run_dir, data, out, mask=mask, target=target, settings=settings,
                          max_items=preset.audited_tiles, batch_size=BATCH, device=device, progress=False)  # fmt: skip
+    if document["format"] == LABELS_FORMAT:
+        out = out / document["labels"][mask]["folder"]
+        document = json.loads((out / VERDICT_FILE).read_text())
     if not timing.is_file():
         tiles = len(next(iter(audit_scores(out)[metrics[0]].values())))
         write_text(timing, json.dumps({"seconds_per_tile": (time.perf_counter() - started) / tiles}) + "\n")

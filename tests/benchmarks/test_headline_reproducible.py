@@ -84,6 +84,23 @@ def test_one_smoke_row_of_every_table_has_the_recorded_format(name: str, tmp_pat
     assert _checked_lines(printed, name) == len(rows)
 
 
+AUDIT_SCRIPTS = sorted(path.stem for path in (ROOT / "benchmarks").glob("audit_*.py")
+                       if "audit_benchmark_main(" in path.read_text())  # fmt: skip
+"""The audit tables of issue 23 (``audit_benchmark_main`` scripts): each reruns a smoke row in its own test file."""
+
+
+def test_every_audit_table_is_recorded_and_reruns_a_smoke_row_in_its_own_test() -> None:
+    assert {"audit_busi", "audit_cxr_tb", "audit_idrid", "audit_nih"} <= set(AUDIT_SCRIPTS)
+    recorded = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    for script in AUDIT_SCRIPTS:
+        name = re.search(r'audit_benchmark_main\(\s*argv,\s*"([a-z-]+)"', (ROOT / "benchmarks" / f"{script}.py")
+                         .read_text())[1]  # fmt: skip
+        assert f"<!-- audit:{name} -->" in recorded and f"<!-- /audit:{name} -->" in recorded, script
+        test = (ROOT / "tests" / "benchmarks" / f"test_{script}.py").read_text()
+        assert '"--size", "smoke"' in test, f"{script}: its test runs no smoke row"
+        assert f"<!-- audit:{name} -->" in test, f"{script}: its test does not check the recorded format"
+
+
 CELL_KINDS = {
     "interval": re.compile(r"^-?\d+\.\d{3} \[-?\d+\.\d{3}, -?\d+\.\d{3}\]$"),
     "number": re.compile(r"^-?\d+\.\d{3}$"),
