@@ -492,6 +492,20 @@ def cpu_minutes() -> float:
     return (time.process_time() + children.ru_utime + children.ru_stime) / 60
 
 
+def preset_header(args: argparse.Namespace, minutes: float, preset: Any) -> str:
+    """The start of an audit table's header: the preset (a dataclass) and the run's size, device, threads and time."""
+    from dataclasses import asdict
+
+    return (f"Preset `{args.size}` ({json.dumps(asdict(preset))}), seeds {args.seeds}, device {args.device}, "
+            f"{torch.get_num_threads()} torch thread(s), {minutes:.1f} min wall-clock, {cpu_minutes():.1f} min CPU "
+            "time (work reused from the folder not counted). ")  # fmt: skip
+
+
+def estimate(interval: Sequence[float] | None) -> float | None:
+    """The estimate of a recorded ``(estimate, low, high)`` interval (None: none recorded)."""
+    return None if interval is None else float(interval[0])
+
+
 def audit_benchmark_main(
     argv: Sequence[str] | None,
     name: str,

@@ -22,16 +22,13 @@ than the baselines, and is there relevance outside the lungs out of proportion t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from _bagnet_runs import Config, run
+from _bagnet_runs import Config
 from _headline import (
     DATA,
     RESAMPLES,
@@ -39,14 +36,15 @@ from _headline import (
     audit_benchmark_main,
     binary_test_accuracy,
     cell,
-    cpu_minutes,
+    estimate,
     mean_interval,
     over_seeds,
+    preset_header,
     test_set,
     write_subset,
 )
 from audit_busi import _shortcuts, audit_data
-from audit_idrid import BATCH, SHOWN, audit, rows_of, run_folder
+from audit_idrid import BATCH, SHOWN, audit, rows_of, trained
 from medexplain.workflows.explanations import load_explanations
 from medexplain.workflows.shortcuts import relevance_share
 
@@ -113,15 +111,13 @@ def run_seed(size_name: str, preset: Preset, seed: int, device: str, work: Path)
     data = write_subset(DATA / "cxr_lung_tb", work / f"data-{preset.side}px", Size(preset.per_split, preset.side,
                         preset.epochs), 0, masks=[FIELD], extra_columns=["source"])  # fmt: skip
     chosen = config(preset)
-    validation = run(chosen, data, work / "runs", seed, split="val", progress=False, device=device)
-    run_dir = run_folder(work, chosen, seed)
-    best_epoch = json.loads((run_dir / "config.json").read_text())["metrics"]["best_epoch"]
+    run_dir, validation = trained(chosen, data, work, seed, device)
     audited, count = audit_data(data, work / f"audit-data-seed{seed}", None, seed, masks=(f"mask_{FIELD}",))
     folder = work / f"audit-{chosen.name}-seed{seed}"
     document, seconds = audit(run_dir, audited, folder, METHODS, preset, seed, device, mask=FIELD, field_mask=FIELD)
     return {
         "seed": seed, "size": size_name, "preset": asdict(preset), "model": chosen.name,
-        "validation": {"auroc": validation["auroc"], "best_epoch": best_epoch, "epochs": preset.epochs},
+        "validation": {"auroc": validation["auroc"], "best_epoch": validation["best_epoch"], "epochs": preset.epochs},
         "accuracy": binary_test_accuracy(run_dir, data, seed, TB_CLASS), "audited_images": count,
         "rows": rows_of(chosen.name, document, seconds),
         "outside_lungs": outside_lungs(document, folder, run_dir, audited, seed),
@@ -176,7 +172,7 @@ def seeds_summary(results: Sequence[Mapping[str, Any]]) -> str:
              + f" | relevance outside lungs mean ({per_seed}) | density ratio mean ({per_seed}) | localises "
              f"({per_seed}) | flagged ({per_seed}) |", "|---" * (5 + len(SUMMARISED)) + "|"]  # fmt: skip
     for m in maps:
-        cells = [over_seeds([_estimate(t[m]["metrics"].get(metric)) for t in tables]) for metric in SUMMARISED]
+        cells = [over_seeds([estimate(t[m]["metrics"].get(metric)) for t in tables]) for metric in SUMMARISED]
         outside = [r["outside_lungs"].get(m) for r in results]
         cells += [over_seeds([o["relevance_share"] if o else None for o in outside]),
                   over_seeds([o["ratio"] if o else None for o in outside]),
@@ -186,16 +182,9 @@ def seeds_summary(results: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _estimate(interval: Sequence[float] | None) -> float | None:
-    return None if interval is None else float(interval[0])
-
-
 def header(args: argparse.Namespace, minutes: float) -> str:
-    preset = PRESETS[args.size]
-    return (f"Preset `{args.size}` ({json.dumps(asdict(preset))}), seeds {args.seeds}, device {args.device}, "
-            f"{torch.get_num_threads()} torch thread(s), {minutes:.1f} min wall-clock, {cpu_minutes():.1f} min CPU "
-            f"time (work reused from the folder not counted). Intervals: 95 % bootstrap over test images "
-            f"({RESAMPLES} resamples).\n\n")  # fmt: skip
+    return (preset_header(args, minutes, PRESETS[args.size])
+            + f"Intervals: 95 % bootstrap over test images ({RESAMPLES} resamples).\n\n")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

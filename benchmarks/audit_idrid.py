@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from _bagnet_runs import Config, run
-from _headline import RESAMPLES, audit_benchmark_main, bootstrap_statistic, cell, cpu_minutes, predict, test_set
+from _headline import RESAMPLES, audit_benchmark_main, bootstrap_statistic, cell, predict, preset_header, test_set
 from audit_busi import audit_data
 from headline_idrid import cut_tiles, tile_row
 from medexplain.data.writers import write_manifest
@@ -143,13 +143,22 @@ def train_all(preset: Preset, data: Path, work: Path, seed: int, device: str) ->
     validation = {}
     for config in (resnet, *bagnets):
         started = time.perf_counter()
-        metrics = run(config, data, work / "runs", seed, split="val", progress=False, device=device)
-        best_epoch = json.loads((run_folder(work, config, seed) / "config.json").read_text())["metrics"]["best_epoch"]
+        _, metrics = trained(config, data, work, seed, device)
+        best_epoch = metrics["best_epoch"]
         validation[config.name] = {"auroc": metrics["auroc"], "gini": metrics.get("gini"), "best_epoch": best_epoch,
                                    "seconds": time.perf_counter() - started}  # fmt: skip
         print(f"{config.name}: validation AUROC {metrics['auroc']:.3f} (epoch {best_epoch})", flush=True)
     chosen = max(bagnets, key=lambda c: (_finite(validation[c.name]["auroc"]), c.settings["sparsity_lambda"]))
     return {"resnet": resnet, "bagnet": chosen, "validation": validation}
+
+
+def trained(config: Config, data: Path, work: Path, seed: int, device: str) -> tuple[Path, dict[str, Any]]:
+    """Train one seed of ``config`` (reused when finished): its run folder and the validation metrics of the epoch
+    chosen on validation AUROC, with ``best_epoch``."""
+    metrics = run(config, data, work / "runs", seed, split="val", progress=False, device=device)
+    run_dir = run_folder(work, config, seed)
+    best_epoch = json.loads((run_dir / "config.json").read_text())["metrics"]["best_epoch"]
+    return run_dir, {**metrics, "best_epoch": best_epoch}
 
 
 def run_folder(work: Path, config: Config, seed: int) -> Path:
@@ -332,11 +341,9 @@ def _tuple(value: Sequence[float] | None) -> tuple[float, float, float] | None:
 
 
 def header(args: argparse.Namespace, minutes: float) -> str:
-    preset = PRESETS[args.size]
-    return (f"Preset `{args.size}` ({json.dumps(asdict(preset))}), seeds {args.seeds}, device {args.device}, "
-            f"{torch.get_num_threads()} torch thread(s), {minutes:.1f} min wall-clock, {cpu_minutes():.1f} min CPU "
-            f"time (work reused from the folder not counted). Intervals: 95 % bootstrap over tiles ({RESAMPLES} "
-            "resamples; tiles of one image are not independent, so the intervals are optimistic).\n\n")  # fmt: skip
+    return (preset_header(args, minutes, PRESETS[args.size])
+            + f"Intervals: 95 % bootstrap over tiles ({RESAMPLES} resamples; tiles of one image are not independent, "
+            "so the intervals are optimistic).\n\n")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,6 @@ on the image border or the background (corner text, laterality letters) out of p
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -34,7 +33,7 @@ from typing import Any
 
 import torch
 
-from _bagnet_runs import Config, run
+from _bagnet_runs import Config
 from _headline import (
     DATA,
     RESAMPLES,
@@ -43,14 +42,15 @@ from _headline import (
     binary_test_accuracy,
     bootstrap_statistic,
     cell,
-    cpu_minutes,
+    estimate,
     over_seeds,
     predict,
+    preset_header,
     test_set,
     write_subset,
 )
 from audit_busi import audit_data, verdict_table
-from audit_idrid import BATCH, audit, run_folder
+from audit_idrid import BATCH, audit, trained
 from headline_nih import label_auroc
 from medexplain.workflows.audit import FAITHFULNESS, OTHERS, RANDOM_MODEL
 
@@ -137,10 +137,8 @@ def audit_record(document: Mapping[str, Any], seconds: float, count: int) -> dic
 
 
 def _trained(chosen: Config, data: Path, work: Path, seed: int, device: str) -> tuple[Path, dict[str, Any]]:
-    validation = run(chosen, data, work / "runs", seed, split="val", progress=False, device=device)
-    run_dir = run_folder(work, chosen, seed)
-    best_epoch = json.loads((run_dir / "config.json").read_text())["metrics"]["best_epoch"]
-    return run_dir, {"auroc": validation["auroc"], "best_epoch": best_epoch}
+    run_dir, metrics = trained(chosen, data, work, seed, device)
+    return run_dir, {"auroc": metrics["auroc"], "best_epoch": metrics["best_epoch"]}
 
 
 def multi_label_seed(preset: Preset, data: Path, seed: int, device: str, work: Path) -> dict[str, Any]:
@@ -255,7 +253,7 @@ def summary_table(records: Sequence[Mapping[str, Any]], per_seed: str) -> list[s
              f" | randomisation ({per_seed}) | flagged ({per_seed}) |",
              "|---" * (6 + len(SUMMARISED)) + "|"]  # fmt: skip
     for m in order:
-        cells = [over_seeds([_estimate(t[m]["metrics"].get(metric)) for t in tables]) for metric in SUMMARISED]
+        cells = [over_seeds([estimate(t[m]["metrics"].get(metric)) for t in tables]) for metric in SUMMARISED]
         border = [r["shortcuts"].get(m, {}).get("border") for r in records]
         cells += [over_seeds([b["relevance_share"] if b else None for b in border]),
                   over_seeds([b["ratio"] if b else None for b in border]),
@@ -284,17 +282,11 @@ def seeds_summary(results: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _estimate(interval: Sequence[float] | None) -> float | None:
-    return None if interval is None else float(interval[0])
-
-
 def header(args: argparse.Namespace, minutes: float) -> str:
-    preset = PRESETS[args.size]
-    return (f"Preset `{args.size}` ({json.dumps(asdict(preset))}), seeds {args.seeds}, device {args.device}, "
-            f"{torch.get_num_threads()} torch thread(s), {minutes:.1f} min wall-clock, {cpu_minutes():.1f} min CPU "
-            f"time (work reused from the folder not counted). Intervals: 95 % bootstrap over test images "
-            f"({RESAMPLES} resamples). Boxes exist for {BOXED_IMAGES} of the 1000 images (boxes_64px.csv): too few "
-            "to localise against, so the audit runs without masks.\n\n")  # fmt: skip
+    return (preset_header(args, minutes, PRESETS[args.size])
+            + f"Intervals: 95 % bootstrap over test images ({RESAMPLES} resamples). Boxes exist for {BOXED_IMAGES} "
+            "of the 1000 images (boxes_64px.csv): too few to localise against, so the audit runs without "
+            "masks.\n\n")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

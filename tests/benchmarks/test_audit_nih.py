@@ -23,7 +23,7 @@ from medexplain.workflows.explanations import load_explanations
 ROOT = Path(__file__).resolve().parents[2]
 
 FAITHFUL = re.compile(r"^(pass|fail) \(\d/3\)$")
-RANDOMISATION = re.compile(r"^((pass|fail) \(-?\d\.\d\d, upper -?\d\.\d\d\)|n/a)$")  # n/a: all-zero maps
+RANDOMISATION = re.compile(r"^((pass|fail) \(-?\d\.\d\d, upper -?\d\.\d\d\)|n/a)$")  # n/a: not scored (all-zero maps)
 REGION = re.compile(r"^\d\.\d\d / \d\.\d\d, \d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\]$")
 OVER_SEEDS = re.compile(r"^(-?\d\.\d\d|n/a) \((-?\d\.\d\d|n/a) / (-?\d\.\d\d|n/a) / (-?\d\.\d\d|n/a)\)$")
 
