@@ -104,9 +104,9 @@ PRESETS = {
     "default": Preset(None, 64, 20, 16, 48, 16, CHEAP_METRICS, label_images=24),
     "full": Preset(None, 64, 60, 64, None, 32, {}),
 }  # fmt: skip
-"""``default`` fits one seed in about 13 min on one core of a shared 2-core CPU; ``full`` (the published width,
-every positive test image, the audit's own metric parameters) is meant for a GPU; ``smoke`` (the tests) runs in
-seconds at 32 px."""
+"""``default`` fits one seed in about 12 CPU min (16 min wall-clock on one core of a shared 2-core CPU); ``full``
+(the published width, every positive test image, the audit's own metric parameters) is meant for a GPU; ``smoke``
+(the tests) runs in seconds at 32 px."""
 
 
 def config(preset: Preset, multi_label: bool = False) -> Config:
