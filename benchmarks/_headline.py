@@ -229,12 +229,16 @@ def bootstrap_statistic(statistic: Callable[..., float], *arrays: np.ndarray, se
     return float(statistic(*arrays)), float(low), float(high)
 
 
+def positive_probability(run_dir: Path, data: Path, positive: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each test image of ``data`` is of class ``positive``, and the run's probability of that class."""
+    model, dataset = test_set(run_dir, data)
+    return dataset.labels.numpy() == positive, torch.from_numpy(predict(model, dataset)).softmax(1)[:, positive].numpy()
+
+
 def binary_test_accuracy(run_dir: Path, data: Path, seed: int, positive: int = 1) -> dict[str, Any]:
     """Test accuracy, balanced accuracy and AUROC (class ``positive`` against the rest) of a two-class run, with
     their bootstrap intervals over images; and the number of test images and of positive ones."""
-    model, dataset = test_set(run_dir, data)
-    labels = dataset.labels.numpy() == positive
-    probability = torch.from_numpy(predict(model, dataset)).softmax(1)[:, positive].numpy()
+    labels, probability = positive_probability(run_dir, data, positive)
 
     def balanced(y: np.ndarray, p: np.ndarray) -> float:
         return balanced_accuracy(y.astype(int), (p > 0.5).astype(int))

@@ -217,14 +217,14 @@ def accuracy(data: Path, model_dir: Path, seed: int, device: str) -> dict[str, t
 # ---- the audits: the command line ------------------------------------------------------------------------------
 
 
-def audit_data(data: Path, out: Path, count: int | None, seed: int,
-               masks: Sequence[str] = ("mask_lesion",), column: str = "label") -> tuple[Path, int]:  # fmt: skip
-    """A copy of ``data``'s training split (for the mean-mask prior) and of ``count`` test images whose ``column``
-    is positive (benign or malignant; a seeded permutation, class proportions kept; all when None), with their
-    ``masks`` columns; returns it and its test images."""
+def audit_data(data: Path, out: Path, count: int | None, seed: int, masks: Sequence[str] = ("mask_lesion",),
+               column: str = "label", split: str = "test") -> tuple[Path, int]:  # fmt: skip
+    """A copy of ``data``'s training split (for the mean-mask prior) and of ``count`` images of ``split`` whose
+    ``column`` is positive (benign or malignant; a seeded permutation, class proportions kept; all when None), with
+    their ``masks`` columns; returns it and its images of ``split``."""
     with (data / "manifest.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    lesions = [r for r in rows if r["split"] == "test" and int(r[column]) > 0]
+    lesions = [r for r in rows if r["split"] == split and int(r[column]) > 0]
     order = [lesions[i] for i in np.random.default_rng(seed).permutation(len(lesions))]
     if count is not None:
         share = {k: round(count * sum(int(r[column]) == k for r in lesions) / len(lesions)) for k in (1, 2)}

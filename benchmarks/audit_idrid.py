@@ -125,14 +125,18 @@ def write_tiles(preset: Preset, out: Path) -> tuple[Path, dict[str, list[str]]]:
 # ---- models ------------------------------------------------------------------------------------------------------
 
 
-def configs(preset: Preset) -> tuple[Config, list[Config]]:
-    """The ResNet-18 and one sparse BagNet-17 per lambda."""
-    common = {"batch_size": BATCH, "optimizer": "adamw", "lr": 1e-3, "class_weights": "balanced", "monitor": "auroc"}
+def configs(preset: Any, size: int | None = None,
+            bagnet_args: Mapping[str, Any] | None = None) -> tuple[Config, list[Config]]:  # fmt: skip
+    """The ResNet-18 and one sparse BagNet-17 per lambda (``preset``: any object with ``width``, ``resnet_epochs``,
+    ``bagnet_epochs`` and ``lambdas``); ``size``: images resized to it; ``bagnet_args``: more BagNet arguments."""
+    common = {"batch_size": BATCH, "optimizer": "adamw", "lr": 1e-3, "class_weights": "balanced", "monitor": "auroc",
+              "size": size}  # fmt: skip
     resnet = Config(f"resnet18-w{preset.width}", "resnet18",
                     {**common, "epochs": preset.resnet_epochs, "model_args": {"width": preset.width}})  # fmt: skip
-    bagnet = {**common, "epochs": preset.bagnet_epochs, "model_args": {"evidence_activation": "relu"},
-              "loss": "ce+sparsity", "sparsity_on": "local"}  # fmt: skip
-    bagnets = [Config(f"sparse-bagnet17-light-lambda{value:g}", "sparse-bagnet17-light",
+    bagnet = {**common, "epochs": preset.bagnet_epochs, "model_args": {"evidence_activation": "relu",
+              **(bagnet_args or {})}, "loss": "ce+sparsity", "sparsity_on": "local"}  # fmt: skip
+    width = f"-w{bagnet_args['width']}" if bagnet_args and "width" in bagnet_args else ""
+    bagnets = [Config(f"sparse-bagnet17-light{width}-lambda{value:g}", "sparse-bagnet17-light",
                       {**bagnet, "sparsity_lambda": value}) for value in preset.lambdas]  # fmt: skip
     return resnet, bagnets
 
@@ -140,16 +144,28 @@ def configs(preset: Preset) -> tuple[Config, list[Config]]:
 def train_all(preset: Preset, data: Path, work: Path, seed: int, device: str) -> dict[str, Any]:
     """Train every configuration (reused when finished); the validation metrics of each and the chosen BagNet."""
     resnet, bagnets = configs(preset)
+    validation = validate((resnet, *bagnets), data, work, seed, device)
+    return {"resnet": resnet, "bagnet": choose_bagnet(bagnets, validation), "validation": validation}
+
+
+def validate(runs: Sequence[Config], data: Path, work: Path, seed: int, device: str) -> dict[str, dict[str, Any]]:
+    """Train each of ``runs`` for ``seed`` (reused when finished); per run its validation AUROC, accuracy, balanced
+    accuracy and Gini at the chosen epoch, the epoch, and the seconds it took here."""
     validation = {}
-    for config in (resnet, *bagnets):
+    for config in runs:
         started = time.perf_counter()
         _, metrics = trained(config, data, work, seed, device)
         best_epoch = metrics["best_epoch"]
-        validation[config.name] = {"auroc": metrics["auroc"], "gini": metrics.get("gini"), "best_epoch": best_epoch,
-                                   "seconds": time.perf_counter() - started}  # fmt: skip
-        print(f"{config.name}: validation AUROC {metrics['auroc']:.3f} (epoch {best_epoch})", flush=True)
-    chosen = max(bagnets, key=lambda c: (_finite(validation[c.name]["auroc"]), c.settings["sparsity_lambda"]))
-    return {"resnet": resnet, "bagnet": chosen, "validation": validation}
+        validation[config.name] = {"auroc": metrics["auroc"], "accuracy": metrics.get("accuracy"),
+                                   "balanced_accuracy": metrics.get("balanced_accuracy"), "gini": metrics.get("gini"),
+                                   "best_epoch": best_epoch, "seconds": time.perf_counter() - started}  # fmt: skip
+        print(f"{config.name} seed {seed}: validation AUROC {metrics['auroc']:.3f} (epoch {best_epoch})", flush=True)
+    return validation
+
+
+def choose_bagnet(bagnets: Sequence[Config], validation: Mapping[str, Mapping[str, Any]]) -> Config:
+    """The BagNet with the highest validation AUROC (ties: the largest lambda, the sparsest)."""
+    return max(bagnets, key=lambda c: (_finite(validation[c.name]["auroc"]), c.settings["sparsity_lambda"]))
 
 
 def trained(config: Config, data: Path, work: Path, seed: int, device: str) -> tuple[Path, dict[str, Any]]:
@@ -182,20 +198,20 @@ def tile_auroc(run_dir: Path, data: Path, seed: int) -> dict[str, Any]:
 def audit(run_dir: Path, data: Path, out: Path, methods: Sequence[str], preset: Preset, seed: int, device: str,
           mask: str | None = "lesion", field_mask: str | None = None, metrics: Sequence[str] = SHOWN,
           metric_params: Mapping[str, Mapping[str, Any]] | None = None,
-          target: Target = LESION_CLASS) -> tuple[dict[str, Any], float]:  # fmt: skip
+          target: Target = LESION_CLASS, split: str = "test") -> tuple[dict[str, Any], float]:  # fmt: skip
     """The audit's verdict document of the model in ``run_dir`` on ``data``'s test split (maps of ``target``, the
     lesion class, scored with ``metrics``, against the ``mask`` masks (None: a dataset without masks);
     ``field_mask``: the shortcut check's field of view; ``metric_params`` over the audit's own), and seconds per
     tile (recorded in ``OUT.seconds.json`` when it ran, so that a rerun reusing the finished audit reports them).
     A multi-label model (``target="predicted"``) is audited for the label ``mask``: the document is that label's.
-    ``preset``: any object with ``ig_steps`` and ``audited_tiles``."""
+    ``preset``: any object with ``ig_steps`` and ``audited_tiles``; ``split``: the split audited."""
     params = {"metric_params": {**AFFORDABLE, **metric_params}} if metric_params else {}
     settings = AuditSettings(methods=tuple(methods), metrics=tuple(metrics), seed=seed, resamples=RESAMPLES,
                              method_params={"integrated-gradients": {"steps": preset.ig_steps}},
                              field_mask=field_mask, **params)  # fmt: skip
     timing = out.with_name(out.name + ".seconds.json")
     started = time.perf_counter()
-    document = audit_run(run_dir, data, out, mask=mask, target=target, settings=settings,
+    document = audit_run(run_dir, data, out, mask=mask, split=split, target=target, settings=settings,
                          max_items=preset.audited_tiles, batch_size=BATCH, device=device, progress=False)  # fmt: skip
     if document["format"] == LABELS_FORMAT:
         out = out / document["labels"][mask]["folder"]
