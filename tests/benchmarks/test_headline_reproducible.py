@@ -90,10 +90,10 @@ AUDIT_SCRIPTS = sorted(path.stem for path in (ROOT / "benchmarks").glob("audit_*
 
 
 def test_every_audit_table_is_recorded_and_reruns_a_smoke_row_in_its_own_test() -> None:
-    assert {"audit_busi", "audit_cxr_tb", "audit_idrid", "audit_nih"} <= set(AUDIT_SCRIPTS)
+    assert {"audit_busi", "audit_cxr_tb", "audit_derm7pt", "audit_idrid", "audit_nih"} <= set(AUDIT_SCRIPTS)
     recorded = (ROOT / "benchmarks" / "RESULTS.md").read_text()
     for script in AUDIT_SCRIPTS:
-        name = re.search(r'audit_benchmark_main\(\s*argv,\s*"([a-z-]+)"', (ROOT / "benchmarks" / f"{script}.py")
+        name = re.search(r'audit_benchmark_main\(\s*argv,\s*"([a-z0-9-]+)"', (ROOT / "benchmarks" / f"{script}.py")
                          .read_text())[1]  # fmt: skip
         assert f"<!-- audit:{name} -->" in recorded and f"<!-- /audit:{name} -->" in recorded, script
         test = (ROOT / "tests" / "benchmarks" / f"test_{script}.py").read_text()
