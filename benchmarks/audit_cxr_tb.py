@@ -107,9 +107,14 @@ def outside_lungs(document: Mapping[str, Any], folder: Path, run_dir: Path, data
             for name, entry in checked.items()}  # fmt: skip
 
 
-def run_seed(size_name: str, preset: Preset, seed: int, device: str, work: Path) -> dict[str, Any]:
-    data = write_subset(DATA / "cxr_lung_tb", work / f"data-{preset.side}px", Size(preset.per_split, preset.side,
+def subset(preset: Preset, work: Path) -> Path:
+    """The CXR-TB copy at the preset's size in ``work`` (lung masks and the hospital kept; reused when there)."""
+    return write_subset(DATA / "cxr_lung_tb", work / f"data-{preset.side}px", Size(preset.per_split, preset.side,
                         preset.epochs), 0, masks=[FIELD], extra_columns=["source"])  # fmt: skip
+
+
+def run_seed(size_name: str, preset: Preset, seed: int, device: str, work: Path) -> dict[str, Any]:
+    data = subset(preset, work)
     chosen = config(preset)
     run_dir, validation = trained(chosen, data, work, seed, device)
     audited, count = audit_data(data, work / f"audit-data-seed{seed}", None, seed, masks=(f"mask_{FIELD}",))

@@ -23,23 +23,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from _bagnet_runs import run
-from _headline import DATA, Size, bootstrap_statistic, cell, predict, test_set, write_subset
-from audit_cxr_tb import FIELD, PRESETS, TB_CLASS, config
-from audit_idrid import run_folder
+from _headline import bootstrap_statistic, cell, predict, test_set
+from audit_cxr_tb import PRESETS, TB_CLASS, config, subset
+from audit_idrid import trained
 from medexplain.explain.hooks import Hooks
 from medexplain.metrics.classification import binary_auroc
 
 HOSPITALS = ("Shenzhen", "Montgomery")
 
 
-def features(model: torch.nn.Module, dataset: Any, batch: int = 64) -> np.ndarray:
-    """``(N, F)`` inputs of the model's last layer ``fc`` (its penultimate features) for every item of ``dataset``."""
+def features(model: torch.nn.Module, dataset: Any, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, F)`` inputs of the model's last layer ``fc`` (its penultimate features) and ``(N, K)`` logits of every
+    item of ``dataset``, from one pass."""
     captured: list[torch.Tensor] = []
     with Hooks() as hooks, torch.no_grad():
         hooks.forward_pre(model.fc, lambda _, args: captured.append(args[0].double().cpu()))
-        predict(model, dataset, batch)
-    return torch.cat(captured).numpy()
+        logits = predict(model, dataset, batch)
+    return torch.cat(captured).numpy(), logits
 
 
 def sources(dataset: Any) -> np.ndarray:
@@ -60,20 +60,19 @@ def hospital_probe(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray,
 
 def seed_row(size: str, seed: int, work: Path) -> dict[str, Any]:
     preset = PRESETS[size]
-    data = write_subset(DATA / "cxr_lung_tb", work / f"data-{preset.side}px", Size(preset.per_split, preset.side,
-                        preset.epochs), 0, masks=[FIELD], extra_columns=["source"])  # fmt: skip
-    chosen = config(preset)
-    run(chosen, data, work / "runs", seed, split="val", progress=False)
-    model, test = test_set(run_folder(work, chosen, seed), data)
-    _, train = test_set(run_folder(work, chosen, seed), data, split="train")
+    data = subset(preset, work)
+    run_dir, _ = trained(config(preset), data, work, seed, "cpu")
+    model, test = test_set(run_dir, data)
+    _, train = test_set(run_dir, data, split="train")
     labels, where = test.labels.numpy() == TB_CLASS, sources(test)
-    probability = torch.from_numpy(predict(model, test)).softmax(1)[:, TB_CLASS].numpy()
+    (test_features, logits), (train_features, _) = features(model, test), features(model, train)
+    probability = torch.from_numpy(logits).softmax(1)[:, TB_CLASS].numpy()
     train_where, train_tb = sources(train), train.labels.numpy() == TB_CLASS
     rate = {h: float(train_tb[train_where == h].mean()) for h in HOSPITALS}
     row = {"seed": seed, "all": bootstrap_statistic(binary_auroc, labels, probability, seed=seed),
            "hospital alone": bootstrap_statistic(binary_auroc, labels, np.array([rate[h] for h in where]), seed=seed),
-           "probe": hospital_probe((features(model, train), train_where == "Montgomery"),
-                                   (features(model, test), where == "Montgomery"), seed),
+           "probe": hospital_probe((train_features, train_where == "Montgomery"),
+                                   (test_features, where == "Montgomery"), seed),
            "rates": rate, "counts": {}}  # fmt: skip
     for hospital in HOSPITALS:
         inside = where == hospital

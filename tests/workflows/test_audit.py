@@ -85,12 +85,19 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     torch.manual_seed(0)
     args = {"in_channels": 1, "num_classes": 2, "width": 4, "small_input": True}
     run = save_run(create_model("resnet18", **args), root / "run", "resnet18", args)
-    own = {"oracle": LesionOracle(), "frame": FrameShortcut(), "centre-as-method": create_explainer("baseline-centre"),
-           "edges-as-method": create_explainer("baseline-edges")}  # fmt: skip
-    settings = AuditSettings(methods=("saliency",), metrics=(*LOCALISATION, "deletion-auc", "model-randomisation"),
-                             metric_params={"model-randomisation": {"layers": 2}}, resamples=200)  # fmt: skip
-    document = audit_run(run, data, root / "out", settings=settings, explainers=own, batch_size=8, progress=False)
+    document = audit_run(run, data, root / "out", settings=SETTINGS, explainers=_own(), batch_size=8, progress=False)
     return root, document
+
+
+SETTINGS = AuditSettings(methods=("saliency",), metrics=(*LOCALISATION, "deletion-auc", "model-randomisation"),
+                         metric_params={"model-randomisation": {"layers": 2}}, resamples=200)  # fmt: skip
+"""The audit of the ``audited`` fixture (and of the same data without masks)."""
+
+
+def _own() -> dict:
+    """The user's own methods of the ``audited`` fixture: maps whose right verdicts are known."""
+    return {"oracle": LesionOracle(), "frame": FrameShortcut(), "centre-as-method": create_explainer("baseline-centre"),
+            "edges-as-method": create_explainer("baseline-edges")}  # fmt: skip
 
 
 def _row(document: dict, method: str) -> dict:
@@ -183,12 +190,8 @@ def test_a_dataset_without_masks_is_audited_on_everything_but_localisation(audit
 
     root, masked = audited
     data = _without_masks(tmp_path / "data")
-    own = {"oracle": LesionOracle(), "frame": FrameShortcut(), "centre-as-method": create_explainer("baseline-centre"),
-           "edges-as-method": create_explainer("baseline-edges")}  # fmt: skip
-    settings = AuditSettings(methods=("saliency",), metrics=(*LOCALISATION, "deletion-auc", "model-randomisation"),
-                             metric_params={"model-randomisation": {"layers": 2}}, resamples=200)  # fmt: skip
     out = tmp_path / "out"
-    document = audit_run(root / "run", data, out, settings=settings, explainers=own, batch_size=8, progress=False)
+    document = audit_run(root / "run", data, out, settings=SETTINGS, explainers=_own(), batch_size=8, progress=False)
     assert document["mask"] is None and document["rules"]["primary"] == "deletion-auc"
     assert set(document["not_applicable"]) >= {*LOCALISATION, "baseline-prior"}
     assert not any(c["metric"] in LOCALISATION for c in document["comparisons"])
