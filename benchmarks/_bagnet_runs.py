@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from medexplain.allocator import keep_freed_memory
 from medexplain.train import TrainConfig, train
 from medexplain.train.state import RESUME_FILE, read_resume_info
 
@@ -81,6 +82,8 @@ def table(rows: dict[str, list[dict[str, Any]]], references: list[tuple[str, dic
     return "\n".join(lines)
 
 
-def single_thread() -> None:
-    """Benchmarks share the machine: one intra-op thread, as the tests."""
+def benchmark_process() -> None:
+    """Benchmarks share the machine: one intra-op thread, as the tests; freed memory kept, as the command line does
+    (``medexplain.allocator``)."""
     torch.set_num_threads(1)
+    keep_freed_memory()

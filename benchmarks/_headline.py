@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from _bagnet_runs import Config, run, single_thread
+from _bagnet_runs import Config, benchmark_process, run
 from medexplain.data import load_dataset
 from medexplain.data.preprocessing import preprocessing_transform
 from medexplain.data.transforms import Resize
@@ -116,7 +116,7 @@ def parse(
     results = args.results
     if results is None and not args.row and args.size != "smoke":
         results = RESULTS
-    single_thread()
+    benchmark_process()
     return Benchmark(name, args.seed, args.size, sizes[args.size], chosen, work, results, args.device)
 
 
@@ -533,7 +533,7 @@ def audit_benchmark_main(
     parser.add_argument("--work", type=Path, help="folder for the data copy, models and audits (reused)")
     parser.add_argument("--results", type=Path, help=f"markdown file whose 'audit:{name}' section gets the tables")
     args = parser.parse_args(argv)
-    single_thread()
+    benchmark_process()
     work = args.work or ROOT / "runs" / f"audit-{name}" / args.size
     seeds = [int(s) for s in args.seeds.split(",")]
     started = time.perf_counter()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _bagnet_runs import Config, run, single_thread, table
+from _bagnet_runs import Config, benchmark_process, run, table
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TASKS = {
@@ -47,7 +47,7 @@ def main() -> None:
     )
     parser.add_argument("--only", choices=["resnet18", "bagnet"], help="train one of the two rows")
     args = parser.parse_args()
-    single_thread()
+    benchmark_process()
 
     for task in args.tasks:
         data, references, bagnet_name = TASKS[task]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from _bagnet_runs import Config, run, single_thread, table
+from _bagnet_runs import Config, benchmark_process, run, table
 from medexplain.metrics.classification import classification_summary
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist" / "retinamnist.npz"
@@ -78,7 +78,7 @@ def main() -> None:
     )
     parser.add_argument("--curve-lambdas", type=float, nargs="+", default=[0.0, 0.03, 0.3, 1.0])
     args = parser.parse_args()
-    single_thread()
+    benchmark_process()
 
     common = {"epochs": args.epochs, "batch_size": args.batch_size, "size": args.size, "optimizer": "adamw"}
     common.update(lr=args.lr, progress=False, ema_decay=args.ema_decay, label_smoothing=args.label_smoothing)

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from _bagnet_runs import Config, run, single_thread
+from _bagnet_runs import Config, benchmark_process, run
 from _headline import DATA, bootstrap_statistic, cell
 from medexplain.data import collate, load_dataset
 from medexplain.data.preprocessing import preprocessing_transform
@@ -344,7 +344,7 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", help="only these rows (default: all of the stage)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    single_thread()
+    benchmark_process()
     device = torch.device(args.device)
     common = {"epochs": args.epochs, "batch_size": 32, "size": args.size, "optimizer": "adamw", "lr": 1e-3,
               "class_weights": "balanced"}  # fmt: skip

@@ -29,7 +29,7 @@ import torch
 
 import headline_busi
 import vit_busi
-from _bagnet_runs import single_thread
+from _bagnet_runs import benchmark_process
 from _headline import DATA, ROOT, Benchmark, cell, classification_values, test_set, train_run, write_subset
 from medexplain.files import write_text
 from medexplain.workflows.audit import AuditSettings, audit_run
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     work = args.work or ROOT / "runs" / "headline" / f"vit-busi-{args.size}-seed{args.seed}"
-    single_thread()
+    benchmark_process()
     started = time.perf_counter()
     size = vit_busi.SIZES[args.size]
     bench = Benchmark("vit-busi", args.seed, args.size, size, [], work, None, args.device)

@@ -12,6 +12,7 @@ import warnings
 import typer
 
 from medexplain import __version__
+from medexplain.allocator import keep_freed_memory
 from medexplain.cli import audit, benchmark, concepts, demo, evaluate, explain, listing, report, simulate, synth, train
 from medexplain.errors import MedexplainError
 
@@ -71,6 +72,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``medexplain`` script; returns the exit code."""
+    keep_freed_memory()
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning
