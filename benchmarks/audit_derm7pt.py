@@ -118,9 +118,9 @@ PRESETS = {
     "full": Preset(None, NATIVE, 64, 16, 40, 30, (0.003, 0.01, 0.03, 0.1, 0.3), True, None, 32, 32,
                    (*FAITHFULNESS_AND_SANITY, "max-sensitivity"), {}),
 }  # fmt: skip
-"""``default`` is what one core of the shared 2-core CPU affords at 384 px (sized before any test number was seen):
-an epoch took 0.22 min for the width-8 ResNet-18 and 0.78 min for the width-4 BagNet-17 alone on the machine (2.9
-min at width 8, 7.1 at the light layout's 16), and 4.2 min for the BagNet beside another job; ``full`` (max-
+"""``default`` is what one core of the shared 2-core CPU affords at 384 px (sized before any test number was seen;
+three seeds from scratch take 29 min on one core): an epoch takes 0.3 min for the width-8 ResNet-18 and 1.1-1.3 min
+for the width-4 BagNet-17 (with ``medexplain.allocator.keep_freed_memory``; 2.5-3.3 min without); ``full`` (max-
 sensitivity included, every seed's own sweep) is meant for a GPU; ``smoke`` (the tests) runs in seconds."""
 
 

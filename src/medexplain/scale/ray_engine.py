@@ -27,6 +27,7 @@ import ray
 import ray.exceptions
 import torch
 
+from medexplain.allocator import keep_freed_memory
 from medexplain.errors import MedexplainError
 
 ACTOR_RESTARTS = 2  # Ray restarts a crashed actor this often and retries the call it was running
@@ -172,6 +173,7 @@ class Worker:
     def __init__(self, setup: Callable[[], Any]) -> None:
         # One torch thread per CPU that Ray gave this actor (as the single-process engine uses its own).
         torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+        keep_freed_memory()  # as the command line does in its own process
         self.state = setup()
 
     def run(self, work: Callable[[Any, Any], Any], batches: list[Any]) -> list[Any]:
