@@ -1,8 +1,8 @@
 """The package's layering, as drawn in DESIGN.md: each layer imports only the layers before it.
 
 data -> models -> explain -> metrics -> (concepts, train, simulate) -> workflows -> scale -> report -> cli. The
-foundation modules (errors, files, registry, progress, ndimage) import no layer. Every import counts, including
-those inside functions.
+foundation modules (errors, files, registry, progress, ndimage, allocator) import no layer. Every import counts,
+including those inside functions.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "medexplain"
-FOUNDATION = ("errors", "files", "registry", "progress", "ndimage")
+FOUNDATION = ("errors", "files", "registry", "progress", "ndimage", "allocator")
 LAYERS = {
     **dict.fromkeys(FOUNDATION, 0),
     "data": 1,
