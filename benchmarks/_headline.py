@@ -455,6 +455,12 @@ def _jsonable(value: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def recorded_section(key: str, path: Path = RESULTS) -> str:
+    """The text of ``path``'s ``<!-- key --> ... <!-- /key -->`` section (what :func:`write_section` wrote)."""
+    text = path.read_text(encoding="utf-8")
+    return text[text.index(f"<!-- {key} -->") + len(f"<!-- {key} -->") : text.index(f"<!-- /{key} -->")]
+
+
 def write_section(path: Path, key: str, text: str) -> None:
     """Replace (or append) the ``<!-- key --> ... <!-- /key -->`` section of ``path``, atomically."""
     start, end = f"<!-- {key} -->", f"<!-- /{key} -->"

@@ -125,12 +125,10 @@ def write_tiles(preset: Preset, out: Path) -> tuple[Path, dict[str, list[str]]]:
 # ---- models ------------------------------------------------------------------------------------------------------
 
 
-def configs(preset: Any, size: int | None = None,
-            bagnet_args: Mapping[str, Any] | None = None) -> tuple[Config, list[Config]]:  # fmt: skip
+def configs(preset: Any, bagnet_args: Mapping[str, Any] | None = None) -> tuple[Config, list[Config]]:
     """The ResNet-18 and one sparse BagNet-17 per lambda (``preset``: any object with ``width``, ``resnet_epochs``,
-    ``bagnet_epochs`` and ``lambdas``); ``size``: images resized to it; ``bagnet_args``: more BagNet arguments."""
-    common = {"batch_size": BATCH, "optimizer": "adamw", "lr": 1e-3, "class_weights": "balanced", "monitor": "auroc",
-              "size": size}  # fmt: skip
+    ``bagnet_epochs`` and ``lambdas``); ``bagnet_args``: more BagNet arguments."""
+    common = {"batch_size": BATCH, "optimizer": "adamw", "lr": 1e-3, "class_weights": "balanced", "monitor": "auroc"}
     resnet = Config(f"resnet18-w{preset.width}", "resnet18",
                     {**common, "epochs": preset.resnet_epochs, "model_args": {"width": preset.width}})  # fmt: skip
     bagnet = {**common, "epochs": preset.bagnet_epochs, "model_args": {"evidence_activation": "relu",

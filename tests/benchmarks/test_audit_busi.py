@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 import audit_busi
+from _headline import recorded_section
 from medexplain.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
 
 LAYERLESS = {"saliency", "integrated-gradients"}  # the smoke preset's methods that need no named layer
 CAM_AND_LRP = {"gradcam", "lrp-epsilon-plus-flat"}
@@ -48,8 +47,7 @@ def test_the_printed_audit_command_reproduces_the_verdict(smoke, tmp_path: Path)
 def test_the_tables_have_the_recorded_format(smoke) -> None:
     work, result = smoke
     table = (work / "table.md").read_text()
-    recorded = (ROOT / "benchmarks" / "RESULTS.md").read_text()
-    section = recorded[recorded.index("<!-- audit:busi -->") : recorded.index("<!-- /audit:busi -->")]
+    section = recorded_section("audit:busi")
     headers = [line for line in table.splitlines() if line.startswith("| map |") or line.startswith("| method |")]
     assert len(headers) == 2 and all(header in section for header in headers)
     rows = {r["map"]: r for r in result["verdict_table"]}

@@ -15,11 +15,10 @@ import pytest
 from PIL import Image
 
 import audit_cxr_tb
+from _headline import recorded_section
 from medexplain.data.manifest import read_manifest
 from medexplain.workflows.audit import BASELINES
 from medexplain.workflows.explanations import load_explanations
-
-ROOT = Path(__file__).resolve().parents[2]
 
 VERDICT = re.compile(r"^(pass|fail) \(\d/5\)$")
 SHARE = re.compile(r"^\d\.\d\d \[\d\.\d\d, \d\.\d\d\] / \d\.\d\d$")
@@ -68,8 +67,7 @@ def test_the_share_outside_the_lungs_is_that_of_the_stored_maps(smoke) -> None:
 def test_the_tables_have_the_recorded_format(smoke) -> None:
     work, result = smoke
     table = (work / "table.md").read_text()
-    recorded = (ROOT / "benchmarks" / "RESULTS.md").read_text()
-    section = recorded[recorded.index("<!-- audit:cxr-tb -->") : recorded.index("<!-- /audit:cxr-tb -->")]
+    section = recorded_section("audit:cxr-tb")
     headers = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line
                and line.split("|")[1].strip() in ("model", "map")]  # fmt: skip
     assert len(headers) == 2 and all(header in section for header in headers)
@@ -101,8 +99,7 @@ def test_the_seeds_summary_averages_over_seeds_and_has_the_recorded_format(smoke
     summary = audit_cxr_tb.seeds_summary(seeds)
     lines = summary.splitlines()
     assert lines[0] == "#### 3 seeds (0, 1, 2): mean over seeds (seed 0 / 1 / 2)"
-    recorded = (ROOT / "benchmarks" / "RESULTS.md").read_text()
-    section = recorded[recorded.index("<!-- audit:cxr-tb -->") : recorded.index("<!-- /audit:cxr-tb -->")]
+    section = recorded_section("audit:cxr-tb")
     header = next(line for line in lines if line.startswith("| map |"))
     assert f"\n{lines[0]}\n" in section and f"\n{header}\n" in section
     rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in lines

@@ -18,11 +18,10 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 import audit_derm7pt
+from _headline import recorded_section
 from medexplain.data.manifest import read_manifest
 from medexplain.workflows.audit import audit_scores
 from medexplain.workflows.explanations import load_explanations
-
-ROOT = Path(__file__).resolve().parents[2]
 
 VERDICT = re.compile(r"^(pass|fail) \(\d/3\)$")
 SHARE = re.compile(r"^\d\.\d\d / \d\.\d\d \(ratio \d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\]\)( \*\*flagged\*\*)?$")
@@ -156,8 +155,7 @@ def test_the_printed_command_of_seed_1_reproduces_its_numbers_alone(smoke, tmp_p
 def test_the_tables_have_the_recorded_format(smoke) -> None:
     work, results = smoke
     table = (work / "table.md").read_text()
-    recorded = (ROOT / "benchmarks" / "RESULTS.md").read_text()
-    section = recorded[recorded.index("<!-- audit:derm7pt -->") : recorded.index("<!-- /audit:derm7pt -->")]
+    section = recorded_section("audit:derm7pt")
     headers = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line
                and line.split("|")[1].strip() in ("run", "model", "difference")]  # fmt: skip
     assert len(set(headers)) == 6 and all(header in section for header in headers)

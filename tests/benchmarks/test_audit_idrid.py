@@ -15,9 +15,8 @@ import pytest
 from PIL import Image
 
 import audit_idrid
+from _headline import recorded_section
 from medexplain.workflows.audit import BASELINES, audit_scores
-
-ROOT = Path(__file__).resolve().parents[2]
 
 INTERVAL = re.compile(r"^-?\d\.\d\d\d \[-?\d\.\d\d\d, -?\d\.\d\d\d\]$")
 VERDICT = re.compile(r"^(pass|fail) \(\d/5\)$")
@@ -93,8 +92,7 @@ def test_the_paired_difference_is_the_mean_of_per_tile_differences(smoke) -> Non
 def test_the_tables_have_the_recorded_format(smoke) -> None:
     work, result = smoke
     table = (work / "table.md").read_text()
-    recorded = (ROOT / "benchmarks" / "RESULTS.md").read_text()
-    section = recorded[recorded.index("<!-- audit:idrid -->") : recorded.index("<!-- /audit:idrid -->")]
+    section = recorded_section("audit:idrid")
     headers = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line
                and line.split("|")[1].strip() in ("run", "model", "difference")]  # fmt: skip
     assert len(headers) == 4 and all(header in section for header in headers)

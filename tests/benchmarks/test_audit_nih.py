@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 
 import audit_nih
+from _headline import recorded_section
 from medexplain.data.manifest import read_manifest
 from medexplain.workflows.audit import BASELINES, LOCALISATION
 from medexplain.workflows.explanations import load_explanations
-
-ROOT = Path(__file__).resolve().parents[2]
 
 FAITHFUL = re.compile(r"^(pass|fail) \(\d/3\)$")
 RANDOMISATION = re.compile(r"^((pass|fail) \(-?\d\.\d\d, upper -?\d\.\d\d\)|n/a)$")  # n/a: not scored (all-zero maps)
@@ -34,11 +33,6 @@ def smoke(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[
     assert audit_nih.main(["--size", "smoke", "--work", str(work)]) == 0
     [result] = json.loads((work / "audit_nih.json").read_text())["results"]
     return work, result
-
-
-def _recorded_section() -> str:
-    recorded = (ROOT / "benchmarks" / "RESULTS.md").read_text()
-    return recorded[recorded.index("<!-- audit:nih -->") : recorded.index("<!-- /audit:nih -->")]
 
 
 def test_the_audit_runs_without_masks_on_the_finding_class_of_positive_test_images(smoke) -> None:
@@ -120,7 +114,7 @@ def test_the_seeds_summary_averages_over_seeds_and_has_the_recorded_format(smoke
     assert lines[0] == "#### 3 seeds (0, 1, 2): mean over seeds (seed 0 / 1 / 2)"
     tables = [block.splitlines() for block in summary.split("\n\n") if block.startswith("| map |")]
     assert len(tables) == 1 + len(audit_nih.LABELS)  # the single-label model, then each label of the multi-label one
-    assert all(f"\n{table[0]}\n" in _recorded_section() for table in tables)
+    assert all(f"\n{table[0]}\n" in recorded_section("audit:nih") for table in tables)
     rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in tables[0][2:])}
     for method in audit_nih.METHODS:
         deletion, _, _, border, _, faithful, _, _ = rows[method]
@@ -137,7 +131,7 @@ def test_the_seeds_summary_averages_over_seeds_and_has_the_recorded_format(smoke
 def test_the_tables_have_the_recorded_format(smoke) -> None:
     work, result = smoke
     table = (work / "table.md").read_text()
-    section = _recorded_section()
+    section = recorded_section("audit:nih")
     headers = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line
                and line.split("|")[1].strip() in ("model", "map", "label")]  # fmt: skip
     assert len(headers) == 3 + len(audit_nih.LABELS) and all(f"\n{header}\n" in section for header in headers)

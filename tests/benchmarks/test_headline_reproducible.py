@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from _headline import Benchmark, Row, Size, parse, write_section
+from _headline import Benchmark, Row, Size, parse, recorded_section, write_section
 from medexplain.cli import main
 from medexplain.cli.benchmark import BENCHMARKS, benchmarks_folder, script_arguments
 from medexplain.errors import MedexplainError
@@ -98,7 +98,7 @@ def test_every_audit_table_is_recorded_and_reruns_a_smoke_row_in_its_own_test() 
         assert f"<!-- audit:{name} -->" in recorded and f"<!-- /audit:{name} -->" in recorded, script
         test = (ROOT / "tests" / "benchmarks" / f"test_{script}.py").read_text()
         assert '"--size", "smoke"' in test, f"{script}: its test runs no smoke row"
-        assert f"<!-- audit:{name} -->" in test, f"{script}: its test does not check the recorded format"
+        assert f'recorded_section("audit:{name}")' in test, f"{script}: its test does not check the recorded format"
 
 
 CELL_KINDS = {
@@ -120,8 +120,7 @@ def _checked_lines(printed: str, name: str) -> int:
     """Check every row line of ``printed`` (a table.md) against the same row's line in the recorded ``headline:name``
     section: same header, same label, same kind of cell column by column (``n/a`` may stand for an interval), and
     each table has intervals. Returns the number of lines checked."""
-    recorded = (ROOT / "benchmarks" / "RESULTS.md").read_text()
-    section = recorded[recorded.index(f"<!-- headline:{name} -->") : recorded.index(f"<!-- /headline:{name} -->")]
+    section = recorded_section(f"headline:{name}")
     tables = [block.splitlines() for block in printed.split("\n\n") if block.startswith("| row | seed |")]
     assert tables, f"{name}: no table printed"
     checked = 0
@@ -205,3 +204,4 @@ def test_a_section_replaces_only_itself(tmp_path: Path) -> None:
         "# R\n\n<!-- headline:a -->\nnew a\n<!-- /headline:a -->\n\nother helper's text\n\n"
         "<!-- headline:b -->\nb\n<!-- /headline:b -->\n"
     )
+    assert recorded_section("headline:a", path) == "\nnew a\n" and recorded_section("headline:b", path) == "\nb\n"
