@@ -3,11 +3,11 @@
 glibc serves each allocation above its mmap threshold (at most 32 MB by default) with a fresh ``mmap`` and returns
 it with ``munmap`` when the tensor is freed, so every training step of a network with large activation maps (a
 BagNet at 384 px keeps full-resolution maps: batch 16 x 4 channels x 384^2 is 38 MB per layer) touches gigabytes
-of new, zero-filled pages: 1.3 million page faults and 2.5 s of kernel time in a 4.2 s step of the width-4
-BagNet-17 at batch 16 (one thread, AMD EPYC). With the threshold and the trim threshold raised, freed blocks are
-reused: the same step takes 1.7 s, its peak memory grows from 1.5 to 1.7-1.9 GB, and the numbers computed are
-unchanged (only where memory comes from changes). The price is that the process keeps its peak memory until it
-exits, which is what a training or audit run does anyway.
+of new, zero-filled pages: 1.2-1.3 million page faults and 2.3-2.5 s of kernel time in a 3.8-4.2 s step of the
+width-4 BagNet-17 at batch 16 (one thread, AMD EPYC). With the threshold and the trim threshold raised, freed blocks
+are reused: the same step takes 1.5-1.7 s, its peak memory grows from 1.5 to 1.7-1.9 GB, and the numbers computed
+are unchanged (only where memory comes from changes); ``benchmarks/allocator.py`` measures both. The price is that
+the process keeps its peak memory until it exits, which is what a training or audit run does anyway.
 
 The ``medexplain`` command applies this at start-up; a Python user calls :func:`keep_freed_memory` once. Set the
 environment variable ``MEDEXPLAIN_KEEP_FREED_MEMORY=0`` to leave the allocator as it is. Other C libraries (macOS,
